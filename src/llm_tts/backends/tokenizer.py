@@ -1,0 +1,58 @@
+"""A Hugging Face tokenizer wrapped for the backend protocol (shared by transformers and vLLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from llm_tts.messages import ChatMessage
+
+
+class ChatTokenizer:
+    """Renders chats to token ids and decodes token ids, once, the same way for every backend."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.hf = tokenizer
+        self.eos_token_ids = _eos_ids(tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
+
+    @classmethod
+    def from_folder(cls, path: str | Path) -> ChatTokenizer:
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(path)))
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt's token ids; a trailing assistant message is continued, not closed."""
+        dicts = [m.to_template_dict() for m in messages]
+        continue_final = messages[-1].role == "assistant"
+        ids = self.hf.apply_chat_template(
+            dicts,
+            add_generation_prompt=not continue_final,
+            continue_final_message=continue_final,
+            tokenize=True,
+        )
+        if hasattr(ids, "keys"):  # transformers >= 5 may return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.hf.decode(list(token_ids), skip_special_tokens=True)
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return self.hf.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
+
+
+def _eos_ids(tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    # Chat models often end a turn with a different special token than eos.
+    for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(name) if name in tokenizer.get_vocab() else None
+        if tid is not None:
+            ids.add(int(tid))
+    return frozenset(ids)

@@ -1,0 +1,237 @@
+"""The transformers backend: batched sampling with a KV cache, on CPU or CUDA.
+
+A small explicit decoding loop instead of ``model.generate`` because the protocol needs, per
+sequence, stop strings that cut exactly at the token completing the delimiter, raw per-token
+logprobs and top-k, and a per-call seeded generator (no global RNG shared between requests).
+Unique prompts are prefilled once and their KV cache repeated for the ``n`` samples.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+from llm_tts.backends.base import (
+    BackendCapabilities,
+    SamplingParams,
+    check_prompts_fit,
+)
+from llm_tts.backends.tokenizer import ChatTokenizer
+from llm_tts.errors import CapabilityError, ModelLoadError
+from llm_tts.messages import ChatMessage
+from llm_tts.models import EMBEDDED_MODEL_NAME, EMBEDDED_ALIASES, resolve_model
+from llm_tts.types import Segment
+
+_STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
+
+
+class TransformersBackend:
+    """Implements :class:`llm_tts.backends.base.Backend` with a transformers causal LM."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_rows: int = 64,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        path = resolve_model(model)
+        self.model_name = EMBEDDED_MODEL_NAME if model is None or str(model).lower() in EMBEDDED_ALIASES else str(model)
+        self.model_path = path
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.dtype = _pick_dtype(dtype, self.device)
+        try:
+            self.tokenizer = ChatTokenizer.from_folder(path)
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
+        self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
+        self.max_context_tokens = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.max_batch_rows = max_batch_rows
+        self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
+        self._lock = threading.Lock()  # one forward loop at a time on this model
+
+    # -- protocol -------------------------------------------------------------------------
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.tokenizer.render_chat(messages)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids)
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return self.tokenizer.token_texts(token_ids)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        params.validate()
+        if params.top_logprobs > self.capabilities.max_top_logprobs:
+            raise CapabilityError(f"top_logprobs={params.top_logprobs} exceeds this backend's limit {self.capabilities.max_top_logprobs}")
+        check_prompts_fit(prompts, self.max_context_tokens)
+        import torch
+
+        generator = torch.Generator(device=self.device)
+        if params.seed is not None:
+            generator.manual_seed(params.seed)
+        else:
+            generator.seed()
+        chunk = max(1, self.max_batch_rows // params.n)
+        out: list[list[Segment]] = []
+        with self._lock:
+            for i in range(0, len(prompts), chunk):
+                out.extend(self._generate_chunk(prompts[i : i + chunk], params, generator))
+        return out
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+    # -- decoding loop --------------------------------------------------------------------
+    def _generate_chunk(self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any) -> list[list[Segment]]:
+        import torch
+        from transformers import DynamicCache
+
+        n, dev = params.n, self.device
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding
+            input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            attention[i, width - len(p) :] = 1
+        input_ids, attention = input_ids.to(dev), attention.to(dev)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            ).logits[:, -1, :].float()
+            if n > 1:
+                logits = logits.repeat_interleave(n, dim=0)
+                attention = attention.repeat_interleave(n, dim=0)
+                positions = positions.repeat_interleave(n, dim=0)
+                cache.batch_repeat_interleave(n)
+            rows = logits.shape[0]
+            budgets = [min(params.max_tokens, self.max_context_tokens - len(p)) for p in prompts for _ in range(n)]
+            loop = _RowState(rows, budgets, self.tokenizer, self.eos_token_ids, params.stop)
+            next_pos = positions[:, -1:] + 1
+            eos = torch.tensor(sorted(self.eos_token_ids), device=dev)
+            k = params.top_logprobs
+            for _ in range(max(budgets)):
+                logprobs = torch.log_softmax(logits, dim=-1)
+                token = _sample(logits, params, generator)
+                chosen = logprobs.gather(1, token[:, None]).squeeze(1)
+                top = torch.topk(logprobs, k, dim=-1) if k else None
+                loop.record(token.tolist(), chosen.tolist() if params.logprobs else None,
+                            (top.indices.tolist(), top.values.tolist()) if top is not None else None,
+                            torch.isin(token, eos).tolist())
+                if loop.all_done:
+                    break
+                token = token.masked_fill(torch.tensor(loop.done, device=dev), pad)
+                attention = torch.cat([attention, torch.ones((rows, 1), dtype=attention.dtype, device=dev)], dim=1)
+                logits = self.model(
+                    input_ids=token[:, None], attention_mask=attention, position_ids=next_pos,
+                    past_key_values=cache, use_cache=True,
+                ).logits[:, -1, :].float()
+                next_pos = next_pos + 1
+        segments = loop.segments(self.tokenizer, params)
+        return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+class _RowState:
+    """Per-row token lists and finish state; stop strings are checked on a short tail only."""
+
+    def __init__(self, rows: int, budgets: list[int], tokenizer: ChatTokenizer, eos: frozenset[int], stop: tuple[str, ...]) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.logprobs: list[list[float]] = [[] for _ in range(rows)]
+        self.tops: list[list[dict[int, float]]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.finish: list[str | None] = [None] * rows
+        self.stop_text: list[str | None] = [None] * rows
+        self.budgets = budgets
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.window = max((len(s) for s in stop), default=0) + _STOP_WINDOW_EXTRA
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def record(self, tokens: list[int], chosen: list[float] | None, top: tuple[list, list] | None, is_eos: list[bool]) -> None:
+        for r, tok in enumerate(tokens):
+            if self.done[r]:
+                continue
+            self.tokens[r].append(tok)
+            if chosen is not None:
+                self.logprobs[r].append(chosen[r])
+            if top is not None:
+                self.tops[r].append(dict(zip(top[0][r], top[1][r])))
+            if is_eos[r]:
+                self._finish(r, "eos")
+            elif self.stop and (hit := self._stop_hit(r)):
+                self._finish(r, "stop", hit)
+            elif len(self.tokens[r]) >= self.budgets[r]:
+                self._finish(r, "length")
+
+    def _stop_hit(self, r: int) -> str | None:
+        tail = self.tokenizer.decode(self.tokens[r][-self.window :])
+        return next((s for s in self.stop if s in tail), None)
+
+    def _finish(self, r: int, reason: str, stop_text: str | None = None) -> None:
+        self.done[r] = True
+        self.finish[r] = reason
+        self.stop_text[r] = stop_text
+
+    def segments(self, tokenizer: ChatTokenizer, params: SamplingParams) -> list[Segment]:
+        texts = tokenizer.hf.batch_decode(self.tokens, skip_special_tokens=True)
+        return [
+            Segment(
+                token_ids=tuple(self.tokens[r]),
+                text=texts[r],
+                logprobs=tuple(self.logprobs[r]) if params.logprobs else None,
+                top_logprobs=tuple(self.tops[r]) if params.top_logprobs else None,
+                finish_reason=self.finish[r] or "length",  # type: ignore[arg-type]
+                stop_text=self.stop_text[r],
+            )
+            for r in range(len(self.tokens))
+        ]
+
+
+def _sample(logits: Any, params: SamplingParams, generator: Any) -> Any:
+    import torch
+
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    logits = logits / params.temperature
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > params.top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _pick_dtype(dtype: str, device: Any) -> Any:
+    import torch
+
+    if dtype != "auto":
+        try:
+            return getattr(torch, dtype)
+        except AttributeError:
+            from llm_tts.errors import InvalidParameterError
+
+            raise InvalidParameterError("dtype", dtype, "must be 'auto' or a torch dtype name such as 'bfloat16'") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16

@@ -1,0 +1,74 @@
+"""TTSConfig: the request vocabulary shared by ChatTTS, the service and the engine.
+
+Names and defaults follow the service API guide (``tts_strategy``, ``num_paths``, ...). One
+typed model validates every face the same way; out-of-range values raise
+:class:`~llm_tts.errors.InvalidParameterError` naming the field and the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llm_tts.errors import InvalidParameterError, UnknownNameError
+
+Aggregation = Literal["min", "mean", "max", "product", "last"]
+AGGREGATIONS: tuple[str, ...] = ("min", "mean", "max", "product", "last")
+
+# Caps keep one request from monopolising a server; raise them deliberately, not by accident.
+MAX_PATHS = 64
+MAX_BEAM_SIZE = 16
+MAX_CANDIDATES_PER_STEP = 16
+MAX_STEPS = 200
+MAX_TOKENS = 32768
+
+
+class TTSConfig(BaseModel):
+    """Everything that shapes one test-time-scaling run. Every field is documented in /docs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tts_strategy: str = Field("self_consistency", description="self_consistency, offline_bon, online_bon or beam_search")
+    tts_scorer: str | None = Field(
+        None,
+        description="entropy, perplexity, sequence_prob, prm, llm_judge or majority_vote. Default: majority_vote "
+        "for self_consistency, entropy for the others",
+    )
+    tts_budget: int | None = Field(
+        None, ge=1, description="One knob for the strategy's main size: num_paths, tts_num_trajectories, "
+        "or tts_candidates_per_step (online_bon) / tts_beam_size (beam_search). Overrides that field."
+    )
+    num_paths: int = Field(5, ge=1, le=MAX_PATHS, description="self_consistency: independent reasoning paths")
+    tts_num_trajectories: int = Field(8, ge=1, le=MAX_PATHS, description="offline_bon: full trajectories generated")
+    tts_candidates_per_step: int = Field(4, ge=1, le=MAX_CANDIDATES_PER_STEP, description="online_bon, beam_search: candidates per step")
+    tts_beam_size: int = Field(4, ge=1, le=MAX_BEAM_SIZE, description="beam_search: beams kept after each step")
+    tts_max_steps: int = Field(100, ge=1, le=MAX_STEPS, description="step strategies: maximum reasoning steps")
+    tts_score_aggregation: Aggregation = Field("min", description="how step scores become a trajectory score")
+    tts_window_size: int | None = Field(None, ge=1, description="aggregate only the last k step scores")
+    tts_selection: Literal["best", "weighted"] = Field(
+        "best", description="offline_bon: 'best' trajectory, or 'weighted' (sum of scores per equivalent answer)"
+    )
+    tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
+    tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+    max_tokens: int = Field(4096, ge=1, le=MAX_TOKENS, description="maximum completion tokens per trajectory")
+    seed: int | None = Field(None, description="makes sampling reproducible on backends that support seeds")
+    stop: list[str] | None = Field(None, description="extra stop strings that end the whole answer")
+
+    @classmethod
+    def create(cls, **fields: Any) -> TTSConfig:
+        """Validate ``fields`` into a config, raising llm_tts's typed errors (not pydantic's)."""
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
+        except ValidationError as e:
+            err = e.errors()[0]
+            param = ".".join(str(p) for p in err["loc"]) or "config"
+            if err["type"] == "extra_forbidden":
+                raise UnknownNameError("parameter", param, list(cls.model_fields), param=param) from None
+            raise InvalidParameterError(param, err.get("input"), err["msg"]) from None
+
+    def merged(self, **overrides: Any) -> TTSConfig:
+        """A copy with per-call overrides applied and validated."""
+        return TTSConfig.create(**{**self.model_dump(exclude_unset=True), **overrides})

@@ -1,0 +1,80 @@
+"""Chat messages as they cross every boundary (ChatTTS, the service, backends)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llm_tts.errors import EmptyMessagesError, InvalidParameterError
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+class ChatMessage(BaseModel):
+    """One chat turn. Content is plain text: list-of-text-block content is joined on input."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Role
+    content: str = Field(default="")
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    def to_template_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_call_id:
+            d["tool_call_id"] = self.tool_call_id
+        if self.name:
+            d["name"] = self.name
+        return d
+
+
+def text_from_content(content: Any, *, param: str = "messages.content") -> str:
+    """Flatten OpenAI-style content (a string or a list of text blocks) into text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            else:
+                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+                raise InvalidParameterError(param, kind, "only text content is supported (no images or audio)")
+        return "".join(parts)
+    raise InvalidParameterError(param, type(content).__name__, "content must be a string or a list of text blocks")
+
+
+def coerce_messages(messages: Sequence[ChatMessage | dict[str, Any]] | str) -> list[ChatMessage]:
+    """Accept a question string, ChatMessages or OpenAI-style dicts; reject empty input."""
+    if isinstance(messages, str):
+        messages = [ChatMessage(role="user", content=messages)]
+    out: list[ChatMessage] = []
+    for i, m in enumerate(messages):
+        if isinstance(m, ChatMessage):
+            out.append(m)
+            continue
+        if not isinstance(m, dict):
+            raise InvalidParameterError(f"messages[{i}]", type(m).__name__, "each message must be an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise InvalidParameterError(f"messages[{i}].role", role, f"must be one of {', '.join(ROLES)}")
+        content = text_from_content(m.get("content"), param=f"messages[{i}].content")
+        out.append(ChatMessage(role=role, content=content, name=m.get("name"), tool_call_id=m.get("tool_call_id")))
+    if not out:
+        raise EmptyMessagesError()
+    return out
+
+
+def question_of(messages: Sequence[ChatMessage]) -> str:
+    """The last user turn: what scorers and verifiers judge answers against."""
+    for m in reversed(messages):
+        if m.role == "user":
+            return m.content
+    return messages[-1].content if messages else ""

@@ -1,0 +1,60 @@
+"""``tts_metadata``: one typed, documented schema emitted by every strategy and every face."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class CandidateInfo(BaseModel):
+    """One candidate the strategy considered (a path, a trajectory or a final beam)."""
+
+    text: str = Field(description="the candidate's completion text")
+    answer: str | None = Field(None, description="final answer extracted from the text, if any")
+    score: float | None = Field(None, description="aggregated score (higher is better); None for pure voting")
+    step_scores: list[float] = Field(default_factory=list, description="per-step scores, in order")
+    status: Literal["selected", "kept", "pruned"] = Field(
+        description="selected: returned; kept: finished but not chosen; pruned: dropped by the search"
+    )
+    num_tokens: int = Field(description="completion tokens of this candidate (real token ids)")
+    finish_reason: Literal["stop", "length"] = Field("stop", description="'length' when max_tokens cut it")
+
+
+class UsageInfo(BaseModel):
+    """Tokens counted from real token ids. completion_tokens counts every generated token of
+    every candidate (pruned ones too): the compute the request really cost."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class TimingInfo(BaseModel):
+    generation_s: float = Field(0.0, description="seconds spent in backend generate calls")
+    scoring_s: float = Field(0.0, description="seconds spent in scorers")
+    total_s: float = Field(0.0, description="wall time of the whole run")
+
+
+class TTSMetadata(BaseModel):
+    """The strategy's account of how it chose the answer. Same keys for every strategy."""
+
+    strategy: str = Field(description="strategy that ran")
+    scorer: str = Field(description="scorer that ran (majority_vote for self_consistency)")
+    selected_answer: str | None = Field(None, description="extracted final answer of the returned text")
+    aggregated_score: float | None = Field(None, description="score of the returned candidate (higher is better)")
+    reasoning_steps: int = Field(0, description="reasoning steps in the returned candidate")
+    consensus_score: float | None = Field(
+        None, description="voting strategies: share of candidates that agree with the selected answer (1.0 = all)"
+    )
+    uncertainty_score: float | None = Field(
+        None, description="voting strategies: 1 - consensus_score (0.0 = fully certain)"
+    )
+    answer_distribution: dict[str, int] | None = Field(
+        None, description="voting strategies: candidates per equivalent answer"
+    )
+    candidates: list[CandidateInfo] = Field(default_factory=list, description="every candidate considered")
+    usage: UsageInfo = Field(default_factory=UsageInfo)
+    timings: TimingInfo = Field(default_factory=TimingInfo)
+    backend: str = Field(description="backend that generated (transformers, vllm, openai)")
+    model: str = Field(description="model that generated")
