@@ -1,0 +1,40 @@
+"""The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from llm_tts.demo import run_demo
+
+    return run_demo(question=args.question, backend=args.backend, model=args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-tts", description="Test-time scaling for LLM reasoning")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="answer a question with a few strategies on the embedded model")
+    demo.add_argument("question", nargs="?", default="What is 15 * 7?")
+    demo.add_argument("--backend", default="auto", help="auto, vllm or transformers")
+    demo.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
+    demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("serve", help="start the OpenAI-compatible service")
+    from llm_tts.service.server import add_serve_arguments, run_serve
+
+    add_serve_arguments(serve)
+    serve.set_defaults(func=run_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
