@@ -1,0 +1,144 @@
+"""Request and response bodies of the OpenAI-compatible API.
+
+The request *is* a :class:`~llm_tts.config.TTSConfig` (every TTS field, its limits and its
+description come from there, so /docs documents them without a second copy) plus the standard
+OpenAI chat fields. Unknown fields are rejected by name rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llm_tts.config import MAX_TOKENS, TTSConfig
+from llm_tts.messages import ChatMessage, Role, coerce_messages
+from llm_tts.metadata import TTSMetadata, UsageInfo
+
+
+class RequestMessage(BaseModel):
+    """One chat turn as OpenAI sends it. Content is a string or a list of text blocks."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role = Field(description="system, user, assistant or tool")
+    content: str | list[dict[str, Any]] | None = Field(None, description="text, or a list of {'type': 'text', 'text': ...}")
+    name: str | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool | None = Field(
+        None, description="accepted for compatibility: usage is always sent on the last chunk"
+    )
+
+
+class ChatCompletionRequest(TTSConfig):
+    """``POST /v1/chat/completions``: OpenAI's chat fields plus every TTS field (``extra_body``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "SmolLM2-135M-Instruct",
+                    "messages": [{"role": "user", "content": "What is 15 * 7? Put the answer in \\boxed{}."}],
+                    "tts_strategy": "self_consistency",
+                    "num_paths": 3,
+                    "max_tokens": 64,
+                }
+            ]
+        },
+    )
+
+    model: str | None = Field(None, description="a model this server serves (GET /v1/models); omitted = that model")
+    messages: list[RequestMessage] = Field(min_length=1, description="the chat so far; at least one message")
+    stream: bool = Field(False, description="server-sent events: search progress, then the answer, then metadata")
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = Field(None, description="stop strings that end the whole answer (a string or a list)")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens; max_tokens wins if both are set"
+    )
+    n: int | None = Field(
+        None, ge=1, le=1, description="must be 1: one selected answer per request (use num_paths etc. for samples)"
+    )
+    user: str | None = Field(None, description="end-user id; accepted and not stored")
+    provider: str | None = Field(
+        None, description="auto, or the backend this server runs (GET /health); a different provider is an error"
+    )
+    tts_deadline: float | None = Field(
+        None, gt=0, description="seconds this request may run (408 after); capped by the server's deadline"
+    )
+
+    def to_messages(self) -> list[ChatMessage]:
+        return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
+
+    def to_config(self, **overrides: Any) -> TTSConfig:
+        """The TTSConfig this request asks for (unset fields keep TTSConfig's defaults)."""
+        data = self.model_dump(exclude_unset=True, include=set(TTSConfig.model_fields))
+        if isinstance(data.get("stop"), str):
+            data["stop"] = [data["stop"]]
+        if self.max_completion_tokens is not None and "max_tokens" not in data:
+            data["max_tokens"] = self.max_completion_tokens
+        data.update(overrides)
+        return TTSConfig.create(**data)
+
+
+REQUEST_FIELDS: tuple[str, ...] = tuple(ChatCompletionRequest.model_fields)
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: Literal["stop", "length"] = Field(description="'length' when max_tokens cut the selected answer")
+    logprobs: None = None
+    tts_metadata: TTSMetadata = Field(description="how the strategy chose this answer")
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str = Field(description="the model that really generated")
+    choices: list[Choice]
+    usage: UsageInfo = Field(description="real token counts: every token of every candidate")
+    system_fingerprint: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "llm-tts"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    backend: str
+    active_requests: int
+    max_concurrency: int
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
