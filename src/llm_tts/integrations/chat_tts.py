@@ -1,0 +1,373 @@
+"""ChatTTS: test-time scaling as a LangChain chat model, in-process or over HTTP.
+
+Without ``base_url`` it runs the TTS engine in this process on ``backend``/``model`` (the embedded
+SmolLM2 by default); with ``base_url`` it calls an llm-tts service. Both modes return the same
+``AIMessage`` shape: the selected answer as content, ``usage_metadata`` counted from real token
+ids, and ``response_metadata`` with ``tts_metadata``, ``model_name`` and ``finish_reason``.
+
+Every field of :class:`~llm_tts.config.TTSConfig` is a field of ChatTTS (derived from it, so the two
+never drift), and any of them can be overridden per call: ``llm.invoke(q, tts_beam_size=8)`` or
+``llm.bind(tts_strategy="beam_search")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any, AsyncIterator, Iterator, Literal, Sequence
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils import secret_from_env
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, create_model
+
+from llm_tts.config import TTSConfig
+from llm_tts.engine import TTSEngine
+from llm_tts.errors import InvalidParameterError, LLMTTSError, UnknownNameError
+from llm_tts.integrations.events import PROGRESS_EVENT_NAME, Reply, RunItem, TextDelta, progress_to_dict
+from llm_tts.integrations.inprocess import aiter_run, iter_run, shared_engine
+from llm_tts.integrations.lc_messages import to_chat_messages
+from llm_tts.integrations.transport import ServiceTransport
+from llm_tts.messages import ChatMessage
+from llm_tts.models import EMBEDDED_MODEL_NAME
+from llm_tts.progress import ProgressEvent
+
+TTS_FIELDS: tuple[str, ...] = tuple(TTSConfig.model_fields)
+API_KEY_ENV = "LLM_TTS_API_KEY"
+
+# The TTS fields, copied from TTSConfig (types, defaults, limits, descriptions) into a mixin.
+_TTSFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "_TTSFields",
+    **{name: (info.annotation, info) for name, info in TTSConfig.model_fields.items()},
+)
+
+
+class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
+    """Test-time scaling chat model. See the module docstring and ``TTSConfig`` for every TTS field.
+
+    Example:
+        ```python
+        llm = ChatTTS(tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=4)  # in-process
+        llm = ChatTTS(base_url="http://127.0.0.1:8001/v1", tts_budget=5)  # HTTP
+        msg = llm.invoke("What is 15 * 7?")
+        msg.response_metadata["tts_metadata"]["consensus_score"]
+        ```
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model_name: str | None = Field(
+        None, alias="model", description="model folder or hub id (in-process; default: embedded SmolLM2), "
+        "or the model name sent to the service"
+    )
+    base_url: str | None = Field(None, description="llm-tts service URL, e.g. http://127.0.0.1:8001/v1; unset: in-process")
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env(API_KEY_ENV, default=None),
+        description=f"service API key (HTTP mode), sent as a Bearer token; default from ${API_KEY_ENV}",
+    )
+    timeout: float | None = Field(
+        None, description="seconds per call: the run's deadline in-process, the read timeout over HTTP "
+        "(unset: no deadline in-process, 600 s over HTTP)"
+    )
+    max_retries: int = Field(2, description="HTTP mode: retries on connection errors and 429/5xx")
+    streaming: bool = Field(False, description="invoke() streams internally (progress reaches callbacks as it happens)")
+    backend: str = Field("auto", description="in-process backend: auto, vllm, transformers or openai")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="in-process backend keyword options")
+    prm_model: str | None = Field(None, description="in-process: path of a process reward model for tts_scorer='prm'")
+    engine: TTSEngine | None = Field(
+        None, exclude=True, description="in-process: run on this engine instead of a shared one built from model/backend"
+    )
+
+    _transport: ServiceTransport | None = PrivateAttr(None)
+    _transport_key: tuple[Any, ...] | None = PrivateAttr(None)
+    _transport_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, **kwargs: Any) -> None:
+        _check_init_kwargs(type(self), kwargs)
+        super().__init__(**kwargs)
+
+    # -- LangChain identity ------------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "llm-tts"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": API_KEY_ENV}
+
+    @property
+    def mode(self) -> Literal["http", "in-process"]:
+        return "http" if self.base_url else "in-process"
+
+    def _model_label(self, override: str | None = None) -> str:
+        if override or self.model_name:
+            return str(override or self.model_name)
+        if self.engine is not None:
+            return self.engine.backend.model_name
+        return "default" if self.base_url else EMBEDDED_MODEL_NAME
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        where = {"base_url": self.base_url} if self.base_url else {"backend": self.backend}
+        return {"model_name": self._model_label(), **where, **{name: getattr(self, name) for name in TTS_FIELDS}}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="llm_tts",
+            ls_model_name=self._model_label(kwargs.get("model")),
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        ls_stop = stop or kwargs.get("stop") or self.stop
+        if ls_stop:
+            params["ls_stop"] = list(ls_stop)
+        return params
+
+    # -- unsupported features: say so clearly -----------------------------------------------
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ChatTTS does not support tool calling (bind_tools): test-time scaling searches over free-text "
+            "reasoning and returns one selected answer, not tool calls. Use a tool-calling chat model for the "
+            "agent's tool steps and ChatTTS for the reasoning steps."
+        )
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ChatTTS does not support with_structured_output: it selects among free-text reasoning "
+            "candidates and has no JSON or tool-call mode. Parse the text with an output parser "
+            "(e.g. `llm | StrOutputParser()`), or read response_metadata['tts_metadata']['selected_answer']."
+        )
+
+    # -- the request ---------------------------------------------------------------------------
+    def tts_config(self, **overrides: Any) -> TTSConfig:
+        """The validated TTS config of a call: this instance's settings plus ``overrides``."""
+        mine = {name: getattr(self, name) for name in TTS_FIELDS if name in self.model_fields_set}
+        return TTSConfig.create(**{**mine, **overrides})
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[ChatMessage], TTSConfig, str | None]:
+        overrides = dict(kwargs)
+        overrides.pop("stream", None)  # LangChain's own "stream this call" flag, not a TTS field
+        model = overrides.pop("model", None) or self.model_name
+        if stop is not None:
+            overrides["stop"] = stop  # a call's stop replaces the instance's, as in OpenAI's API
+        config = self.tts_config(**overrides)
+        return to_chat_messages(messages), config, model
+
+    def _payload(self, messages: list[ChatMessage], config: TTSConfig, model: str | None, stream: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {"messages": [m.to_template_dict() for m in messages]}
+        if model:
+            payload["model"] = model
+        payload.update(config.model_dump(mode="json", exclude_unset=True))
+        payload["stream"] = stream
+        return payload
+
+    def _engine_for(self, model: str | None) -> TTSEngine:
+        if self.engine is not None:
+            if model and model != self.model_name and model != self.engine.backend.model_name:
+                raise InvalidParameterError(
+                    "model", model, f"this ChatTTS runs on a given engine serving {self.engine.backend.model_name!r}; "
+                    "drop model= or create ChatTTS without engine="
+                )
+            return self.engine
+        return shared_engine(model, self.backend, prm_model=self.prm_model, options=self.backend_options)
+
+    def _service(self) -> ServiceTransport:
+        assert self.base_url is not None
+        key = (self.base_url, self.api_key, self.timeout, self.max_retries)
+        with self._transport_lock:
+            if self._transport is None or self._transport_key != key:
+                if self._transport is not None:
+                    self._transport.close()
+                self._transport = ServiceTransport(
+                    self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
+                )
+                self._transport_key = key
+            return self._transport
+
+    def _items(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool) -> Iterator[RunItem]:
+        chat, config, model = self._request(messages, stop, kwargs)  # bad input fails here, before any work
+        if self.base_url:
+            return self._service().iter(self._payload(chat, config, model, stream))
+        return iter_run(self._engine_for(model), chat, config, timeout=self.timeout)
+
+    async def _aitems(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool
+    ) -> AsyncIterator[RunItem]:
+        chat, config, model = self._request(messages, stop, kwargs)
+        if self.base_url:
+            source = self._service().aiter(self._payload(chat, config, model, stream))
+        else:
+            # A first call may load a model (seconds): do that off the event loop too.
+            engine = self.engine or await asyncio.to_thread(self._engine_for, model)
+            source = aiter_run(engine, chat, config, timeout=self.timeout)
+        async with contextlib.aclosing(source):
+            async for item in source:
+                yield item
+
+    # -- LangChain entry points ------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        reply = None
+        for item in self._items(messages, stop, kwargs, stream=False):
+            if isinstance(item, ProgressEvent):
+                _emit_progress(run_manager, item)
+            elif isinstance(item, Reply):
+                reply = item
+        return _chat_result(_require(reply))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        reply = None
+        async for item in self._aitems(messages, stop, kwargs, stream=False):
+            if isinstance(item, ProgressEvent):
+                await _aemit_progress(run_manager, item)
+            elif isinstance(item, Reply):
+                reply = item
+        return _chat_result(_require(reply))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        chunks = _ChunkAssembler()
+        for item in self._items(messages, stop, kwargs, stream=True):
+            if isinstance(item, ProgressEvent):
+                _emit_progress(run_manager, item)
+            yield from chunks.feed(item)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        chunks = _ChunkAssembler()
+        async for item in self._aitems(messages, stop, kwargs, stream=True):
+            if isinstance(item, ProgressEvent):
+                await _aemit_progress(run_manager, item)
+            for chunk in chunks.feed(item):
+                yield chunk
+
+    # -- resources ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this instance's HTTP clients (shared in-process engines stay loaded for others)."""
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    async def aclose(self) -> None:
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
+            transport.close()
+
+
+def _check_init_kwargs(cls: type[ChatTTS], kwargs: dict[str, Any]) -> None:
+    """Typed errors at construction: unknown names (typos) and out-of-range TTS values."""
+    valid = {name for name in cls.model_fields} | {f.alias for f in cls.model_fields.values() if f.alias}
+    for name in kwargs:
+        if name not in valid:
+            raise UnknownNameError("ChatTTS parameter", name, sorted(valid), param=name)
+    TTSConfig.create(**{name: kwargs[name] for name in TTS_FIELDS if name in kwargs})
+    timeout, retries = kwargs.get("timeout"), kwargs.get("max_retries", 0)
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise InvalidParameterError("timeout", timeout, "must be a number of seconds > 0, or None")
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidParameterError("max_retries", retries, "must be an integer >= 0")
+    if kwargs.get("base_url") and kwargs.get("engine") is not None:
+        raise InvalidParameterError(
+            "engine", type(kwargs["engine"]).__name__, "give base_url (HTTP mode) or engine (in-process), not both"
+        )
+
+
+def _require(reply: Reply | None) -> Reply:
+    if reply is None:
+        raise LLMTTSError("the run ended without an answer")
+    return reply
+
+
+def _usage(reply: Reply) -> UsageMetadata:
+    return UsageMetadata(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, total_tokens=reply.total_tokens)
+
+
+def _response_metadata(reply: Reply) -> dict[str, Any]:
+    return {"tts_metadata": reply.tts_metadata, "model_name": reply.model_name, "finish_reason": reply.finish_reason}
+
+
+def _chat_result(reply: Reply) -> ChatResult:
+    message = AIMessage(content=reply.text, usage_metadata=_usage(reply), response_metadata=_response_metadata(reply))
+    llm_output = {"model_name": reply.model_name, "token_usage": dict(_usage(reply))}
+    return ChatResult(generations=[ChatGeneration(message=message)], llm_output=llm_output)
+
+
+class _ChunkAssembler:
+    """RunItems to stream chunks: progress (empty content, ``response_metadata['tts_progress']``),
+    the answer text, and a last chunk with usage and metadata."""
+
+    def __init__(self) -> None:
+        self.text_sent = False
+
+    def feed(self, item: RunItem) -> list[ChatGenerationChunk]:
+        if isinstance(item, ProgressEvent):
+            meta = {PROGRESS_EVENT_NAME: [progress_to_dict(item)]}
+            return [ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))]
+        if isinstance(item, TextDelta):
+            self.text_sent = True
+            return [ChatGenerationChunk(message=AIMessageChunk(content=item.text))]
+        out = []
+        if not self.text_sent and item.text:
+            out.append(ChatGenerationChunk(message=AIMessageChunk(content=item.text)))
+        last = AIMessageChunk(
+            content="", usage_metadata=_usage(item), response_metadata=_response_metadata(item), chunk_position="last"
+        )
+        out.append(ChatGenerationChunk(message=last))
+        return out
+
+
+def _custom_event_data(event: ProgressEvent) -> dict[str, Any]:
+    return progress_to_dict(event)
+
+
+def _emit_progress(run_manager: CallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
+    """Search progress as a LangChain custom event, attributed to this chat-model run."""
+    if run_manager is None:
+        return
+    manager = CallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
+    manager.on_custom_event(PROGRESS_EVENT_NAME, _custom_event_data(event), run_id=run_manager.run_id)
+
+
+async def _aemit_progress(run_manager: AsyncCallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
+    if run_manager is None:
+        return
+    manager = AsyncCallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
+    await manager.on_custom_event(PROGRESS_EVENT_NAME, _custom_event_data(event), run_id=run_manager.run_id)
+
+

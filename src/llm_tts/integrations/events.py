@@ -1,0 +1,77 @@
+"""What one ChatTTS run yields, in the same shape from the in-process engine and the service.
+
+A run is a sequence of :class:`~llm_tts.progress.ProgressEvent` (the search as it happens),
+:class:`TextDelta` (answer text, when the service streams it in pieces) and one final
+:class:`Reply`. ChatTTS turns that sequence into LangChain messages, chunks and custom events,
+whichever face produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Union
+
+from llm_tts.engine import TTSResult
+from llm_tts.metadata import TTSMetadata
+from llm_tts.progress import ProgressEvent
+
+PROGRESS_EVENT_NAME = "tts_progress"  # LangChain custom-event name and response_metadata key
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the selected answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The finished run: the selected answer with its metadata and real token usage."""
+
+    text: str
+    finish_reason: str
+    tts_metadata: dict[str, Any]  # TTSMetadata as JSON: the same keys in every face
+    model_name: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def from_result(cls, result: TTSResult) -> Reply:
+        return cls.from_metadata(result.text, result.finish_reason, result.metadata)
+
+    @classmethod
+    def from_metadata(cls, text: str, finish_reason: str, metadata: TTSMetadata, model_name: str | None = None) -> Reply:
+        usage = metadata.usage
+        return cls(
+            text=text,
+            finish_reason=finish_reason,
+            tts_metadata=metadata.model_dump(mode="json"),
+            model_name=model_name or metadata.model,
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
+
+RunItem = Union[ProgressEvent, TextDelta, Reply]
+
+
+def progress_to_dict(event: ProgressEvent) -> dict[str, Any]:
+    return dataclasses.asdict(event)
+
+
+_PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProgressEvent))
+
+
+def progress_from_dict(data: dict[str, Any]) -> ProgressEvent:
+    """Rebuild a ProgressEvent from its JSON form (unknown keys from newer servers are ignored)."""
+    known = {k: data[k] for k in _PROGRESS_FIELDS if k in data}
+    known.setdefault("strategy", "")
+    known.setdefault("step", 0)
+    known.setdefault("live_beams", 0)
+    known.setdefault("finished", 0)
+    known.setdefault("best_score", None)
+    return ProgressEvent(**known)

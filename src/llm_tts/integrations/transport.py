@@ -1,0 +1,324 @@
+"""HTTP mode: talk to an llm-tts service (or anything that speaks its API) with httpx.
+
+One pooled sync client and one async client per ChatTTS instance; retries with backoff (tenacity)
+on connection errors and on 429/5xx, honouring ``Retry-After``. A request is only retried before
+any answer bytes arrive, so a retried stream never repeats output. Error bodies
+(``{"error": {"message", "type", "param", "code"}}``) become the same typed ``llm_tts.errors``
+classes the in-process mode raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import threading
+import time
+from dataclasses import replace
+from typing import Any, AsyncIterator, Iterable, Iterator
+
+import httpx
+from pydantic import SecretStr, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError
+from llm_tts.integrations.events import PROGRESS_EVENT_NAME, Reply, RunItem, TextDelta, progress_from_dict
+from llm_tts.metadata import TTSMetadata
+
+DEFAULT_TIMEOUT_S = 600.0  # a TTS search can legitimately take minutes
+CONNECT_TIMEOUT_S = 10.0
+MAX_RETRY_AFTER_S = 60.0  # never sleep longer than this on a server's say-so
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Only failures that happen before the server started the run are safe to retry blindly.
+_RETRY_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.RemoteProtocolError)
+_backoff = wait_exponential_jitter(initial=0.5, max=8.0)
+
+
+class ServiceError(LLMTTSError):
+    """An error the service returned that matches no more specific llm_tts error class."""
+
+    code = "service_error"
+
+
+def _error_classes() -> dict[str, type[LLMTTSError]]:
+    found: dict[str, type[LLMTTSError]] = {}
+    pending: list[type[LLMTTSError]] = [LLMTTSError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def remote_error(status: int, body: bytes, headers: httpx.Headers | None = None) -> LLMTTSError:
+    """The typed error for an HTTP error response (same class as in-process where the code is known)."""
+    err: dict[str, Any] = {}
+    try:
+        parsed = json.loads(body or b"{}")
+        if isinstance(parsed, dict):
+            err = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+    except ValueError:
+        pass
+    message = str(err.get("message") or err.get("detail") or body[:300].decode("utf-8", "replace") or f"HTTP {status}")
+    cls = _error_classes().get(str(err.get("code")), ServiceError)
+    # Subclass constructors take structured arguments we do not have here; the server's message
+    # already names the value and the limit, so initialise through the common base.
+    exc = cls.__new__(cls)
+    LLMTTSError.__init__(exc, f"{message} (HTTP {status})", param=err.get("param"))
+    if status >= 400:  # errors sent inside a 200 stream keep their class's status
+        exc.http_status = status
+    exc.retry_after = _retry_after(headers)  # type: ignore[attr-defined]
+    return exc
+
+
+def _retry_after(headers: httpx.Headers | None) -> float | None:
+    value = headers.get("retry-after") if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RETRY_TRANSPORT_ERRORS):
+        return True
+    return isinstance(exc, LLMTTSError) and exc.http_status in RETRY_STATUSES and hasattr(exc, "retry_after")
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return min(retry_after, MAX_RETRY_AFTER_S)
+    return _backoff(state)
+
+
+class ServiceTransport:
+    """POSTs ``/chat/completions`` requests and yields :data:`RunItem` s, sync or async."""
+
+    def __init__(self, base_url: str, *, api_key: SecretStr | None, timeout: float | None, max_retries: int) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Accept": "application/json"}
+        if api_key is not None:
+            self._headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        self._timeout = httpx.Timeout(timeout if timeout is not None else DEFAULT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        self._max_retries = max_retries
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        # httpx async connections belong to the event loop that opened them.
+        self._aclients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    def __repr__(self) -> str:  # never shows the Authorization header
+        return f"ServiceTransport(url={self.url!r})"
+
+    # -- clients ---------------------------------------------------------------------------
+    def _sync_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None or self._client.is_closed:
+                self._client = httpx.Client(headers=self._headers, timeout=self._timeout)
+            return self._client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for other in [lp for lp in self._aclients if lp.is_closed()]:
+                del self._aclients[other]  # its loop is gone; so are its connections
+            client = self._aclients.get(loop)
+            if client is None or client.is_closed:
+                client = self._aclients[loop] = httpx.AsyncClient(headers=self._headers, timeout=self._timeout)
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._aclients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    # -- requests --------------------------------------------------------------------------
+    def _retrying(self) -> dict[str, Any]:
+        return dict(
+            stop=stop_after_attempt(self._max_retries + 1), wait=_wait, retry=retry_if_exception(_retryable), reraise=True
+        )
+
+    def iter(self, payload: dict[str, Any]) -> Iterator[RunItem]:
+        client = self._sync_client()
+        request = client.build_request("POST", self.url, json=payload)
+        try:
+            response = None
+            for attempt in Retrying(**self._retrying()):
+                with attempt:
+                    response = client.send(request, stream=True)
+                    if response.status_code >= 400:
+                        body = response.read()
+                        response.close()
+                        raise remote_error(response.status_code, body, response.headers)
+            assert response is not None
+            with response:
+                if payload.get("stream"):
+                    yield from _parse_sse(response.iter_lines(), self.url)
+                else:
+                    yield _parse_completion(_json(response.read(), self.url), self.url)
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+
+    async def aiter(self, payload: dict[str, Any]) -> AsyncIterator[RunItem]:
+        client = self._async_client()
+        request = client.build_request("POST", self.url, json=payload)
+        try:
+            response = None
+            async for attempt in AsyncRetrying(**self._retrying()):
+                with attempt:
+                    response = await client.send(request, stream=True)
+                    if response.status_code >= 400:
+                        body = await response.aread()
+                        await response.aclose()
+                        raise remote_error(response.status_code, body, response.headers)
+            assert response is not None
+            try:
+                if payload.get("stream"):
+                    parser = _SSEParser(self.url)
+                    async for line in response.aiter_lines():
+                        for item in parser.feed(line):
+                            yield item
+                    yield parser.finish()
+                else:
+                    yield _parse_completion(_json(await response.aread(), self.url), self.url)
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+
+    def _transport_error(self, e: httpx.HTTPError) -> LLMTTSError:
+        if isinstance(e, httpx.TimeoutException) and not isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return DeadlineExceededError(
+                f"no answer from {self.url} within timeout={self._timeout.read}s; raise ChatTTS(timeout=...) "
+                "or lower the TTS budget"
+            )
+        return BackendUnavailableError(
+            f"cannot reach the llm-tts service at {self.url} ({type(e).__name__}: {e}) after "
+            f"{self._max_retries + 1} attempt(s); start it with `llm-tts serve` or check base_url"
+        )
+
+
+def _json(body: bytes, url: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ServiceError(f"{url} returned a body that is not JSON: {body[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise ServiceError(f"{url} returned JSON that is not an object: {body[:200]!r}")
+    return data
+
+
+def _metadata(raw: Any, url: str) -> TTSMetadata:
+    if raw is None:
+        raise ServiceError(
+            f"{url} returned no tts_metadata: it does not look like an llm-tts service, so the TTS "
+            "parameters were not applied. Point base_url at `llm-tts serve` (e.g. http://127.0.0.1:8001/v1)"
+        )
+    try:
+        return TTSMetadata.model_validate(raw)
+    except ValidationError as e:
+        raise ServiceError(f"{url} returned tts_metadata that does not match this client's schema: {e}") from None
+
+
+def _parse_completion(data: dict[str, Any], url: str) -> Reply:
+    if "error" in data:
+        raise remote_error(200, json.dumps(data).encode())
+    try:
+        choice = data["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise ServiceError(f"{url} returned no choices: {str(data)[:200]}") from None
+    metadata = _metadata(choice.get("tts_metadata", data.get("tts_metadata")), url)
+    reply = Reply.from_metadata(
+        (choice.get("message") or {}).get("content") or "",
+        choice.get("finish_reason") or "stop",
+        metadata,
+        model_name=data.get("model"),
+    )
+    return _with_usage(reply, data.get("usage"))
+
+
+def _with_usage(reply: Reply, usage: Any) -> Reply:
+    # The response's own usage is what the server billed; it matches metadata.usage for llm-tts.
+    if not isinstance(usage, dict):
+        return reply
+    return replace(
+        reply,
+        input_tokens=int(usage.get("prompt_tokens", reply.input_tokens)),
+        output_tokens=int(usage.get("completion_tokens", reply.output_tokens)),
+        total_tokens=int(usage.get("total_tokens", reply.total_tokens)),
+    )
+
+
+class _SSEParser:
+    """OpenAI-format SSE (``data: {...}`` lines, ``data: [DONE]``) to RunItems."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.text: list[str] = []
+        self.finish_reason: str | None = None
+        self.metadata: Any = None
+        self.usage: Any = None
+        self.model: str | None = None
+
+    def feed(self, line: str) -> Iterable[RunItem]:
+        if not line.startswith("data:"):
+            return ()  # blank separators, comments (": ping"), event/id fields
+        data = line[5:].strip()
+        if not data or data == "[DONE]":
+            return ()
+        chunk = _json(data.encode(), self.url)
+        if "error" in chunk:
+            raise remote_error(200, data.encode())
+        items: list[RunItem] = []
+        self.model = chunk.get("model") or self.model
+        self.usage = chunk.get("usage") or self.usage
+        self.metadata = chunk.get("tts_metadata", self.metadata)
+        for progress in _as_list(chunk.get(PROGRESS_EVENT_NAME)):
+            items.append(progress_from_dict(progress))
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            for progress in _as_list(choice.get(PROGRESS_EVENT_NAME)) + _as_list(delta.get(PROGRESS_EVENT_NAME)):
+                items.append(progress_from_dict(progress))
+            if delta.get("content"):
+                self.text.append(delta["content"])
+                items.append(TextDelta(delta["content"]))
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if choice.get("tts_metadata") is not None:
+                self.metadata = choice["tts_metadata"]
+        return items
+
+    def finish(self) -> Reply:
+        reply = Reply.from_metadata(
+            "".join(self.text), self.finish_reason or "stop", _metadata(self.metadata, self.url), model_name=self.model
+        )
+        return _with_usage(reply, self.usage)
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+def _parse_sse(lines: Iterable[str], url: str) -> Iterator[RunItem]:
+    parser = _SSEParser(url)
+    for line in lines:
+        yield from parser.feed(line)
+    yield parser.finish()
