@@ -28,3 +28,54 @@ def hf_backend(embedded_model_dir):
     backend = TransformersBackend()
     yield backend
     backend.close()
+
+
+# -- the llm-tts service on loopback (issue 5) -------------------------------------------------
+@pytest.fixture(scope="session")
+def tts_engine(hf_backend):
+    """TTSEngine on the session's transformers backend (the backend is closed by hf_backend)."""
+    from llm_tts.engine import TTSEngine
+
+    return TTSEngine(hf_backend)
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    """Start an ASGI app on a real uvicorn server at 127.0.0.1:<free port>; returns its base URL.
+    Every server started this way is stopped at the end of the session."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        give_up = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > give_up:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        running.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def service_url(serve_app, tts_engine):
+    """Base URL (without /v1) of the service on the embedded model, default settings."""
+    from llm_tts.service import ServiceSettings, create_app
+
+    return serve_app(create_app(tts_engine, ServiceSettings(max_concurrency=8)))
