@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
-from llm_tts.errors import UnknownNameError
+from llm_tts.errors import InvalidParameterError, UnknownNameError
 from llm_tts.types import Step
 
 if TYPE_CHECKING:
@@ -24,6 +24,16 @@ class ScoreRequest:
     question: str  # the user's question, for verifiers and PRMs
     steps: Sequence[Step]  # all steps of the trajectory so far
     first_unscored: int = 0  # score steps[first_unscored:]; earlier ones were scored already
+
+    def __post_init__(self) -> None:
+        n = len(self.steps)
+        if isinstance(self.first_unscored, bool) or not isinstance(self.first_unscored, int) or not 0 <= self.first_unscored <= n:
+            raise InvalidParameterError("first_unscored", self.first_unscored, f"must be an integer in [0, {n}] (the number of steps)")
+
+    @property
+    def new_steps(self) -> Sequence[Step]:
+        """The steps this request asks scores for: ``steps[first_unscored:]``."""
+        return self.steps[self.first_unscored :]
 
 
 class Scorer(ABC):
