@@ -170,6 +170,8 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         if model:
             payload["model"] = model
         payload.update(config.model_dump(mode="json", exclude_unset=True))
+        if self.timeout is not None:
+            payload["tts_deadline"] = self.timeout  # the server stops the search too, not just this client
         payload["stream"] = stream
         return payload
 
