@@ -79,3 +79,11 @@ def service_url(serve_app, tts_engine):
     from llm_tts.service import ServiceSettings, create_app
 
     return serve_app(create_app(tts_engine, ServiceSettings(max_concurrency=8)))
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_dir(tmp_path_factory, embedded_model_dir):
+    """A tiny random PRM in the Qwen2.5-Math-PRM format (tests/tiny_prm.py), built once."""
+    from tiny_prm import make_tiny_prm
+
+    return make_tiny_prm(tmp_path_factory.mktemp("tiny-prm"))

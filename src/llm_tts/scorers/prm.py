@@ -48,6 +48,21 @@ PRM_PATH_ENV = "PRM_MODEL_PATH"
 _MARK = "\ue000STEPS\ue000"  # private-use text that no template touches; split point of the render
 
 
+def prm_messages(question: str, step_texts: Sequence[str]) -> list[dict[str, str]]:
+    """The chat the PRM judges, in the model card's format (steps joined by ``<extra_0>``)."""
+    steps = [_clean_step(t) for t in step_texts]
+    return [
+        {"role": "system", "content": PRM_SYSTEM},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": STEP_SEPARATOR.join(steps) + STEP_SEPARATOR},
+    ]
+
+
+def _clean_step(text: str) -> str:
+    """A step as the PRM was trained on it: no surrounding whitespace, no literal separator."""
+    return text.replace(STEP_SEPARATOR, "").strip()
+
+
 @dataclass
 class LoadedPRM:
     """A PRM model and tokenizer, shared read-only by every scorer on that path."""
@@ -170,18 +185,16 @@ class PRMScorer(Scorer):
     def close(self) -> None:
         self._cache.clear()
 
+    def input_ids(self, question: str, step_texts: Sequence[str]) -> list[int]:
+        """The PRM's input for a whole trajectory, ending at its last separator (no truncation)."""
+        return _Encoded(self.prm, self._head(question), step_texts).ids(0, len(step_texts))[0]
+
     # -- building inputs ------------------------------------------------------------------
     def _head(self, question: str) -> str:
         """The rendered chat up to where the assistant's steps begin."""
         if question not in self._heads:
             text = self.prm.tokenizer.apply_chat_template(
-                [
-                    {"role": "system", "content": PRM_SYSTEM},
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": _MARK},
-                ],
-                tokenize=False,
-                add_generation_prompt=False,
+                prm_messages(question, [_MARK]), tokenize=False, add_generation_prompt=False
             )
             if _MARK not in text:
                 raise ModelLoadError("the PRM's chat template does not render the assistant message")
@@ -296,7 +309,7 @@ class _Encoded:
 
     def __init__(self, prm: LoadedPRM, head: str, texts: Sequence[str]) -> None:
         self.tok, self.sep, self.head = prm.tokenizer, prm.sep_id, head
-        self.texts = [t.replace(STEP_SEPARATOR, "").strip() for t in texts]
+        self.texts = [_clean_step(t) for t in texts]
         self.steps = [self.tok.encode(t, add_special_tokens=False) for t in self.texts]
         self.firsts: dict[int, list[int]] = {}  # the head is encoded together with the window's first step
         self.prefix = [0]
