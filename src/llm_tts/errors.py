@@ -106,3 +106,28 @@ class DeadlineExceededError(LLMTTSError, TimeoutError):
 class RunCancelledError(LLMTTSError):
     code = "cancelled"
     http_status = 499
+
+
+class RemoteAPIError(LLMTTSError, RuntimeError):
+    """A remote model API (OpenAI-compatible) failed or refused a request, after any retries.
+
+    ``status`` is the upstream HTTP status (None for connection failures). The message never
+    contains the API key.
+    """
+
+    code = "remote_api_error"
+    http_status = 502
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class RemoteTimeoutError(RemoteAPIError, TimeoutError):
+    """A remote model API did not answer within the backend's timeout, after retries."""
+
+    code = "remote_timeout"
+    http_status = 504
+    error_type = "timeout_error"
