@@ -1,0 +1,364 @@
+"""The vLLM backend: an in-process engine with prefix caching, fed token ids.
+
+Every ``generate`` call becomes one request per prefix (``n`` samples each, so a shared prefix
+is prefilled once) handed to a scheduler thread (:mod:`llm_tts.backends.vllm_loop`) that merges
+the requests of all concurrent callers into the engine's batches. Prompts go in as token ids,
+never as text, so a beam's prefix is exactly what was generated and the prefix cache hits.
+
+Outputs follow the protocol's contract: token ids are the engine's; text is ``decode(token_ids)``
+(vLLM's own text may cut a token in half at a stop string); logprobs are the engine's raw
+(temperature-free) logprobs, like the transformers backend's; finish reasons are "stop" (a
+stop string, kept), "eos" (an end-of-turn token, kept in token_ids) and "length".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Sequence
+
+from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_prompts_fit
+from llm_tts.backends.tokenizer import ChatTokenizer
+from llm_tts.errors import (
+    BackendUnavailableError,
+    CapabilityError,
+    ContextLengthError,
+    InvalidParameterError,
+    LLMTTSError,
+    ModelLoadError,
+)
+from llm_tts.messages import ChatMessage
+from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME, resolve_model
+from llm_tts.types import Segment
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+DEFAULT_CPU_KV_CACHE_GIB = 2.0  # when neither kv_cache_space nor VLLM_CPU_KVCACHE_SPACE is given
+# The CPU attention kernel needs block sizes that are multiples of 32; vLLM's CPU default is 128,
+# which caches nothing of a prefix shorter than 128 tokens. 32 keeps beams' prefixes cached.
+CPU_BLOCK_SIZE = 32
+_ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide state (env, torch.distributed)
+
+
+class VLLMBackend:
+    """Implements :class:`llm_tts.backends.base.Backend` on an in-process ``vllm.LLMEngine``.
+
+    Engine options: ``dtype`` ("auto", "bfloat16", "float16", "float32"), ``max_model_len``
+    (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
+    for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
+    ``kv_cache_space`` (GiB of KV cache on CPU; default ``$VLLM_CPU_KVCACHE_SPACE`` or 2),
+    ``enable_prefix_caching`` and ``block_size``. Other keyword arguments go to
+    ``vllm.EngineArgs`` unchanged.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        kv_cache_space: float | None = None,
+        enable_prefix_caching: bool = True,
+        block_size: int | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        _check_options(max_model_len, gpu_memory_utilization, tensor_parallel_size, kv_cache_space)
+        path = resolve_model(model)
+        self.model_name = EMBEDDED_MODEL_NAME if model is None or str(model).lower() in EMBEDDED_ALIASES else str(model)
+        self.model_path = path
+        self.on_cpu = _cpu_only()
+        if self.on_cpu:
+            # In-process engine core: starts in seconds; our own scheduler thread gives concurrency.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        vllm = _import_vllm()
+        try:
+            self.tokenizer = ChatTokenizer.from_folder(path)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"could not load the tokenizer of model folder {str(path)!r}: {e}") from e
+        args: dict[str, Any] = dict(
+            model=str(path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=True,  # no graph capture: fast start, and the CPU build needs it
+            logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
+            max_logprobs=20,
+            disable_log_stats=False,  # we read the prefix-cache statistics
+            **engine_kwargs,
+        )
+        if block_size is not None or self.on_cpu:
+            args["block_size"] = block_size or CPU_BLOCK_SIZE
+        self.stats = _PrefixCacheStats()
+        self.engine = _start_engine(vllm, args, kv_cache_space if self.on_cpu else None, self.stats, path)
+        self.max_context_tokens = int(self.engine.model_config.max_model_len)
+        gen_eos = self.engine.model_config.hf_config.eos_token_id
+        extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
+        self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
+        self.capabilities = BackendCapabilities(
+            logprobs=True, seed=not self.on_cpu, token_prompts=True, extras={"prefix_caching": enable_prefix_caching}
+        )
+        from llm_tts.backends.vllm_loop import EngineLoop
+
+        self._loop = EngineLoop(self.engine)
+        self._warned_seed = False
+
+    # -- protocol -------------------------------------------------------------------------
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.tokenizer.render_chat(messages)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids)
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return self.tokenizer.token_texts(token_ids)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        params.validate()
+        if params.top_logprobs > self.capabilities.max_top_logprobs:
+            raise CapabilityError(f"top_logprobs={params.top_logprobs} exceeds this backend's limit {self.capabilities.max_top_logprobs}")
+        check_prompts_fit(prompts, self.max_context_tokens)
+        if not prompts:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        seed = self._seed(params.seed)
+        vparams = [self._vllm_params(params, seed, self.max_context_tokens - len(p)) for p in prompts]
+        vprompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+        outputs = self._run(vprompts, vparams)
+        segments = [self._segments(out, params) for out in outputs]
+        if params.greedy and params.n > 1:  # vLLM refuses n > 1 when greedy: every sample is the same
+            segments = [row * params.n for row in segments]
+        return segments
+
+    def close(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.close()
+            self._loop = None  # type: ignore[assignment]
+        self.engine = None
+
+    # -- extras ---------------------------------------------------------------------------
+    def prefix_cache_stats(self) -> dict[str, int | float]:
+        """Prompt tokens the engine looked up in its prefix cache, and how many it found there.
+
+        Counted by the engine's scheduler since start-up (or the last ``reset_prefix_cache_stats``),
+        for every request, each of the ``n`` samples of a prefix included.
+        """
+        return self.stats.snapshot()
+
+    def reset_prefix_cache_stats(self) -> None:
+        self.stats.reset()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _run(self, prompts: list[Any], params: list[Any]) -> list[Any]:
+        from llm_tts.backends.vllm_loop import EngineDeadError
+
+        if self._loop is None:
+            raise BackendUnavailableError("this vLLM backend was closed; create a new one")
+        try:
+            return self._loop.run(prompts, params)
+        except EngineDeadError as e:
+            raise BackendUnavailableError(f"{e}; create a new backend (see the log for the engine's error)") from e
+        except LLMTTSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - vLLM rejects a request: say which limit
+            raise _request_error(e, self.max_context_tokens) from e
+
+    def _seed(self, seed: int | None) -> int | None:
+        if seed is None or self.capabilities.seed:
+            return seed
+        if not self._warned_seed:
+            # vLLM's CPU sampler crashes on per-request seeds ("CPU Generator does not use offset").
+            log.warning("vLLM on CPU does not support per-request seeds; seed=%s is ignored (results are not reproducible)", seed)
+            self._warned_seed = True
+        return None
+
+    def _vllm_params(self, params: SamplingParams, seed: int | None, room: int) -> Any:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        want_logprobs = params.logprobs or params.top_logprobs > 0
+        return VSamplingParams(
+            n=1 if params.greedy else params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_tokens=min(params.max_tokens, room),
+            stop=list(params.stop) or None,
+            stop_token_ids=sorted(self.eos_token_ids),
+            include_stop_str_in_output=True,
+            skip_special_tokens=True,
+            seed=seed,
+            logprobs=params.top_logprobs if want_logprobs else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _segments(self, out: Any, params: SamplingParams) -> list[Segment]:
+        completions = sorted(out.outputs, key=lambda c: c.index)
+        texts = self.tokenizer.hf.batch_decode([list(c.token_ids) for c in completions], skip_special_tokens=True)
+        return [_segment(c, text, params) for c, text in zip(completions, texts)]
+
+
+def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
+    token_ids = tuple(c.token_ids)
+    logprobs = tops = None
+    if c.logprobs is not None and (params.logprobs or params.top_logprobs):
+        # Each position maps token id -> Logprob(rank): the sampled token plus the top-k by rank.
+        logprobs = tuple(pos[t].logprob for t, pos in zip(token_ids, c.logprobs)) if params.logprobs else None
+        if params.top_logprobs:
+            k = params.top_logprobs
+            tops = tuple(
+                {tid: lp.logprob for tid, lp in pos.items() if lp.rank is not None and lp.rank <= k} for pos in c.logprobs
+            )
+    if c.finish_reason == "length":
+        reason, stop_text = "length", None
+    elif c.finish_reason == "stop" and isinstance(c.stop_reason, str):
+        reason, stop_text = "stop", c.stop_reason
+    elif c.finish_reason == "stop":
+        reason, stop_text = "eos", None  # an eos / stop token id, kept in token_ids
+    else:
+        raise BackendUnavailableError(f"the vLLM engine ended a request with finish_reason={c.finish_reason!r}")
+    return Segment(
+        token_ids=token_ids,
+        text=text,
+        logprobs=logprobs,
+        top_logprobs=tops,
+        finish_reason=reason,  # type: ignore[arg-type]
+        stop_text=stop_text,
+    )
+
+
+class _PrefixCacheStats:
+    """Running totals of the scheduler's prefix-cache statistics (a vLLM stat logger feeds it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.queries = self.hits = self.requests = 0
+
+    def add(self, requests: int, queries: int, hits: int) -> None:
+        with self._lock:
+            self.requests += requests
+            self.queries += queries
+            self.hits += hits
+
+    def snapshot(self) -> dict[str, int | float]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "prompt_tokens": self.queries,
+                "cached_tokens": self.hits,
+                "hit_rate": self.hits / self.queries if self.queries else 0.0,
+            }
+
+
+def _stat_logger_factory(stats: _PrefixCacheStats) -> Any:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class PrefixCacheLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+            pc = getattr(scheduler_stats, "prefix_cache_stats", None)
+            if pc is not None:
+                # Preempted requests are looked up again; count them too (they are real work).
+                stats.add(pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return PrefixCacheLogger
+
+
+def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None, stats: _PrefixCacheStats, path: Any) -> Any:
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    with _ENGINE_START_LOCK:
+        saved = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+        if kv_cache_space is not None:
+            # The env var (whole GiB) overrides kv_cache_memory_bytes on CPU; set bytes exactly instead.
+            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+            args["kv_cache_memory_bytes"] = int(kv_cache_space * GiB)
+        elif saved is None and _cpu_only():
+            args["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * GiB)
+        try:
+            engine_args = EngineArgs(**args)
+            return LLMEngine.from_engine_args(
+                engine_args, usage_context=UsageContext.LLM_CLASS, stat_loggers=[_stat_logger_factory(stats)]
+            )
+        except TypeError as e:
+            raise InvalidParameterError("engine option", str(e), "not an option of vllm.EngineArgs") from e
+        except Exception as e:  # noqa: BLE001 - classify what vLLM says into what the user must change
+            raise _startup_error(e, path, args) from e
+        finally:
+            if saved is not None:
+                os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
+
+
+def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError:
+    msg = f"{type(e).__name__}: {e}"
+    low = msg.lower()
+    if "kv cache" in low or "memory" in low or "max_model_len" in low or "out of memory" in low:
+        return BackendUnavailableError(
+            f"the vLLM engine could not start for model {str(path)!r}: {msg}. Give it more KV cache "
+            "(kv_cache_space=GiB on CPU, gpu_memory_utilization on GPU) or lower max_model_len"
+        )
+    return ModelLoadError(
+        f"vLLM could not load model folder {str(path)!r}: {msg}. Check that it is a complete Hugging Face "
+        "model folder of an architecture vLLM supports (config.json, safetensors weights, tokenizer), "
+        "or use backend='transformers'"
+    )
+
+
+def _request_error(e: Exception, limit: int) -> LLMTTSError:
+    msg = str(e)
+    if "maximum context length" in msg or "max_model_len" in msg:
+        return ContextLengthError(-1 if "prompt contains" not in msg else _num_after(msg, "contains"), limit)
+    return InvalidParameterError("sampling parameters", msg, "rejected by the vLLM engine")
+
+
+def _num_after(text: str, word: str) -> int:
+    tail = text.split(word, 1)[1].split()
+    return int(tail[0]) if tail and tail[0].isdigit() else -1
+
+
+def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float | None) -> None:
+    if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 16):
+        raise InvalidParameterError("max_model_len", max_model_len, "must be an integer >= 16 (or None for the model's)")
+    if not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0:
+        raise InvalidParameterError("gpu_memory_utilization", gpu_mem, "must be a fraction in (0, 1]")
+    if not isinstance(tp, int) or tp < 1:
+        raise InvalidParameterError("tensor_parallel_size", tp, "must be an integer >= 1 (number of GPUs)")
+    if kv is not None and (not isinstance(kv, (int, float)) or kv <= 0):
+        raise InvalidParameterError("kv_cache_space", kv, "must be a positive number of GiB")
+
+
+def _cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except Exception as e:  # noqa: BLE001 - missing, or a broken install (e.g. a CUDA torchvision)
+        raise BackendUnavailableError(
+            f"vLLM is not usable here ({type(e).__name__}: {e}); install it with `pip install llm-tts[vllm]` "
+            "or use backend='transformers'"
+        ) from e
+    return vllm
