@@ -83,7 +83,7 @@ def _last_number(text: str) -> str | None:
 def normalize(answer: str) -> str:
     """The plain-string form used for non-math answers and as a cache key."""
     s = _TEXT_CMD.sub(r"\1", answer.strip())
-    s = s.strip("$").strip().rstrip(".").strip()
+    s = s.rstrip(". $").lstrip("$ ")  # not lstrip("."): ".5" is a number
     return re.sub(r"\s+", " ", s).lower()
 
 
