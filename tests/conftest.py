@@ -87,3 +87,30 @@ def tiny_prm_dir(tmp_path_factory, embedded_model_dir):
     from tiny_prm import make_tiny_prm
 
     return make_tiny_prm(tmp_path_factory.mktemp("tiny-prm"))
+
+
+# -- the vLLM backend (issue 4) -----------------------------------------------------------------
+# float32 on both backends for the contract tests: bf16 rounding differs between the two engines
+# and flips near-tied greedy choices; in float32 they agree token for token.
+CONTRACT_DTYPE = "float32"
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(embedded_model_dir):
+    """The vLLM backend (CPU build) on the embedded model: one engine per session, small KV cache."""
+    pytest.importorskip("vllm")
+    from llm_tts.backends.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(dtype=CONTRACT_DTYPE, max_model_len=2048, kv_cache_space=1)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def hf_backend_fp32(embedded_model_dir):
+    """The transformers backend in float32, to hold vLLM to the same outputs."""
+    from llm_tts.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(dtype=CONTRACT_DTYPE)
+    yield backend
+    backend.close()

@@ -39,6 +39,7 @@ DEFAULT_CPU_KV_CACHE_GIB = 2.0  # when neither kv_cache_space nor VLLM_CPU_KVCAC
 # The CPU attention kernel needs block sizes that are multiples of 32; vLLM's CPU default is 128,
 # which caches nothing of a prefix shorter than 128 tokens. 32 keeps beams' prefixes cached.
 CPU_BLOCK_SIZE = 32
+_MAX_ENGINE_MESSAGE = 400
 _ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide state (env, torch.distributed)
 
 
@@ -109,6 +110,7 @@ class VLLMBackend:
 
         self._loop = EngineLoop(self.engine)
         self._warned_seed = False
+        self._seed_lock = threading.Lock()
 
     # -- protocol -------------------------------------------------------------------------
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -143,7 +145,10 @@ class VLLMBackend:
         if loop is not None:
             loop.close()
             self._loop = None  # type: ignore[assignment]
-        self.engine = None
+        engine, self.engine = getattr(self, "engine", None), None
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()  # frees the KV cache now, not whenever the garbage collector runs
 
     # -- extras ---------------------------------------------------------------------------
     def prefix_cache_stats(self) -> dict[str, int | float]:
@@ -175,10 +180,11 @@ class VLLMBackend:
     def _seed(self, seed: int | None) -> int | None:
         if seed is None or self.capabilities.seed:
             return seed
-        if not self._warned_seed:
+        with self._seed_lock:
+            warned, self._warned_seed = self._warned_seed, True
+        if not warned:
             # vLLM's CPU sampler crashes on per-request seeds ("CPU Generator does not use offset").
             log.warning("vLLM on CPU does not support per-request seeds; seed=%s is ignored (results are not reproducible)", seed)
-            self._warned_seed = True
         return None
 
     def _vllm_params(self, params: SamplingParams, seed: int | None, room: int) -> Any:
@@ -312,6 +318,9 @@ def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None,
 def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError:
     msg = f"{type(e).__name__}: {e}"
     low = msg.lower()
+    if len(msg) > _MAX_ENGINE_MESSAGE:  # vLLM lists every architecture it knows; keep the gist
+        msg = msg[:_MAX_ENGINE_MESSAGE] + " ..."
+
     if "kv cache" in low or "memory" in low or "max_model_len" in low or "out of memory" in low:
         return BackendUnavailableError(
             f"the vLLM engine could not start for model {str(path)!r}: {msg}. Give it more KV cache "

@@ -46,6 +46,7 @@ class EngineLoop:
         self._owner: dict[str, tuple[_Job, int]] = {}
         self._dead: BaseException | None = None
         self._stopped = False
+        self.peak_requests = 0  # most requests in one engine step: shows that callers were merged
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -111,6 +112,7 @@ class EngineLoop:
             job.future.set_result([])
 
     def _step(self) -> None:
+        self.peak_requests = max(self.peak_requests, len(self._owner))
         try:
             outputs = self.engine.step()
         except BaseException as e:  # noqa: BLE001 - the engine is broken; fail everyone, stop using it
