@@ -1,0 +1,192 @@
+"""HTTP for remote model APIs: one pooled httpx client, a concurrency limit, retries with backoff.
+
+Retries (tenacity) cover what a retry can fix: 429, 408 and 5xx answers, timeouts and dropped
+or refused connections. A ``Retry-After`` header is honoured (seconds or an HTTP date); one
+longer than ``max_retry_after`` fails at once rather than hanging the caller. Other 4xx answers
+are returned to the caller, which knows what they mean. The API key is sent as a bearer header
+and scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from llm_tts.errors import InvalidParameterError, RemoteAPIError, RemoteTimeoutError
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_DETAIL_CHARS = 300  # how much of an error body a message quotes
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 4  # retries after the first attempt
+    initial_backoff: float = 0.5  # seconds; doubles each retry, with jitter
+    max_backoff: float = 20.0
+    max_retry_after: float = 60.0  # a longer Retry-After fails at once
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise InvalidParameterError("max_retries", self.max_retries, "must be an integer >= 0")
+        for name in ("initial_backoff", "max_backoff", "max_retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidParameterError(name, value, "must be a number of seconds >= 0")
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class RemoteHTTP:
+    """A thread-safe JSON client for one base URL. At most ``max_concurrency`` requests are in
+    flight at once, across every thread using it (a slot is held per attempt, not while
+    backing off)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        max_concurrency: int = 8,
+        retry: RetryPolicy = RetryPolicy(),
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise InvalidParameterError("max_concurrency", max_concurrency, "must be an integer >= 1")
+        for name, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidParameterError(name, value, "must be a number of seconds > 0")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.retry = retry
+        self._secret = api_key or None
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if api_key:
+            all_headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=all_headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            transport=transport,
+        )
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"RemoteHTTP({self.base_url!r}, api_key={'***' if self._secret else None})"
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.request("POST", path, body)
+
+    def get(self, path: str) -> httpx.Response:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        """The response to a request, after retries. Raises RemoteAPIError / RemoteTimeoutError
+        when retrying did not help; returns any non-retryable answer (2xx and 4xx)."""
+        url = self._url(path)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type((_RetryableStatus, httpx.TransportError)),
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    resp = self._once(method, path, body)
+                    if resp.status_code in RETRY_STATUSES:
+                        wait = retry_after(resp)
+                        if wait is not None and wait > self.retry.max_retry_after:
+                            raise self._status_error(resp, url, attempts, f"the server asked to retry after {wait:.0f}s, "
+                                                     f"more than max_retry_after={self.retry.max_retry_after:g}s")
+                        raise _RetryableStatus(resp)
+                    return resp
+        except _RetryableStatus as e:
+            raise self._status_error(e.response, url, attempts, "retries exhausted") from None
+        except httpx.TimeoutException as e:
+            raise RemoteTimeoutError(
+                f"{method} {url} timed out ({type(e).__name__}, timeout={self.timeout:g}s) after {attempts} attempt(s); "
+                "raise the backend's timeout= or lower max_tokens",
+                url=url,
+            ) from None
+        except httpx.TransportError as e:
+            raise RemoteAPIError(
+                f"{method} {url} failed after {attempts} attempt(s): {type(e).__name__}: {self.scrub(str(e))}; "
+                "is the server running and the base_url right?",
+                url=url,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._client.close()
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def detail(self, resp: httpx.Response) -> str:
+        """The server's error message (OpenAI shape or plain text), shortened and scrubbed."""
+        try:
+            data = resp.json()
+            err = data.get("error", data) if isinstance(data, dict) else data
+            text = err.get("message") or err.get("detail") or str(err) if isinstance(err, dict) else str(err)
+        except ValueError:
+            text = resp.text
+        return self.scrub(str(text))[:_DETAIL_CHARS]
+
+    # -- internals ------------------------------------------------------------------------
+    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        with self._slots:
+            resp = self._client.request(method, self._url(path), json=body)
+            resp.read()
+            return resp
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableStatus):
+            wait = retry_after(exc.response)
+            if wait is not None:
+                return wait
+        return wait_exponential_jitter(self.retry.initial_backoff, self.retry.max_backoff)(state)
+
+    def _status_error(self, resp: httpx.Response, url: str, attempts: int, why: str) -> RemoteAPIError:
+        cls = RemoteTimeoutError if resp.status_code in (408, 504) else RemoteAPIError
+        return cls(
+            f"{resp.request.method} {url} answered HTTP {resp.status_code} after {attempts} attempt(s) ({why}): "
+            f"{self.detail(resp)}",
+            status=resp.status_code,
+            url=url,
+        )
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date)."""
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
