@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.load import dumpd
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.messages import AIMessage, ChatMessage as LCChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from llm_tts.config import TTSConfig
@@ -214,13 +215,22 @@ def test_callbacks_see_the_run_and_its_progress_as_custom_events(llm):
     assert rec.events[-1][1].response_metadata["tts_metadata"]["strategy"] == "beam_search"
 
 
-async def test_astream_events_carry_progress_custom_events(llm):
-    names = []
-    async for ev in llm.astream_events(Q, version="v2", tts_strategy="online_bon", tts_candidates_per_step=2,
-                                       tts_max_steps=2, tts_step_max_tokens=6):
-        names.append((ev["event"], ev.get("name")))
-    assert ("on_custom_event", "tts_progress") in names
-    assert names[-1][0] == "on_chat_model_end"
+async def test_astream_events_of_a_chain_carry_progress_as_custom_events(llm):
+    # stream()/astream() give a chat model no run manager, so inside a chain the progress goes to
+    # the chain's run as custom events, and to the model's run as stream chunks.
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | llm
+    events = [
+        ev
+        async for ev in chain.astream_events(
+            {"q": Q}, version="v2"
+        )
+    ]
+    custom = [ev for ev in events if ev["event"] == "on_custom_event"]
+    assert custom and all(ev["name"] == "tts_progress" for ev in custom)
+    assert {"step", "live_beams", "best_score"} <= set(custom[0]["data"])
+    streamed = [ev["data"]["chunk"] for ev in events if ev["event"] == "on_chat_model_stream"]
+    assert any("tts_progress" in c.response_metadata for c in streamed)
+    assert events[-1]["event"] == "on_chain_end"
 
 
 async def test_ainvoke_does_not_block_the_event_loop(llm):

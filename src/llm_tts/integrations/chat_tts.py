@@ -22,11 +22,14 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
     CallbackManagerForLLMRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 from langchain_core.utils import secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, create_model
 
@@ -359,17 +362,27 @@ def _custom_event_data(event: ProgressEvent) -> dict[str, Any]:
 
 
 def _emit_progress(run_manager: CallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
-    """Search progress as a LangChain custom event, attributed to this chat-model run."""
-    if run_manager is None:
-        return
-    manager = CallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
-    manager.on_custom_event(PROGRESS_EVENT_NAME, _custom_event_data(event), run_id=run_manager.run_id)
+    """Search progress as a LangChain custom event, attributed to this chat-model run.
+
+    ``stream()``/``astream()`` hand the model no run manager (langchain-core); there the event
+    goes to the enclosing run when there is one (a chain), and the progress chunk itself reaches
+    callbacks through ``on_llm_new_token``."""
+    data = _custom_event_data(event)
+    if run_manager is not None:
+        manager = CallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
+        manager.on_custom_event(PROGRESS_EVENT_NAME, data, run_id=run_manager.run_id)
+    elif _enclosing_run_exists():
+        dispatch_custom_event(PROGRESS_EVENT_NAME, data)
 
 
 async def _aemit_progress(run_manager: AsyncCallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
-    if run_manager is None:
-        return
-    manager = AsyncCallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
-    await manager.on_custom_event(PROGRESS_EVENT_NAME, _custom_event_data(event), run_id=run_manager.run_id)
+    data = _custom_event_data(event)
+    if run_manager is not None:
+        manager = AsyncCallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
+        await manager.on_custom_event(PROGRESS_EVENT_NAME, data, run_id=run_manager.run_id)
+    elif _enclosing_run_exists():
+        await adispatch_custom_event(PROGRESS_EVENT_NAME, data)
 
 
+def _enclosing_run_exists() -> bool:
+    return get_callback_manager_for_config(ensure_config()).parent_run_id is not None

@@ -166,11 +166,13 @@ class ServiceTransport:
                         response.close()
                         raise remote_error(response.status_code, body, response.headers)
             assert response is not None
-            with response:
+            try:
                 if payload.get("stream"):
                     yield from _parse_sse(response.iter_lines(), self.url)
                 else:
                     yield _parse_completion(_json(response.read(), self.url), self.url)
+            finally:
+                response.close()  # also when the consumer stops early: the server sees the disconnect
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
 
