@@ -375,4 +375,8 @@ def _create(ctx: ScorerContext) -> Scorer:
             "scorer 'prm' needs a process reward model (Qwen2.5-Math-PRM format): pass its path as prm_model "
             f"(TTSEngine(prm_model=...), ChatTTS(prm_model=...)) or set {PRM_PATH_ENV}"
         )
+    if getattr(ctx.backend, "name", None) == "vllm":  # policy on vLLM: the PRM runs on vLLM's pooling runner too
+        from llm_tts.scorers.vllm_prm import VLLMPRMScorer
+
+        return VLLMPRMScorer(path)
     return PRMScorer(path)

@@ -1,0 +1,224 @@
+"""The PRM scorer on vLLM's pooling runner, with vLLM's prefix cache doing the reuse.
+
+Same inputs and scores as :class:`llm_tts.scorers.prm.PRMScorer` (it reuses its input building,
+windowing and truncation); only the model call differs. A Qwen2.5-Math-PRM-style model runs on
+an in-process ``vllm.LLMEngine`` with ``runner="pooling"``, token-wise ``ALL`` pooling (vLLM's
+default ``STEP`` pooling cannot use the prefix cache) and prefix caching on: the engine returns
+the two-class head's logits only for the tokens it computed, that is after the longest cached
+prefix, and the reward of a step is ``softmax(logits)[1]`` at its ``<extra_0>``.
+
+A beam that grew by one step shares its whole prefix with the request that scored its parent,
+so the engine computes only the new step (in whole KV blocks). A separator that falls inside a
+cached prefix was computed by an earlier request: its reward is remembered in a bounded memo
+keyed by the tokens up to it (the reward depends on nothing else, the model being causal); on
+the rare miss the request is re-run without reading the cache.
+
+Engines are shared by every scorer on the same path and options (starting one takes seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+from llm_tts.errors import ModelLoadError
+from llm_tts.models import resolve_model
+from llm_tts.scorers.base import ScoreRequest
+from llm_tts.scorers.prm import PRM_ARCHITECTURE, STEP_SEPARATOR, LoadedPRM, PRMScorer, PRMStats, _Job
+
+DEFAULT_CPU_KV_CACHE_GIB = 1.0
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.2  # the policy engine holds the rest; lower its share to match
+
+
+class VLLMPRMEngine:
+    """A PRM folder loaded in a vLLM pooling engine, plus the tokenizer facts the scorer needs."""
+
+    def __init__(self, folder: Path, *, dtype: str, max_model_len: int | None, kv_cache_space: float | None,
+                 gpu_memory_utilization: float) -> None:
+        from transformers import AutoTokenizer
+
+        from llm_tts.backends.vllm_backend import _cpu_only, _import_vllm, _PrefixCacheStats, _start_engine
+        from llm_tts.backends.vllm_loop import EngineLoop
+
+        _check_prm_folder(folder)
+        vllm = _import_vllm()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"could not load the PRM tokenizer in {str(folder)!r}: {e}") from e
+        if STEP_SEPARATOR not in tokenizer.get_vocab():
+            raise ModelLoadError(f"PRM tokenizer in {str(folder)!r} has no {STEP_SEPARATOR!r} token")
+        from vllm.config.pooler import PoolerConfig
+
+        args: dict[str, Any] = dict(
+            model=str(folder),
+            runner="pooling",
+            pooler_config=PoolerConfig(tok_pooling_type="ALL"),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=True,
+            enforce_eager=True,
+            disable_log_stats=False,
+        )
+        on_cpu = _cpu_only()
+        if on_cpu:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            from llm_tts.backends.vllm_backend import CPU_BLOCK_SIZE
+
+            args["block_size"] = CPU_BLOCK_SIZE
+        self.stats = _PrefixCacheStats()
+        space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
+        self.engine = _start_engine(vllm, args, space, self.stats, folder)
+        self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.loaded = LoadedPRM(
+            model=None,
+            tokenizer=tokenizer,
+            sep_id=int(tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)),
+            pad_id=int(pad if pad is not None else 0),
+            max_context_tokens=int(self.engine.model_config.max_model_len),
+            device=None,
+        )
+
+    def close(self) -> None:
+        self.loop.close()
+        core = getattr(self.engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+
+_ENGINES: dict[tuple[Any, ...], VLLMPRMEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def load_vllm_prm(path: str | os.PathLike[str], *, dtype: str = "auto", max_model_len: int | None = None,
+                  kv_cache_space: float | None = None,
+                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> VLLMPRMEngine:
+    """Start (once per process and options) a vLLM pooling engine on the PRM at ``path``."""
+    folder = resolve_model(path)
+    key = (str(Path(folder).resolve()), dtype, max_model_len, kv_cache_space, gpu_memory_utilization)
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = VLLMPRMEngine(folder, dtype=dtype, max_model_len=max_model_len,
+                                          kv_cache_space=kv_cache_space, gpu_memory_utilization=gpu_memory_utilization)
+        return _ENGINES[key]
+
+
+def release_vllm_prm_engines() -> None:
+    """Shut down every vLLM PRM engine of this process."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for e in engines:
+        e.close()
+
+
+class VLLMPRMScorer(PRMScorer):
+    """``prm`` on vLLM: same inputs and scores as the transformers PRM scorer, vLLM's engine.
+
+    ``stats`` counts engine requests as forward calls, and computed vs prefix-cache-reused tokens.
+    """
+
+    name = "prm"
+
+    def __init__(self, model_path: str | os.PathLike[str], *, dtype: str = "auto", max_model_len: int | None = None,
+                 kv_cache_space: float | None = None, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+                 max_context_tokens: int | None = None, memo_max_entries: int = 65536) -> None:
+        # Not PRMScorer.__init__: that loads the transformers model. The attributes its input
+        # building (_plan, _head, input_ids) uses are set here.
+        self.engine = load_vllm_prm(model_path, dtype=dtype, max_model_len=max_model_len,
+                                    kv_cache_space=kv_cache_space, gpu_memory_utilization=gpu_memory_utilization)
+        self.prm = self.engine.loaded
+        limit = self.prm.max_context_tokens
+        self.max_context_tokens = min(max_context_tokens, limit) if max_context_tokens else limit
+        self.stats = PRMStats()
+        self._heads: dict[str, str] = {}
+        self._memo = _Memo(memo_max_entries)
+        self._stats_lock = threading.Lock()
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        # No scorer-wide lock: concurrent callers' requests merge in the engine's batches.
+        jobs = [job for i, r in enumerate(requests) for job in self._plan(i, r)]
+        out: list[list[float]] = [[] for _ in requests]
+        for job, scores in zip(jobs, self._run(jobs)):
+            out[job.request].extend(scores)
+        return out
+
+    def close(self) -> None:
+        self._memo.clear()  # the engine is shared; release_vllm_prm_engines() shuts it down
+
+    def _run(self, jobs: list[_Job]) -> list[list[float]]:
+        if not jobs:
+            return []
+        results = self._pool(jobs, read_cache=True)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # a separator hid in a cached prefix and the memo forgot it: compute it all
+            for i, r in zip(missing, self._pool([jobs[i] for i in missing], read_cache=False)):
+                results[i] = r
+        return results  # type: ignore[return-value]
+
+    def _pool(self, jobs: list[_Job], *, read_cache: bool) -> list[list[float] | None]:
+        import torch
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        params = PoolingParams(task="token_classify", use_activation=False, skip_reading_prefix_cache=not read_cache)
+        outputs = self.engine.loop.run([TokensPrompt(prompt_token_ids=j.ids) for j in jobs], [params] * len(jobs))
+        results: list[list[float] | None] = []
+        for job, out in zip(jobs, outputs):
+            logits = out.outputs.data
+            offset = len(job.ids) - logits.shape[0]  # tokens that came from the prefix cache
+            probs = torch.softmax(logits.float(), dim=-1)[:, 1].tolist()
+            for s in job.seps:  # remember every separator this request computed
+                if s >= offset:
+                    self._memo.put(job.ids[: s + 1], probs[s - offset])
+            scores = [probs[s - offset] if s >= offset else self._memo.get(job.ids[: s + 1]) for s in job.seps[job.first_scored :]]
+            with self._stats_lock:
+                self.stats.forward_calls += 1
+                self.stats.computed_tokens += len(job.ids) - offset
+                self.stats.reused_tokens += offset
+            results.append(None if any(s is None for s in scores) else scores)  # type: ignore[misc]
+        return results
+
+
+class _Memo:
+    """Bounded LRU: reward at a separator, keyed by the token ids up to and including it."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[int, ...], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ids: Sequence[int]) -> float | None:
+        key = tuple(ids)
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, ids: Sequence[int], value: float) -> None:
+        with self._lock:
+            self._items[tuple(ids)] = value
+            self._items.move_to_end(tuple(ids))
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _check_prm_folder(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    archs = config.get("architectures") or []
+    if PRM_ARCHITECTURE not in archs:
+        raise ModelLoadError(
+            f"{str(folder)!r} is not a process reward model in the Qwen2.5-Math-PRM format: config has "
+            f"architectures={archs}, expected [{PRM_ARCHITECTURE!r}]"
+        )
