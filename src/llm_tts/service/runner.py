@@ -95,8 +95,11 @@ class EngineRunner:
             disconnect.cancel()
         if future in done:
             return future.result()
-        control.cancel()
-        raise disconnect_error() if disconnect in done else deadline_error(deadline_s)
+        if disconnect in done:
+            control.cancel()
+            raise disconnect_error()
+        # No cancel needed: the control carries the same deadline, the run stops at its next check.
+        raise deadline_error(deadline_s)
 
     @property
     def active(self) -> int:

@@ -90,8 +90,7 @@ async def stream_run(
                 if event is None:
                     break
                 yield sse(writer.progress(event))
-            elif loop.time() >= end:
-                control.cancel()
+            elif loop.time() >= end:  # the control's own deadline stops the run at its next check
                 raise deadline_error(deadline_s)
             else:
                 yield ": keep-alive\n\n"
@@ -108,5 +107,5 @@ async def stream_run(
         yield sse(error_body(InternalError("internal server error; the server log has the details")))
     finally:
         disconnect.cancel()
-        if not future.done():
+        if not future.done() and loop.time() < end:  # client gone; past the deadline the run stops itself
             control.cancel()
