@@ -18,7 +18,10 @@ class CandidateInfo(BaseModel):
         description="selected: returned; kept: finished but not chosen; pruned: dropped by the search"
     )
     num_tokens: int = Field(description="completion tokens of this candidate (real token ids)")
-    finish_reason: Literal["stop", "length"] = Field("stop", description="'length' when max_tokens cut it")
+    finish_reason: Literal["stop", "length"] = Field(
+        "stop", description="'length' when a limit (max_tokens, tts_max_steps) ended it before an answer"
+    )
+    truncated_steps: int = Field(0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter")
 
 
 class UsageInfo(BaseModel):

@@ -1,0 +1,28 @@
+"""Test-time scaling strategies, found by name: ``get_strategy("beam_search")``.
+
+Importing this package registers the built-in strategies; a new one is a function decorated
+with :func:`register_strategy` (see :mod:`llm_tts.strategies.base`).
+"""
+
+from llm_tts.strategies.base import (
+    VOTING_SCORER,
+    Beam,
+    StrategyContext,
+    StrategyOutcome,
+    StrategySpec,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
+from llm_tts.strategies import beam_search, offline_bon, online_bon, self_consistency  # noqa: F401  (register)
+
+__all__ = [
+    "VOTING_SCORER",
+    "Beam",
+    "StrategyContext",
+    "StrategyOutcome",
+    "StrategySpec",
+    "get_strategy",
+    "register_strategy",
+    "strategy_names",
+]

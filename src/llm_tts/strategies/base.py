@@ -1,0 +1,263 @@
+"""What every strategy shares: the registry, the run context and the beam record.
+
+A strategy is a function ``run(ctx) -> StrategyOutcome``. :class:`StrategyContext` gives it the
+only three things it may do with the outside world, each timed and counted: ``generate`` (one
+backend call), ``score`` (one scorer call for a batch of beams) and ``report`` (a progress event
+plus the cancellation/deadline check). Strategies never know the backend or the scorer's type.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal, Sequence
+
+from llm_tts.answers import Vote, extract_answer, has_final_answer
+from llm_tts.backends.base import Backend, SamplingParams
+from llm_tts.config import TTSConfig
+from llm_tts.errors import UnknownNameError
+from llm_tts.progress import ProgressCallback, ProgressEvent, RunControl
+from llm_tts.scorers.aggregation import aggregate
+from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.types import Segment, Step, Trajectory
+
+VOTING_SCORER = "majority_vote"  # not a Scorer object: self_consistency's vote itself
+Status = Literal["selected", "kept", "pruned"]
+
+
+@dataclass
+class Beam:
+    """One candidate: its trajectory, its steps and their scores, and how it ended."""
+
+    trajectory: Trajectory
+    steps: list[Step] = field(default_factory=list)
+    step_scores: list[float] = field(default_factory=list)
+    score: float | None = None  # aggregated step scores (None: not scored)
+    finished: bool = False  # cannot or need not be continued
+    finish_reason: Literal["stop", "length"] = "stop"  # OpenAI meaning: "length" = cut by a limit
+    truncated_steps: int = 0  # steps cut by tts_step_max_tokens (marked, not silently cut)
+    status: Status = "kept"
+
+    @property
+    def text(self) -> str:
+        return self.trajectory.text
+
+    @property
+    def answer(self) -> str | None:
+        return extract_answer(self.text)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.trajectory.num_completion_tokens
+
+
+@dataclass
+class StrategyOutcome:
+    candidates: list[Beam]  # every candidate considered; exactly one has status "selected"
+    selected: Beam
+    vote: Vote | None = None  # voting strategies (self_consistency, weighted best-of-N)
+
+
+class StrategyContext:
+    """One run's world: config, prompt, backend, scorer, progress, usage and timings."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: Backend,
+        scorer: Scorer | None,
+        config: TTSConfig,
+        prompt_ids: Sequence[int],
+        question: str,
+        progress: ProgressCallback | None = None,
+        control: RunControl | None = None,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.scorer = scorer
+        self.config = config
+        self.prompt_ids = tuple(prompt_ids)
+        self.question = question
+        self._progress = progress
+        self.control = control or RunControl()
+        self.completion_tokens = 0  # every generated token, pruned candidates included
+        self.generation_s = 0.0
+        self.scoring_s = 0.0
+        self.generate_calls = 0
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]) -> list[list[Segment]]:
+        """One backend call. Seeds differ per call (seed + call index) so steps are not clones."""
+        self.control.check()
+        c = self.config
+        params = SamplingParams(
+            n=n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_tokens=max_tokens,
+            stop=tuple(stop),
+            seed=None if c.seed is None else c.seed + self.generate_calls,
+            logprobs=self.backend.capabilities.logprobs,
+            top_logprobs=self.scorer.top_logprobs_needed if self.scorer else 0,
+        )
+        start = time.perf_counter()
+        out = self.backend.generate(prompts, params)
+        self.generation_s += time.perf_counter() - start
+        self.generate_calls += 1
+        self.completion_tokens += sum(len(s) for row in out for s in row)
+        return out
+
+    def sample_full(self, n: int) -> list[Beam]:
+        """``n`` whole trajectories from ONE backend call, split into steps at the delimiter."""
+        c = self.config
+        (row,) = self.generate([self.prompt_ids], n, c.max_tokens, c.stop or ())
+        return [
+            Beam(Trajectory(self.prompt_ids, (seg,)), self.split(seg), finished=True,
+                 finish_reason="length" if seg.finish_reason == "length" else "stop")
+            for seg in row
+        ]
+
+    @property
+    def step_stops(self) -> tuple[str, ...]:
+        return (self.config.tts_step_delimiter, *(self.config.stop or ()))
+
+    def expand(self, beams: Sequence[Beam], n: int) -> list[Beam]:
+        """Every beam's next step, ``n`` candidates each, in ONE backend call.
+
+        A step stops at the delimiter or ``tts_step_max_tokens``; a trajectory never exceeds
+        ``max_tokens`` (a step that would is cut there and the beam finishes with "length").
+        """
+        c = self.config
+        left = [c.max_tokens - b.num_tokens for b in beams]
+        rows = self.generate([b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops)
+        children = []
+        for beam, budget, row in zip(beams, left, rows):
+            for seg in row:
+                children.append(self._child(beam, _cut(seg, budget, self.backend)))
+        return children
+
+    def _child(self, beam: Beam, seg: Segment) -> Beam:
+        traj = beam.trajectory.extend(seg)
+        child = replace(beam, trajectory=traj, steps=[*beam.steps, Step(seg, 0, len(seg), seg.text)], step_scores=list(beam.step_scores), score=None)
+        user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
+        out_of_room = (
+            traj.num_completion_tokens >= self.config.max_tokens
+            or len(traj.token_ids) >= self.backend.max_context_tokens - 1
+        )
+        if seg.finish_reason == "eos" or user_stop or has_final_answer(seg.text):
+            child.finished, child.finish_reason = True, "stop"
+        elif out_of_room:
+            child.finished, child.finish_reason = True, "length"
+        elif seg.finish_reason == "length":  # hit tts_step_max_tokens: continue, but mark it
+            child.truncated_steps += 1
+        return child
+
+    # -- scoring --------------------------------------------------------------------------
+    def score(self, beams: Sequence[Beam]) -> None:
+        """Score the unscored steps of ``beams`` in ONE scorer call and aggregate them."""
+        if self.scorer is None or not beams:
+            return
+        requests = [ScoreRequest(self.question, b.steps, len(b.step_scores)) for b in beams]
+        start = time.perf_counter()
+        new = self.scorer.score(requests)
+        self.scoring_s += time.perf_counter() - start
+        for beam, scores in zip(beams, new):
+            beam.step_scores.extend(float(s) for s in scores)
+            beam.score = aggregate(beam.step_scores, self.config.tts_score_aggregation, self.config.tts_window_size)
+
+    def split(self, seg: Segment) -> list[Step]:
+        """A one-shot trajectory's steps, split at the delimiter on token boundaries."""
+        return _split(seg, self.backend, self.config.tts_step_delimiter)
+
+    # -- progress -------------------------------------------------------------------------
+    def report(self, step: int, live: int, finished: int, best: float | None, message: str = "") -> None:
+        """Emit a progress event, then honour cancellation and the deadline."""
+        if self._progress is not None:
+            self._progress(ProgressEvent(self.name, step, live, finished, best, message))
+        self.control.check()
+
+
+def _split(seg: Segment, backend: Backend, delimiter: str) -> list[Step]:
+    from llm_tts.types import split_steps
+
+    return split_steps(seg, backend.token_texts(seg.token_ids), delimiter, decode=backend.decode)
+
+
+def _cut(seg: Segment, budget: int, backend: Backend) -> Segment:
+    """Cut a segment to ``budget`` tokens (a trajectory's max_tokens), marked as "length"."""
+    if len(seg) <= budget:
+        return seg
+    ids = seg.token_ids[:budget]
+    return replace(
+        seg,
+        token_ids=ids,
+        text=backend.decode(ids),
+        logprobs=None if seg.logprobs is None else seg.logprobs[:budget],
+        top_logprobs=None if seg.top_logprobs is None else seg.top_logprobs[:budget],
+        finish_reason="length",
+        stop_text=None,
+    )
+
+
+def best_of(beams: Sequence[Beam]) -> Beam:
+    """The highest-scoring beam; the first one on a tie (unscored beams rank last)."""
+    return max(enumerate(beams), key=lambda ib: (-math.inf if ib[1].score is None else ib[1].score, -ib[0]))[1]
+
+
+def best_score(beams: Sequence[Beam]) -> float | None:
+    scores = [b.score for b in beams if b.score is not None]
+    return max(scores) if scores else None
+
+
+def dedupe(beams: Sequence[Beam]) -> list[Beam]:
+    """Drop beams whose completion token ids repeat an earlier beam's (first one kept)."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    for b in beams:
+        key = b.trajectory.completion_token_ids
+        if key not in seen:
+            seen.add(key)
+            out.append(b)
+    return out
+
+
+# -- registry ---------------------------------------------------------------------------------
+StrategyFn = Callable[[StrategyContext], StrategyOutcome]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy and what the engine needs to know to run it."""
+
+    name: str
+    run: StrategyFn
+    size_field: str  # the TTSConfig field tts_budget maps onto
+    size_cap: int  # the largest value allowed for that field
+    needs_scorer: bool  # False: the vote decides, a scorer only breaks ties
+
+    @property
+    def default_scorer(self) -> str:
+        return "entropy" if self.needs_scorer else VOTING_SCORER
+
+
+_STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def register_strategy(name: str, *, size_field: str, size_cap: int, needs_scorer: bool = True) -> Callable[[StrategyFn], StrategyFn]:
+    def deco(fn: StrategyFn) -> StrategyFn:
+        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer)
+        return fn
+
+    return deco
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def get_strategy(name: str) -> StrategySpec:
+    try:
+        return _STRATEGIES[name]
+    except KeyError:
+        raise UnknownNameError("strategy", name, strategy_names(), param="tts_strategy") from None

@@ -1,0 +1,46 @@
+"""Step-level beam search.
+
+Each step expands every live beam by ``tts_candidates_per_step`` candidates (the first step
+expands the prompt by ``tts_beam_size * tts_candidates_per_step``) in ONE backend call, drops
+duplicate candidates, scores the new steps in ONE scorer call and ranks candidates by their
+aggregated score (``tts_score_aggregation`` over ``tts_window_size`` steps). Candidates that
+finished (an answer, end of sequence, ``max_tokens``) are set aside; the best unfinished ones
+fill the beams left (``tts_beam_size`` minus finished), the rest are pruned. The search stops
+when ``tts_beam_size`` candidates have finished, no beam is left, or after ``tts_max_steps``
+(beams still open are then marked "length"). The best finished candidate is returned, or the
+best open beam when none finished.
+"""
+
+from __future__ import annotations
+
+from llm_tts.config import MAX_BEAM_SIZE
+from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, best_of, best_score, dedupe, register_strategy
+from llm_tts.types import Trajectory
+
+
+@register_strategy("beam_search", size_field="tts_beam_size", size_cap=MAX_BEAM_SIZE)
+def beam_search(ctx: StrategyContext) -> StrategyOutcome:
+    c = ctx.config
+    live = [Beam(Trajectory(ctx.prompt_ids))]
+    finished: list[Beam] = []
+    pruned: list[Beam] = []
+    for step in range(1, c.tts_max_steps + 1):
+        n = c.tts_candidates_per_step * (c.tts_beam_size if step == 1 else 1)
+        candidates = dedupe(ctx.expand(live, n))
+        ctx.score(candidates)
+        candidates.sort(key=lambda b: b.score, reverse=True)  # stable: first on a tie
+        finished += [b for b in candidates if b.finished]
+        open_ = [b for b in candidates if not b.finished]
+        room = max(0, c.tts_beam_size - len(finished))
+        live, dropped = open_[:room], open_[room:]
+        pruned += dropped
+        ctx.report(step, len(live), len(finished), best_score(finished + live))
+        if not live:
+            break
+    for b in live:
+        b.finished, b.finish_reason = True, "length"  # out of steps before an answer
+    for b in pruned:
+        b.status = "pruned"
+    chosen = best_of(finished or live)
+    chosen.status = "selected"
+    return StrategyOutcome([*finished, *live, *pruned], chosen)
