@@ -1,0 +1,29 @@
+"""notebooks/quickstart.ipynb is executed, so it can never rot: every cell must run without error
+(both modes; the notebook starts and stops its own service on a free loopback port)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    monkeypatch.setenv("LLM_TTS_BACKEND", "transformers")  # the kernel inherits it: fastest start on a CPU
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError naming the failing cell
+
+    text = "\n".join(
+        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+    )
+    assert "tts_metadata keys match in-process: True" in text
+    assert "service stopped: True" in text
+    assert "strategy: beam_search" in text
+    for name in ("self_consistency", "offline_bon + entropy", "beam_search + perplexity"):
+        assert name in text
