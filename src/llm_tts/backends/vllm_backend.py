@@ -146,9 +146,8 @@ class VLLMBackend:
             loop.close()
             self._loop = None  # type: ignore[assignment]
         engine, self.engine = getattr(self, "engine", None), None
-        core = getattr(engine, "engine_core", None)
-        if core is not None:
-            core.shutdown()  # frees the KV cache now, not whenever the garbage collector runs
+        if engine is not None:
+            shutdown_engine(engine)
 
     # -- extras ---------------------------------------------------------------------------
     def prefix_cache_stats(self) -> dict[str, int | float]:
@@ -293,6 +292,7 @@ def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None,
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
 
+    global _live_engines
     with _ENGINE_START_LOCK:
         saved = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
         if kv_cache_space is not None:
@@ -303,7 +303,7 @@ def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None,
             args["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * GiB)
         try:
             engine_args = EngineArgs(**args)
-            return LLMEngine.from_engine_args(
+            engine = LLMEngine.from_engine_args(
                 engine_args, usage_context=UsageContext.LLM_CLASS, stat_loggers=[_stat_logger_factory(stats)]
             )
         except TypeError as e:
@@ -313,6 +313,39 @@ def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None,
         finally:
             if saved is not None:
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
+    with _live_lock:
+        _live_engines += 1
+    return engine
+
+
+_live_engines = 0
+_live_lock = threading.Lock()
+
+
+def shutdown_engine(engine: Any) -> None:
+    """Free an engine's KV cache and workers now, not whenever the garbage collector runs.
+
+    vLLM's own shutdown of an in-process engine also tears down the process-wide
+    torch.distributed groups, which every in-process engine shares: it would break the engines
+    still running (a policy next to a PRM, or several backends in tests). So the full shutdown
+    runs only for the last live engine; the others release their own resources only.
+    """
+    global _live_engines
+    with _live_lock:
+        _live_engines -= 1
+        last = _live_engines <= 0
+    client = engine.engine_core
+    core = getattr(client, "engine_core", None)  # set for the in-process client only
+    if last or core is None or not hasattr(client, "_finalizer"):
+        client.shutdown()
+        return
+    if client._finalizer.detach() is not None:  # the finalizer would run the full shutdown on GC
+        core.structured_output_manager.clear_backend()
+        if core.model_executor:
+            core.model_executor.shutdown()
+        if core.scheduler:
+            core.scheduler.shutdown()
+    engine.dp_group = None  # LLMEngine.__del__ would destroy the shared data-parallel group
 
 
 def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError:

@@ -46,7 +46,9 @@ class EngineLoop:
         self._owner: dict[str, tuple[_Job, int]] = {}
         self._dead: BaseException | None = None
         self._stopped = False
-        self.peak_requests = 0  # most requests in one engine step: shows that callers were merged
+        self.peak_requests = 0  # most requests in one engine step
+        self.peak_callers = 0  # most callers' jobs in one engine step: shows that callers were merged
+        self._active_jobs = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -110,9 +112,12 @@ class EngineLoop:
             return
         if job.pending == 0:
             job.future.set_result([])
+        else:
+            self._active_jobs += 1
 
     def _step(self) -> None:
         self.peak_requests = max(self.peak_requests, len(self._owner))
+        self.peak_callers = max(self.peak_callers, self._active_jobs)
         try:
             outputs = self.engine.step()
         except BaseException as e:  # noqa: BLE001 - the engine is broken; fail everyone, stop using it
@@ -130,6 +135,7 @@ class EngineLoop:
             job.outputs[i] = out
             job.pending -= 1
             if job.pending == 0 and not job.future.done():
+                self._active_jobs -= 1
                 job.future.set_result(job.outputs)
 
     def _abort(self, job: _Job) -> None:
@@ -144,6 +150,7 @@ class EngineLoop:
     def _fail_all(self, error: BaseException) -> None:
         jobs = {id(j): j for j, _ in self._owner.values()}
         self._owner.clear()
+        self._active_jobs = 0
         for job in jobs.values():
             if not job.future.done():
                 job.future.set_exception(error)

@@ -30,7 +30,7 @@ from llm_tts.models import resolve_model
 from llm_tts.scorers.base import ScoreRequest
 from llm_tts.scorers.prm import PRM_ARCHITECTURE, STEP_SEPARATOR, LoadedPRM, PRMScorer, PRMStats, _Job
 
-DEFAULT_CPU_KV_CACHE_GIB = 1.0
+DEFAULT_CPU_KV_CACHE_GIB = 0.5
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.2  # the policy engine holds the rest; lower its share to match
 
 
@@ -86,10 +86,10 @@ class VLLMPRMEngine:
         )
 
     def close(self) -> None:
+        from llm_tts.backends.vllm_backend import shutdown_engine
+
         self.loop.close()
-        core = getattr(self.engine, "engine_core", None)
-        if core is not None:
-            core.shutdown()
+        shutdown_engine(self.engine)
 
 
 _ENGINES: dict[tuple[Any, ...], VLLMPRMEngine] = {}
