@@ -213,12 +213,9 @@ class OpenAIBackend:
             jobs.extend(self._split_samples(st, i, body, params))
         results = self._pmap(lambda job: self._call(st, job, params), jobs)
         out: list[list[Segment]] = [[] for _ in prompts]
-        prompt_tokens = completion_tokens = 0
         for job, (segments, usage) in zip(jobs, results):
             out[job.prompt_index].extend(segments)
-            prompt_tokens += usage[0]
-            completion_tokens += usage[1]
-        record_usage(prompt_tokens, completion_tokens)
+            record_usage(*usage)  # here, in the caller's context, not in a pool thread
         return out
 
     def close(self) -> None:
