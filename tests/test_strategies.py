@@ -1,0 +1,270 @@
+"""Every strategy x scorer end to end on the embedded model, batching, limits and bad input.
+
+Sizes are tiny (2 paths, beams 2 x 2, 2 steps, a few tokens) so the whole file takes a couple
+of minutes on two CPU cores. ``CountingBackend`` is not a mock: it forwards every call to the
+real transformers backend and only records what the strategy asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import pytest
+
+from llm_tts.config import TTSConfig
+from llm_tts.engine import TTSEngine
+from llm_tts.errors import (
+    CapabilityError,
+    ContextLengthError,
+    EmptyMessagesError,
+    InvalidParameterError,
+    RunCancelledError,
+    UnknownNameError,
+)
+from llm_tts.messages import coerce_messages
+from llm_tts.progress import RunControl
+
+MESSAGES = [
+    {"role": "system", "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."},
+    {"role": "user", "content": "What is 2 + 3?"},
+]
+STRATEGIES = ["self_consistency", "offline_bon", "online_bon", "beam_search"]
+STEP_SCORERS = ["entropy", "perplexity", "sequence_prob", "llm_judge", "prm"]
+SMALL = dict(
+    num_paths=2, tts_num_trajectories=2, tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=2,
+    tts_step_max_tokens=8, max_tokens=16, seed=0,
+)
+
+
+class CountingBackend:
+    """The real backend, recording each generate call; capabilities may be narrowed."""
+
+    def __init__(self, inner: Any, **capabilities: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int, int, int]] = []  # (prompts, n, max_tokens)
+        self.name, self.model_name = inner.name, inner.model_name
+        self.max_context_tokens = inner.max_context_tokens
+        self.capabilities = dataclasses.replace(inner.capabilities, **capabilities)
+
+    def generate(self, prompts, params):
+        self.calls.append((len(prompts), params.n, params.max_tokens))
+        return self.inner.generate(prompts, params)
+
+    def __getattr__(self, name: str) -> Any:  # render_chat, decode, token_texts, close
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def engine(hf_backend, tiny_prm_dir):
+    return TTSEngine(hf_backend, prm_model=str(tiny_prm_dir))
+
+
+@pytest.fixture
+def counting(hf_backend):
+    backend = CountingBackend(hf_backend)
+    return backend, TTSEngine(backend)
+
+
+def _config(**fields: Any) -> TTSConfig:
+    return TTSConfig.create(**{**SMALL, **fields})
+
+
+COMBOS = [("self_consistency", "majority_vote")] + [(s, sc) for s in STRATEGIES for sc in STEP_SCORERS]
+
+
+@pytest.mark.parametrize("strategy, scorer", COMBOS)
+def test_every_strategy_with_every_scorer(engine, hf_backend, strategy, scorer):
+    events = []
+    result = engine.run(MESSAGES, _config(tts_strategy=strategy, tts_scorer=scorer), progress=events.append)
+    md = result.metadata
+    assert (md.strategy, md.scorer) == (strategy, scorer)
+    assert (md.backend, md.model) == (hf_backend.name, hf_backend.model_name)
+    selected = [c for c in md.candidates if c.status == "selected"]
+    assert len(selected) == 1 and selected[0].text == result.text == result.trajectory.text
+    assert result.finish_reason == selected[0].finish_reason
+    if strategy != "self_consistency":
+        assert md.selected_answer == selected[0].answer
+    assert md.reasoning_steps >= 1
+    # usage from real token ids
+    prompt = len(hf_backend.render_chat(coerce_messages(MESSAGES)))
+    assert md.usage.prompt_tokens == prompt == len(result.trajectory.prompt_token_ids)
+    assert md.usage.total_tokens == md.usage.prompt_tokens + md.usage.completion_tokens
+    assert md.usage.completion_tokens >= max(c.num_tokens for c in md.candidates)
+    assert all(1 <= c.num_tokens <= SMALL["max_tokens"] for c in md.candidates)
+    assert selected[0].num_tokens == len(result.trajectory.completion_token_ids)
+    assert md.timings.total_s >= md.timings.generation_s > 0
+    assert events and events[-1].strategy == strategy
+    if scorer == "majority_vote":
+        assert md.aggregated_score is None
+    else:
+        assert 0.0 <= md.aggregated_score <= 1.0  # every built-in scorer is probability-like
+        assert len(selected[0].step_scores) == md.reasoning_steps
+        assert md.timings.scoring_s > 0
+    if strategy == "self_consistency":
+        assert md.consensus_score is not None and md.uncertainty_score == pytest.approx(1 - md.consensus_score)
+        assert sum(md.answer_distribution.values()) <= SMALL["num_paths"]
+        assert len(md.candidates) == SMALL["num_paths"]
+    else:
+        assert md.consensus_score is md.uncertainty_score is md.answer_distribution is None
+    if strategy == "beam_search":
+        assert all(e.live_beams <= SMALL["tts_beam_size"] for e in events)
+        assert any(c.status == "pruned" for c in md.candidates)  # 4 candidates per step, 2 beams kept
+
+
+@pytest.mark.parametrize(
+    "strategy, expected_first_call",
+    [
+        ("self_consistency", (1, 2)),  # one call: 1 prompt, n = num_paths
+        ("offline_bon", (1, 2)),  # one call: 1 prompt, n = tts_num_trajectories
+        ("online_bon", (1, 2)),  # each step: 1 prompt, n = tts_candidates_per_step
+        ("beam_search", (1, 4)),  # first step: the prompt, n = beam_size * candidates_per_step
+    ],
+)
+def test_every_candidate_of_a_step_is_one_generate_call(counting, strategy, expected_first_call):
+    backend, eng = counting
+    events = []
+    eng.run(MESSAGES, _config(tts_strategy=strategy, tts_scorer="perplexity"), progress=events.append)
+    assert backend.calls[0][:2] == expected_first_call
+    assert len(backend.calls) == len(events)  # one backend call per step, whatever the beams
+    if strategy == "beam_search":
+        for (prompts, n, _), before in zip(backend.calls[1:], events):
+            assert (prompts, n) == (before.live_beams, 2)  # all live beams, together, in one call
+
+
+@pytest.mark.parametrize(
+    "strategy, budget, expected_n",
+    [("self_consistency", 3, 3), ("offline_bon", 3, 3), ("online_bon", 3, 3), ("beam_search", 3, 3)],
+)
+def test_budget_maps_onto_the_main_size(counting, strategy, budget, expected_n):
+    backend, eng = counting
+    cfg = _config(tts_strategy=strategy, tts_scorer="perplexity", tts_budget=budget, tts_candidates_per_step=1,
+                  tts_max_steps=1, max_tokens=4)
+    eng.run(MESSAGES, cfg)
+    assert backend.calls[0][1] == expected_n
+
+
+def test_seed_makes_runs_reproducible(engine):
+    cfg = _config(tts_strategy="beam_search", tts_scorer="entropy", seed=7, temperature=1.0)
+    a, b = engine.run(MESSAGES, cfg), engine.run(MESSAGES, cfg)
+    assert a.text == b.text
+    assert [c.text for c in a.metadata.candidates] == [c.text for c in b.metadata.candidates]
+    assert a.metadata.aggregated_score == b.metadata.aggregated_score
+
+
+def test_max_tokens_bounds_trajectories_and_cut_steps_are_marked(counting):
+    backend, eng = counting
+    cfg = _config(tts_strategy="beam_search", tts_scorer="perplexity", tts_step_max_tokens=4, max_tokens=6, tts_max_steps=3)
+    md = eng.run(MESSAGES, cfg).metadata
+    assert all(c.num_tokens <= 6 for c in md.candidates)
+    # 4-token steps rarely reach a blank line: they are marked as cut, not passed off as steps.
+    assert any(c.truncated_steps >= 1 for c in md.candidates)
+    assert any(c.finish_reason == "length" for c in md.candidates if c.status != "pruned")
+    # Later steps ask only for what is left of the longest beam's budget.
+    assert backend.calls[0][2] == 4 and all(mt <= 6 - 1 for _, _, mt in backend.calls[1:])
+
+
+def test_cancel_between_steps_stops_the_search(counting):
+    backend, eng = counting
+    control = RunControl()
+
+    def cancel_after_first_step(event):
+        control.cancel()
+
+    with pytest.raises(RunCancelledError):
+        eng.run(MESSAGES, _config(tts_strategy="online_bon", tts_max_steps=5), progress=cancel_after_first_step, control=control)
+    assert len(backend.calls) == 1
+
+
+def test_weighted_best_of_n_reports_the_vote(engine):
+    md = engine.run(MESSAGES, _config(tts_strategy="offline_bon", tts_scorer="perplexity", tts_selection="weighted",
+                                      tts_num_trajectories=3, max_tokens=24)).metadata
+    assert md.answer_distribution is not None and md.consensus_score is not None
+    if md.selected_answer is not None:
+        assert md.consensus_score == pytest.approx(md.answer_distribution[md.selected_answer] / 3)
+
+
+def test_run_from_a_worker_thread(engine):
+    out: dict[str, Any] = {}
+
+    def work():
+        try:
+            out["result"] = engine.run(MESSAGES, _config(num_paths=2, max_tokens=12))
+        except Exception as e:  # recorded, then asserted on the main thread
+            out["error"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(300)
+    assert "error" not in out, out.get("error")
+    assert out["result"].metadata.strategy == "self_consistency"
+
+
+# -- bad input: typed errors, nothing generated ------------------------------------------------
+BAD = [
+    (dict(tts_strategy="tree_search"), UnknownNameError, ["tree_search", "beam_search", "offline_bon", "online_bon", "self_consistency"]),
+    (dict(tts_scorer="bleu"), UnknownNameError, ["bleu", "entropy", "llm_judge", "majority_vote", "perplexity", "prm", "sequence_prob"]),
+    (dict(tts_strategy="beam_search", tts_scorer="majority_vote"), InvalidParameterError, ["majority_vote", "self_consistency", "entropy"]),
+    (dict(tts_strategy="beam_search", tts_budget=17), InvalidParameterError, ["tts_budget", "17", "16", "tts_beam_size"]),
+    (dict(tts_budget=65), InvalidParameterError, ["tts_budget", "65", "64", "num_paths"]),
+]
+
+
+@pytest.mark.parametrize("fields, error, named", BAD)
+def test_bad_config_is_a_typed_error_before_generation(counting, fields, error, named):
+    backend, eng = counting
+    cfg = _config(**fields)
+    for call in (lambda: eng.validate(MESSAGES, cfg), lambda: eng.run(MESSAGES, cfg)):
+        with pytest.raises(error) as info:
+            call()
+        assert all(word in str(info.value) for word in named), str(info.value)
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        (dict(tts_score_aggregation="median"), ["tts_score_aggregation", "median"]),
+        (dict(num_paths=0), ["num_paths", "0"]),
+        (dict(tts_beam_size=17), ["tts_beam_size", "17", "16"]),
+        (dict(tts_candidates_per_step=0), ["tts_candidates_per_step"]),
+        (dict(tts_max_steps=201), ["tts_max_steps", "200"]),
+        (dict(tts_window_size=0), ["tts_window_size"]),
+    ],
+)
+def test_out_of_range_sizes_are_typed_errors(fields, named):
+    with pytest.raises(InvalidParameterError) as info:
+        TTSConfig.create(**fields)
+    assert all(word in str(info.value) for word in named), str(info.value)
+
+
+def test_empty_messages_and_oversized_prompt_are_typed_errors(counting):
+    backend, eng = counting
+    with pytest.raises(EmptyMessagesError):
+        eng.run([], _config())
+    huge = [{"role": "user", "content": "two " * (backend.max_context_tokens + 10)}]
+    with pytest.raises(ContextLengthError) as info:
+        eng.run(huge, _config())
+    assert str(backend.max_context_tokens) in str(info.value)
+    assert backend.calls == []
+
+
+def test_fake_no_logprobs_backend_refuses_logprob_scorers_before_generating(hf_backend):
+    # A real backend with its logprob capability switched off: what an API without logprobs is.
+    backend = CountingBackend(hf_backend, logprobs=False)
+    eng = TTSEngine(backend)
+    for scorer in ("entropy", "perplexity", "sequence_prob"):
+        with pytest.raises(CapabilityError) as info:
+            eng.run(MESSAGES, _config(tts_strategy="offline_bon", tts_scorer=scorer))
+        assert scorer in str(info.value)
+    assert backend.calls == []
+
+
+def test_prm_without_a_model_is_refused_before_generating(counting, monkeypatch):
+    monkeypatch.delenv("PRM_MODEL_PATH", raising=False)
+    backend, eng = counting
+    with pytest.raises(CapabilityError) as info:
+        eng.run(MESSAGES, _config(tts_strategy="beam_search", tts_scorer="prm"))
+    assert "prm" in str(info.value)
+    assert backend.calls == []
