@@ -231,7 +231,9 @@ class OpenAIBackend:
 
     def _setup(self) -> _State:
         served = self._list_models()
-        model = self._requested_model or self.defaults.default_model or (served[0]["id"] if served else None)
+        # No model named: a self-hosted server's (first) model; on a provider's own API its default.
+        first = served[0].get("id") if served and self.base_url != self.defaults.base_url else None
+        model = self._requested_model or first or self.defaults.default_model
         if model is None:
             raise ModelNotFoundError(f"{self.base_url}/models lists no model; pass model= (the name the server serves)")
         ids = [m.get("id") for m in served]
