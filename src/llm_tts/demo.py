@@ -24,7 +24,7 @@ def run_demo(question: str, backend: str = "auto", model: str | None = None) -> 
     messages = [SystemMessage(SYSTEM), HumanMessage(question)]
     print(f"question: {question}\n")
     for title, fields in DEMO_RUNS:
-        llm = ChatTTS(model=model, backend=backend, max_tokens=256, seed=0, **fields)
+        llm = ChatTTS(model=model, backend=backend, max_tokens=256, **fields)
         start = time.perf_counter()
         msg = llm.invoke(messages)
         elapsed = time.perf_counter() - start
