@@ -19,7 +19,7 @@ GOOD = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens":
 @pytest.fixture(scope="module")
 def strict_url(serve_app, tts_engine):
     """A server with tight limits, so limit errors are cheap to provoke."""
-    settings = ServiceSettings(max_budget=4, max_tokens=64, max_body_bytes=4096, max_concurrency=2)
+    settings = ServiceSettings(max_budget=4, max_tokens=16, max_body_bytes=4096, max_concurrency=2)
     return serve_app(create_app(tts_engine, settings))
 
 
@@ -41,7 +41,9 @@ def assert_error(response: httpx.Response, status: int, param: str | None, code:
     assert error["param"] == param, error
     if code is not None:
         assert error["code"] == code, error
-    if param is not None:
+    if error["code"] == "unknown_name":
+        assert "valid:" in error["message"], error  # lists what is accepted
+    elif param is not None:
         assert param.split("[")[0].split(".")[0] in error["message"], error
     assert UPSTREAM_SECRET not in response.text  # a client's provider key is never echoed
     return error
@@ -82,10 +84,11 @@ BAD_BODIES = [
     pytest.param(msgs(tts_strategy="monte_carlo"), "tts_strategy", "unknown_name", id="unknown-strategy"),
     pytest.param(msgs(tts_scorer="vibes"), "tts_scorer", "unknown_name", id="unknown-scorer"),
     pytest.param(msgs(provider="vllm"), "provider", "invalid_parameter", id="other-provider"),
-    # Server limits (max_budget=4, max_tokens=64 on this server).
+    # Server limits (max_budget=4, max_tokens=16 on this server).
     pytest.param(msgs(num_paths=5), "num_paths", "invalid_parameter", id="over-server-budget"),
     pytest.param(msgs(tts_budget=9), "tts_budget", "invalid_parameter", id="tts-budget-over-server-budget"),
-    pytest.param(msgs(max_tokens=65), "max_tokens", "invalid_parameter", id="over-server-max-tokens"),
+    pytest.param(msgs(max_tokens=17), "max_tokens", "invalid_parameter", id="over-server-max-tokens"),
+    pytest.param({"messages": GOOD["messages"], "max_completion_tokens": 17}, "max_tokens", "invalid_parameter", id="over-server-max-completion-tokens"),
 ]
 
 
@@ -159,6 +162,15 @@ def test_the_server_keeps_serving_after_bad_input(client):
     r = client.post("/v1/chat/completions", json=GOOD)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
+
+
+def test_defaults_over_the_server_limits_are_lowered_to_them(client):
+    # num_paths (default 5) and max_tokens (default 4096) are not sent: the server's limits apply.
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Count to ten."}]})
+    assert r.status_code == 200, r.text
+    md = r.json()["choices"][0]["tts_metadata"]
+    assert len(md["candidates"]) == 4
+    assert all(c["num_tokens"] <= 16 for c in md["candidates"])
 
 
 def test_sdk_raises_typed_errors_with_the_field(strict_url):

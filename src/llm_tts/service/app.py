@@ -18,7 +18,7 @@ from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 from llm_tts.progress import RunControl
 from llm_tts.service.auth import APIKeyMiddleware
 from llm_tts.service.errors import install_error_handlers
-from llm_tts.service.limits import BodyLimitMiddleware, RunSlots, check_budget
+from llm_tts.service.limits import BodyLimitMiddleware, RunSlots, apply_limits
 from llm_tts.service.runner import EngineRunner
 from llm_tts.service.schemas import (
     REQUEST_FIELDS,
@@ -145,16 +145,30 @@ def create_app(
         """Same as /v1/chat/completions with ``tts_strategy`` and ``tts_scorer`` taken from the path."""
         return await _complete(state, request, body, tts_strategy=strategy, tts_scorer=scorer)
 
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents a 422 on every route; this API answers bad input with 400 instead."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operation in (op for path in spec.get("paths", {}).values() for op in path.values()):
+            operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 async def _complete(state: _State, request: Request, body: ChatCompletionRequest, **path_fields: str) -> Any:
     settings = state.settings
     _check_model(state, body.model)
     _check_provider(state, body.provider)
-    config = body.to_config(**_path_overrides(body, path_fields))
+    config = apply_limits(body.to_config(**_path_overrides(body, path_fields)), settings)
     messages = body.to_messages()
-    check_budget(config, settings)
     deadline_s = min(body.tts_deadline or settings.deadline_s, settings.deadline_s)
     runner = state.runner
     assert runner is not None

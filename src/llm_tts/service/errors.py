@@ -132,6 +132,8 @@ def from_validation_errors(errors: list[Mapping[str, Any]], valid_fields: Iterab
     if kind == "extra_forbidden":
         return UnknownNameError("parameter", param.rsplit(".", 1)[-1], list(valid_fields), param=param)
     if kind == "missing":
+        if not param:
+            return InvalidParameterError("body", None, "a JSON object with at least 'messages' is required")
         return InvalidParameterError(param, None, "this field is required")
     if not param:  # the body itself is wrong: not an object, or empty
         return InvalidParameterError(

@@ -8,36 +8,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
 from llm_tts.errors import InvalidParameterError
+from llm_tts.strategies import get_strategy
 from llm_tts.service.errors import RequestTooLargeError, TooManyRequestsError, send_error
 from llm_tts.service.settings import ServiceSettings
 
-# The size fields each strategy really uses; beam search costs beams x candidates per step.
-STRATEGY_SIZES: dict[str, tuple[str, ...]] = {
-    "self_consistency": ("num_paths",),
-    "offline_bon": ("tts_num_trajectories",),
-    "online_bon": ("tts_candidates_per_step",),
-    "beam_search": ("tts_beam_size", "tts_candidates_per_step"),
-}
+def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
+    """The config within this server's limits. An explicit value over a limit is an error naming
+    the field; a default over a limit is lowered to it (the operator chose the limit)."""
+    explicit = config.model_fields_set
+    spec = get_strategy(config.tts_strategy)
+    updates: dict[str, int] = {}
 
+    def cap(field: str, value: int, limit: int, what: str) -> None:
+        if value <= limit:
+            return
+        if field in explicit:
+            raise InvalidParameterError(field, value, f"this server allows {what} of at most {limit}")
+        updates[field] = limit
 
-def check_budget(config: TTSConfig, settings: ServiceSettings) -> None:
-    """Reject a request whose search is larger than this server allows, naming the field."""
-    limit = settings.max_budget
-    if config.max_tokens > settings.max_tokens:
-        raise InvalidParameterError("max_tokens", config.max_tokens, f"this server allows at most {settings.max_tokens}")
-    if config.tts_budget is not None and config.tts_budget > limit:
-        raise InvalidParameterError("tts_budget", config.tts_budget, f"this server allows a budget of at most {limit}")
-    cost = 1
-    for name in STRATEGY_SIZES.get(config.tts_strategy, ()):
-        value = getattr(config, name)
-        if value > limit:
-            raise InvalidParameterError(name, value, f"this server allows at most {limit}")
-        cost *= value
-    if cost > limit:
-        fields = " x ".join(STRATEGY_SIZES[config.tts_strategy])
-        raise InvalidParameterError(
-            STRATEGY_SIZES[config.tts_strategy][0], cost, f"{fields} must be at most {limit} on this server"
-        )
+    cap("max_tokens", config.max_tokens, settings.max_tokens, "max_tokens")
+    if config.tts_budget is not None:
+        cap("tts_budget", config.tts_budget, settings.max_budget, "a budget")
+    else:  # the same quantity tts_budget would set: paths, trajectories, candidates or beams
+        cap(spec.size_field, getattr(config, spec.size_field), settings.max_budget, "a budget")
+    return config.model_copy(update=updates) if updates else config
 
 
 class RunSlots:

@@ -38,8 +38,13 @@ class ServiceSettings(BaseModel):
     max_concurrency: int = Field(4, ge=1, le=256, description="requests run at once; more get 429")
     deadline_s: float = Field(600.0, gt=0, description="longest a request may run before it gets 408")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body accepted (413 above)")
-    max_budget: int = Field(MAX_PATHS, ge=1, description="largest strategy size (paths, trajectories, beams x candidates)")
-    max_tokens: int = Field(MAX_TOKENS, ge=1, le=MAX_TOKENS, description="largest max_tokens a request may ask for")
+    max_budget: int = Field(
+        MAX_PATHS, ge=1, description="largest strategy size a request may ask for (what tts_budget sets: num_paths, "
+        "tts_num_trajectories, tts_candidates_per_step or tts_beam_size); larger defaults are lowered to it"
+    )
+    max_tokens: int = Field(
+        MAX_TOKENS, ge=1, le=MAX_TOKENS, description="largest max_tokens a request may ask for; a larger default is lowered to it"
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429")
 
     @classmethod
