@@ -9,6 +9,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -58,15 +59,26 @@ def embedded_model_dir() -> Path:
 def ensure_embedded_model() -> Path:
     """Return the converted embedded model folder, converting it on first use."""
     target = embedded_model_dir()
+    if _is_complete(target):  # fast path: no lock, no GGUF lookup
+        return target
+    return ensure_converted(embedded_gguf_path(), target)
+
+
+def ensure_converted(gguf: Path, target: Path) -> Path:
+    """Convert ``gguf`` into ``target`` once; concurrent callers wait for the first one.
+
+    The file lock serialises converters of the same target; the rename in
+    :func:`convert_gguf` means a reader without the lock sees either nothing or a whole model.
+    """
     if _is_complete(target):
         return target
-    gguf = embedded_gguf_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 
     with FileLock(str(target) + ".lock"):
         if _is_complete(target):  # another process finished while we waited
             return target
+        _remove_stale_temps(target)
         convert_gguf(gguf, target)
     return target
 
@@ -75,43 +87,96 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
+def _temp_prefix(target: Path) -> str:
+    return f".tmp-{target.name}-"
+
+
+def _remove_stale_temps(target: Path) -> None:
+    # Only called under the target's lock: any temp folder left is from a killed converter.
+    for stale in target.parent.glob(_temp_prefix(target) + "*"):
+        log.warning("removing %s left by an interrupted conversion", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise ``gguf`` into a bf16 safetensors folder at ``target``, atomically."""
+    """Dequantise ``gguf`` into a bf16 safetensors folder at ``target``, atomically.
+
+    On any failure the temporary folder is removed and ``target`` is left untouched. Callers
+    that may race should go through :func:`ensure_converted`, which holds a lock.
+    """
+    gguf, target = Path(gguf), Path(target)
+    if not gguf.is_file():
+        raise ModelNotFoundError(f"GGUF file {str(gguf)!r} does not exist")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not gguf.is_file():
-        raise ModelNotFoundError(f"GGUF file {str(gguf)!r} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-convert-", dir=target.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         except Exception as e:  # noqa: BLE001 - any loader failure means the same thing
-            raise ModelLoadError(f"could not load GGUF {str(gguf)!r}: {e}") from e
+            raise ModelLoadError(
+                f"could not load GGUF {str(gguf)!r}: {type(e).__name__}: {e}; "
+                "is it a complete llama-family GGUF file? Re-download it or pass a model folder"
+            ) from e
         # save_pretrained refuses a GGUF-loaded model until the quantizer is gone.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+        _make_shareable(tmp)
+        if _is_complete(target):
+            shutil.rmtree(tmp)  # someone converted it without our lock; theirs is as good
+            return
+        if target.exists():  # an incomplete leftover (not ours: ours appear only by rename)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
         log.info("converted %s to %s", gguf.name, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _make_shareable(folder: Path) -> None:
+    # mkdtemp and some writers create private files; the cache is shared like any other.
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+
+
+def converted_gguf_dir(gguf: Path) -> Path:
+    """Cache folder for a user's GGUF file, keyed by its path, size and mtime."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / f"gguf-{gguf.stem.lower()}-{key}"
+
+
+def is_embedded(model: str | os.PathLike[str] | None) -> bool:
+    """True when ``model`` names the embedded default model (None, "", "embedded", ...)."""
+    return model is None or str(model).strip().lower() in EMBEDDED_ALIASES
+
+
+def display_name(model: str | os.PathLike[str] | None) -> str:
+    """The model name to report in responses and metadata."""
+    return EMBEDDED_MODEL_NAME if is_embedded(model) else str(model)
+
+
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """Turn a model name into a local folder: embedded alias, local path or cached hub id."""
-    if model is None or str(model).strip().lower() in EMBEDDED_ALIASES:
+    """Turn a model name into a local folder: embedded alias, local folder, GGUF file or hub id."""
+    if is_embedded(model):
         return ensure_embedded_model()
     text = str(model)
     path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ensure_converted(path, converted_gguf_dir(path))
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model folder {text!r} has no config.json; is it a transformers model folder?")
+            raise ModelNotFoundError(
+                f"model path {text!r} is not a transformers model folder (no config.json) nor a .gguf file"
+            )
         return path
     if _looks_like_path(text):
         raise ModelNotFoundError(f"model path {text!r} does not exist")
@@ -120,7 +185,11 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
 
 def _looks_like_path(text: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else is meant as a filesystem path.
-    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text or text.endswith(".gguf")
+
+
+HUB_CONNECT_TIMEOUT_S = 3.0
+_TRUTHY = {"1", "true", "yes", "on"}
 
 
 def _resolve_hub_id(repo_id: str) -> Path:
@@ -130,17 +199,37 @@ def _resolve_hub_id(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached; try the network below
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelNotFoundError(_offline_message(repo_id, "HF_HUB_OFFLINE=1 is set"))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUTHY:
+            raise ModelNotFoundError(_offline_message(repo_id, f"{var} is set and it is not in the local hub cache"))
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    reason = _unreachable(endpoint)
+    if reason:  # fail in seconds rather than after the hub client's retries
+        raise ModelNotFoundError(_offline_message(repo_id, f"{endpoint} is unreachable: {reason}"))
     try:
         return Path(snapshot_download(repo_id, etag_timeout=5))
     except Exception as e:  # noqa: BLE001 - network, auth or missing repo
-        raise ModelNotFoundError(_offline_message(repo_id, f"{type(e).__name__}: {e}")) from e
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelNotFoundError(_offline_message(repo_id, f"{type(e).__name__}: {first_line}")) from e
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """None when a TCP connection to the hub opens within the timeout, else why not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=HUB_CONNECT_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _offline_message(repo_id: str, why: str) -> str:
     return (
         f"model {repo_id!r} is not a local folder and could not be fetched from the hub ({why}). "
-        f"Download it on a machine with network access (`huggingface-cli download {repo_id}`), copy the "
+        f"Download it on a machine with network access (`hf download {repo_id} --local-dir DIR`), copy the "
         "folder here and pass its path, or omit the model to use the embedded SmolLM2-135M-Instruct"
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
+from llm_tts.errors import InvalidParameterError
+
 Source = Literal["model", "injected"]
 # "stop": ended on a stop string (the step delimiter), kept in the segment.
 # "eos": the model emitted an end-of-sequence token (kept in token_ids, not in text).
@@ -36,10 +38,20 @@ class Segment:
     stop_text: str | None = None
 
     def __post_init__(self) -> None:
-        if self.logprobs is not None and len(self.logprobs) != len(self.token_ids):
-            raise ValueError("logprobs must have one entry per token")
-        if self.top_logprobs is not None and len(self.top_logprobs) != len(self.token_ids):
-            raise ValueError("top_logprobs must have one entry per token")
+        # Tuples, whatever sequence was passed: segments are shared and hashed, never mutated.
+        for name in ("token_ids", "logprobs", "top_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        n = len(self.token_ids)
+        if self.logprobs is not None and len(self.logprobs) != n:
+            raise InvalidParameterError("logprobs", f"{len(self.logprobs)} entries", f"must have one per token ({n})")
+        if self.top_logprobs is not None and len(self.top_logprobs) != n:
+            raise InvalidParameterError(
+                "top_logprobs", f"{len(self.top_logprobs)} entries", f"must have one per token ({n})"
+            )
+        if self.source not in ("model", "injected"):
+            raise InvalidParameterError("source", self.source, "must be 'model' or 'injected'")
 
     @classmethod
     def injected(cls, token_ids: Sequence[int], text: str) -> Segment:
@@ -152,7 +164,9 @@ def split_steps(
         return decode(segment.token_ids[a:b]) if decode else "".join(token_texts[a:b])
 
     if len(token_texts) != len(segment):
-        raise ValueError("token_texts must have one entry per token")
+        raise InvalidParameterError(
+            "token_texts", f"{len(token_texts)} entries", f"must have one per token ({len(segment)})"
+        )
     steps: list[Step] = []
     start = 0
     tail = ""

@@ -8,6 +8,7 @@ which backend they run on; they hand every candidate of a step to one ``generate
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -39,17 +40,17 @@ class SamplingParams:
         self.validate()
 
     def validate(self) -> None:
-        if not isinstance(self.n, int) or not 1 <= self.n <= MAX_SAMPLES_PER_PREFIX:
+        if not _is_int(self.n) or not 1 <= self.n <= MAX_SAMPLES_PER_PREFIX:
             raise InvalidParameterError("n", self.n, f"must be an integer in [1, {MAX_SAMPLES_PER_PREFIX}]")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise InvalidParameterError("max_tokens", self.max_tokens, "must be an integer >= 1")
         if not _finite(self.temperature) or not 0.0 <= self.temperature <= 2.0:
             raise InvalidParameterError("temperature", self.temperature, "must be in [0.0, 2.0]")
         if not _finite(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise InvalidParameterError("top_p", self.top_p, "must be in (0.0, 1.0]")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _is_int(self.top_k) or self.top_k < 0:
             raise InvalidParameterError("top_k", self.top_k, "must be an integer >= 0 (0 disables it)")
-        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+        if not _is_int(self.top_logprobs) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidParameterError("top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameterError("stop", self.stop, "stop strings must be non-empty strings")
@@ -57,6 +58,10 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)  # True is an int to Python, not to us
 
 
 def _finite(x: Any) -> bool:
@@ -103,7 +108,24 @@ class Backend(Protocol):
 def check_prompts_fit(prompts: Sequence[Sequence[int]], max_context_tokens: int) -> None:
     """Raise ContextLengthError when a prompt leaves no room for even one new token."""
     for p in prompts:
-        if len(p) >= max_context_tokens:
-            raise ContextLengthError(len(p), max_context_tokens)
         if not p:
             raise InvalidParameterError("prompt", [], "a prompt needs at least one token")
+        if len(p) >= max_context_tokens:
+            # param stays "messages": that is what a user of the engine or service can shorten
+            raise ContextLengthError(len(p), max_context_tokens)
+
+
+def check_token_ids(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
+    """Raise InvalidParameterError for a token id outside the vocabulary.
+
+    Checked up front because an out-of-range id is an opaque IndexError on CPU and a
+    device-side assert that poisons the whole CUDA context on GPU.
+    """
+    for i, p in enumerate(prompts):
+        try:
+            ok = 0 <= min(p) and max(p) < vocab_size and all(isinstance(t, Integral) for t in p)
+        except TypeError:  # not comparable with ints
+            ok = False
+        if not ok:
+            bad = next(t for t in p if not isinstance(t, Integral) or isinstance(t, bool) or not 0 <= t < vocab_size)
+            raise InvalidParameterError(f"prompts[{i}]", bad, f"token ids must be integers in [0, {vocab_size})")

@@ -15,11 +15,12 @@ from llm_tts.backends.base import (
     BackendCapabilities,
     SamplingParams,
     check_prompts_fit,
+    check_token_ids,
 )
 from llm_tts.backends.tokenizer import ChatTokenizer
-from llm_tts.errors import CapabilityError, ModelLoadError
+from llm_tts.errors import BackendUnavailableError, CapabilityError, InvalidParameterError, ModelLoadError
 from llm_tts.messages import ChatMessage
-from llm_tts.models import EMBEDDED_MODEL_NAME, EMBEDDED_ALIASES, resolve_model
+from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
 _STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
@@ -41,11 +42,11 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
-        path = resolve_model(model)
-        self.model_name = EMBEDDED_MODEL_NAME if model is None or str(model).lower() in EMBEDDED_ALIASES else str(model)
-        self.model_path = path
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
+        path = resolve_model(model)
+        self.model_name = display_name(model)
+        self.model_path = path
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
@@ -55,6 +56,7 @@ class TransformersBackend:
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
         self.max_context_tokens = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.max_batch_rows = max_batch_rows
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self._lock = threading.Lock()  # one forward loop at a time on this model
@@ -70,10 +72,13 @@ class TransformersBackend:
         return self.tokenizer.token_texts(token_ids)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        if self.model is None:
+            raise BackendUnavailableError("this TransformersBackend is closed; create a new one")
         params.validate()
         if params.top_logprobs > self.capabilities.max_top_logprobs:
             raise CapabilityError(f"top_logprobs={params.top_logprobs} exceeds this backend's limit {self.capabilities.max_top_logprobs}")
         check_prompts_fit(prompts, self.max_context_tokens)
+        check_token_ids(prompts, self.vocab_size)
         import torch
 
         generator = torch.Generator(device=self.device)
@@ -106,35 +111,40 @@ class TransformersBackend:
             attention[i, width - len(p) :] = 1
         input_ids, attention = input_ids.to(dev), attention.to(dev)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = DynamicCache(config=self.model.config)  # sliding-window layers where the model has them
         with torch.inference_mode():
             logits = self.model(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions,
                 past_key_values=cache, use_cache=True, logits_to_keep=1,
             ).logits[:, -1, :].float()
-            if n > 1:
+            if n > 1:  # prefill each prompt once, then copy its KV cache for the n samples
                 logits = logits.repeat_interleave(n, dim=0)
                 attention = attention.repeat_interleave(n, dim=0)
                 positions = positions.repeat_interleave(n, dim=0)
                 cache.batch_repeat_interleave(n)
-            rows = logits.shape[0]
             budgets = [min(params.max_tokens, self.max_context_tokens - len(p)) for p in prompts for _ in range(n)]
-            loop = _RowState(rows, budgets, self.tokenizer, self.eos_token_ids, params.stop)
+            loop = _RowState(len(budgets), budgets, self.tokenizer, self.eos_token_ids, params.stop)
+            active = list(range(len(budgets)))  # rows still in the batch, in batch order
             next_pos = positions[:, -1:] + 1
             eos = torch.tensor(sorted(self.eos_token_ids), device=dev)
             k = params.top_logprobs
             for _ in range(max(budgets)):
-                logprobs = torch.log_softmax(logits, dim=-1)
+                logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
                 token = _sample(logits, params, generator)
-                chosen = logprobs.gather(1, token[:, None]).squeeze(1)
+                chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if params.logprobs else None
                 top = torch.topk(logprobs, k, dim=-1) if k else None
-                loop.record(token.tolist(), chosen.tolist() if params.logprobs else None,
+                loop.record(active, token.tolist(), chosen,
                             (top.indices.tolist(), top.values.tolist()) if top is not None else None,
                             torch.isin(token, eos).tolist())
-                if loop.all_done:
+                keep = [j for j, r in enumerate(active) if not loop.done[r]]
+                if not keep:
                     break
-                token = token.masked_fill(torch.tensor(loop.done, device=dev), pad)
-                attention = torch.cat([attention, torch.ones((rows, 1), dtype=attention.dtype, device=dev)], dim=1)
+                if len(keep) < len(active):  # finished rows leave the batch: no compute on them
+                    idx = torch.tensor(keep, device=dev)
+                    cache.batch_select_indices(idx)
+                    token, attention, next_pos = token[idx], attention[idx], next_pos[idx]
+                    active = [active[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
                 logits = self.model(
                     input_ids=token[:, None], attention_mask=attention, position_ids=next_pos,
                     past_key_values=cache, use_cache=True,
@@ -163,16 +173,18 @@ class _RowState:
     def all_done(self) -> bool:
         return all(self.done)
 
-    def record(self, tokens: list[int], chosen: list[float] | None, top: tuple[list, list] | None, is_eos: list[bool]) -> None:
-        for r, tok in enumerate(tokens):
-            if self.done[r]:
-                continue
+    def record(
+        self, rows: list[int], tokens: list[int], chosen: list[float] | None,
+        top: tuple[list, list] | None, is_eos: list[bool],
+    ) -> None:
+        """Append one token to each of ``rows`` (the batch's rows, in batch order)."""
+        for j, (r, tok) in enumerate(zip(rows, tokens)):
             self.tokens[r].append(tok)
             if chosen is not None:
-                self.logprobs[r].append(chosen[r])
+                self.logprobs[r].append(chosen[j])
             if top is not None:
-                self.tops[r].append(dict(zip(top[0][r], top[1][r])))
-            if is_eos[r]:
+                self.tops[r].append(dict(zip(top[0][j], top[1][j])))
+            if is_eos[j]:
                 self._finish(r, "eos")
             elif self.stop and (hit := self._stop_hit(r)):
                 self._finish(r, "stop", hit)
@@ -222,16 +234,33 @@ def _sample(logits: Any, params: SamplingParams, generator: Any) -> Any:
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def _pick_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError("device", device, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise BackendUnavailableError(
+                f"device={device!r} was asked for but this machine has {count} usable CUDA device(s) "
+                f"(torch {torch.__version__}); use device='cpu' or install a CUDA build of torch"
+            )
+    return dev
+
+
 def _pick_dtype(dtype: str, device: Any) -> Any:
     import torch
 
     if dtype != "auto":
-        try:
-            return getattr(torch, dtype)
-        except AttributeError:
-            from llm_tts.errors import InvalidParameterError
-
-            raise InvalidParameterError("dtype", dtype, "must be 'auto' or a torch dtype name such as 'bfloat16'") from None
+        value = getattr(torch, str(dtype), None)
+        if not isinstance(value, torch.dtype) or not value.is_floating_point:
+            raise InvalidParameterError("dtype", dtype, "must be 'auto' or a float dtype name such as 'bfloat16', 'float32'")
+        return value
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16
