@@ -14,10 +14,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # made a SmolLM2 decode step 20x slower (4.9 s vs 0.25 s per token, bench/bench_backend.py notes).
 # Must be set before torch starts its OpenMP runtime, hence here at import time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Idle OpenMP threads sleep instead of spinning: on this shared 2-core machine spinning workers
-# made a SmolLM2 decode step 20x slower (4.9 s vs 0.25 s per token, bench/bench_backend.py notes).
-# Must be set before torch starts its OpenMP runtime, hence here at import time.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
