@@ -122,12 +122,18 @@ def test_beam_children_and_fresh_rows_share_one_padded_batch(scorer):
         assert g == pytest.approx(expected[r.first_unscored :], abs=TOL)
 
 
-def test_prefix_cache_is_bounded(tiny_prm_dir):
+def test_prefix_cache_is_bounded_in_entries_and_bytes(tiny_prm_dir):
     s = PRMScorer(tiny_prm_dir, dtype="float32", cache_max_entries=2)
     s.score([ScoreRequest(QUESTION, steps_of(STEPS[:k])) for k in (1, 2, 3, 4)])
     assert len(s._cache) == 2
     s.close()
     assert len(s._cache) == 0
+    tiny = PRMScorer(tiny_prm_dir, dtype="float32", cache_max_bytes=1024)  # smaller than any entry
+    tiny.score([ScoreRequest(QUESTION, steps_of(STEPS[:2]))])
+    assert len(tiny._cache) == 0
+    (got,) = tiny.score([ScoreRequest(QUESTION, steps_of(STEPS), first_unscored=2)])  # falls back to a full pass
+    assert tiny.stats.reused_tokens == 0
+    assert got == pytest.approx(reference(tiny.prm, QUESTION, STEPS)[1][2:], abs=TOL)
 
 
 def test_long_trajectories_drop_the_earliest_steps_from_the_prm_view(scorer, tiny_prm_dir):

@@ -163,14 +163,14 @@ class PRMScorer(Scorer):
         max_context_tokens: int | None = None,
         max_batch_tokens: int = 16384,
         cache_max_entries: int = 256,
-        cache_max_tokens: int = 262144,
+        cache_max_bytes: int = 1 << 30,
     ) -> None:
         self.prm = load_prm(model_path, device=device, dtype=dtype)
         limit = self.prm.max_context_tokens
         self.max_context_tokens = min(max_context_tokens, limit) if max_context_tokens else limit
         self.max_batch_tokens = max_batch_tokens
         self.stats = PRMStats()
-        self._cache = _PrefixCache(cache_max_entries, cache_max_tokens)
+        self._cache = _PrefixCache(cache_max_entries, cache_max_bytes)
         self._heads: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -281,7 +281,7 @@ class PRMScorer(Scorer):
             out.append([float(probs[i, s - p]) for s in job.seps[job.first_scored :]])
             lo, hi = past_max - p, past_max + len(job.ids) - p
             kv = [(layer.keys[i, :, lo:hi].clone(), layer.values[i, :, lo:hi].clone()) for layer in cache.layers]
-            self._cache.put(tuple(job.ids), kv, len(job.ids))
+            self._cache.put(tuple(job.ids), kv)
         return out
 
 
@@ -335,12 +335,15 @@ class _Encoded:
 
 
 class _PrefixCache:
-    """A bounded LRU of per-row KV caches keyed by the token ids they encode."""
+    """A bounded LRU of per-row KV caches keyed by the token ids they encode.
 
-    def __init__(self, max_entries: int, max_tokens: int) -> None:
-        self.max_entries, self.max_tokens = max_entries, max_tokens
+    Bounded in bytes too: a 7B PRM's KV cache is about 57 KB per token in bf16.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
         self._items: OrderedDict[tuple[int, ...], tuple[list[tuple[Any, Any]], int]] = OrderedDict()
-        self._tokens = 0
+        self._bytes = 0
 
     def get(self, key: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
         item = self._items.get(key)
@@ -349,19 +352,20 @@ class _PrefixCache:
         self._items.move_to_end(key)
         return item[0]
 
-    def put(self, key: tuple[int, ...], kv: list[tuple[Any, Any]], tokens: int) -> None:
-        if tokens > self.max_tokens or self.max_entries < 1:
+    def put(self, key: tuple[int, ...], kv: list[tuple[Any, Any]]) -> None:
+        size = sum(k.nbytes + v.nbytes for k, v in kv)
+        if size > self.max_bytes or self.max_entries < 1:
             return
         if key in self._items:
-            self._tokens -= self._items.pop(key)[1]
-        self._items[key] = (kv, tokens)
-        self._tokens += tokens
-        while len(self._items) > self.max_entries or self._tokens > self.max_tokens:
-            self._tokens -= self._items.popitem(last=False)[1][1]
+            self._bytes -= self._items.pop(key)[1]
+        self._items[key] = (kv, size)
+        self._bytes += size
+        while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+            self._bytes -= self._items.popitem(last=False)[1][1]
 
     def clear(self) -> None:
         self._items.clear()
-        self._tokens = 0
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
