@@ -255,16 +255,20 @@ def test_fake_no_logprobs_backend_refuses_logprob_scorers_before_generating(hf_b
     backend = CountingBackend(hf_backend, logprobs=False)
     eng = TTSEngine(backend)
     for scorer in ("entropy", "perplexity", "sequence_prob"):
-        with pytest.raises(CapabilityError) as info:
-            eng.run(MESSAGES, _config(tts_strategy="offline_bon", tts_scorer=scorer))
-        assert scorer in str(info.value)
+        cfg = _config(tts_strategy="offline_bon", tts_scorer=scorer)
+        for call in (eng.validate, eng.run):
+            with pytest.raises(CapabilityError) as info:
+                call(MESSAGES, cfg)
+            assert scorer in str(info.value)
     assert backend.calls == []
 
 
 def test_prm_without_a_model_is_refused_before_generating(counting, monkeypatch):
     monkeypatch.delenv("PRM_MODEL_PATH", raising=False)
     backend, eng = counting
-    with pytest.raises(CapabilityError) as info:
-        eng.run(MESSAGES, _config(tts_strategy="beam_search", tts_scorer="prm"))
-    assert "prm" in str(info.value)
+    cfg = _config(tts_strategy="beam_search", tts_scorer="prm")
+    for call in (eng.validate, eng.run):
+        with pytest.raises(CapabilityError) as info:
+            call(MESSAGES, cfg)
+        assert "prm" in str(info.value)
     assert backend.calls == []

@@ -54,11 +54,12 @@ class TTSEngine:
     def validate(self, messages: Sequence[ChatMessage], config: TTSConfig) -> None:
         """Raise the typed error a run would raise for bad input, before any generation.
 
-        Checks messages, strategy, scorer name, sizes and the context length. Whether the
-        scorer can run on this backend is checked when ``run`` builds it, still before any
-        generation (building a PRM scorer loads a model, too costly for a dry check).
+        Checks messages, strategy, scorer, sizes and the context length, and builds the scorer
+        (cached, so ``run`` reuses it): a scorer that cannot run on this backend fails here.
         """
-        self._plan(messages, config)
+        plan = self._plan(messages, config)
+        if plan.scorer_name != VOTING_SCORER:
+            self._scorer(plan.scorer_name)
 
     def run(
         self,
