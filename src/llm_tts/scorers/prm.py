@@ -53,7 +53,7 @@ def prm_messages(question: str, step_texts: Sequence[str]) -> list[dict[str, str
     steps = [_clean_step(t) for t in step_texts]
     return [
         {"role": "system", "content": PRM_SYSTEM},
-        {"role": "user", "content": question},
+        {"role": "user", "content": question.replace(STEP_SEPARATOR, "")},  # separators mark steps only
         {"role": "assistant", "content": STEP_SEPARATOR.join(steps) + STEP_SEPARATOR},
     ]
 
