@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from llm_tts import __version__
 from llm_tts.engine import TTSEngine, TTSResult
@@ -32,7 +32,7 @@ from llm_tts.service.schemas import (
     ResponseMessage,
 )
 from llm_tts.service.settings import ServiceSettings
-from llm_tts.service.streaming import SSE_HEADERS, ChunkWriter, stream_run
+from llm_tts.service.streaming import ChunkWriter, stream_response
 
 DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat completions API.
 
@@ -183,8 +183,7 @@ async def _complete(state: _State, request: Request, body: ChatCompletionRequest
             slot.release()
             raise
         writer = ChunkWriter(completion_id, created, model)
-        events = stream_run(request, runner, slot, messages, config, control, deadline_s, writer)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return stream_response(request, runner, slot, messages, config, control, deadline_s, writer)
     future = runner.start(slot, messages, config, control)
     result = await runner.result(request, future, control, deadline_s)
     return JSONResponse(_completion(result, completion_id, created, model).model_dump(mode="json"))

@@ -13,11 +13,15 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from typing import Any, AsyncIterator, Sequence
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
+from llm_tts.engine import TTSResult
 from llm_tts.errors import LLMTTSError
 from llm_tts.messages import ChatMessage
 from llm_tts.progress import ProgressEvent, RunControl
@@ -50,7 +54,7 @@ class ChunkWriter:
         return self.chunk({"content": ""}, tts_progress=dataclasses.asdict(event))
 
 
-async def stream_run(
+def stream_response(
     request: Request,
     runner: EngineRunner,
     slot: Slot,
@@ -59,7 +63,8 @@ async def stream_run(
     control: RunControl,
     deadline_s: float,
     writer: ChunkWriter,
-) -> AsyncIterator[str]:
+) -> StreamingResponse:
+    """Start the run now (the worker owns the slot from here) and stream its events."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
 
@@ -72,6 +77,40 @@ async def stream_run(
     future = runner.start(slot, messages, config, control, on_progress)
     # Progress events are queued before the future completes, so None always comes last.
     future.add_done_callback(lambda _: events.put_nowait(None))
+    body = _events(request, future, events, control, deadline_s, writer)
+    return _RunResponse(future, control, body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+class _RunResponse(StreamingResponse):
+    """Whatever ends the response (done, client gone, server stopping, even before the first
+    chunk was pulled), a run still going is told to stop."""
+
+    def __init__(self, future: asyncio.Future[TTSResult], control: RunControl, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._future, self._control = future, control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            abandon(self._future, self._control)
+
+
+def abandon(future: asyncio.Future[TTSResult], control: RunControl) -> None:
+    """Stop a run nobody waits for. Past its deadline it stops itself with the deadline error."""
+    if not future.done() and (control.deadline is None or time.monotonic() < control.deadline):
+        control.cancel()
+
+
+async def _events(
+    request: Request,
+    future: asyncio.Future[TTSResult],
+    events: asyncio.Queue[ProgressEvent | None],
+    control: RunControl,
+    deadline_s: float,
+    writer: ChunkWriter,
+) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
     disconnect = asyncio.ensure_future(wait_for_disconnect(request))
     end = loop.time() + deadline_s + DEADLINE_GRACE_S
     try:
@@ -90,7 +129,7 @@ async def stream_run(
                 if event is None:
                     break
                 yield sse(writer.progress(event))
-            elif loop.time() >= end:  # the control's own deadline stops the run at its next check
+            elif loop.time() >= end:
                 raise deadline_error(deadline_s)
             else:
                 yield ": keep-alive\n\n"
@@ -107,5 +146,4 @@ async def stream_run(
         yield sse(error_body(InternalError("internal server error; the server log has the details")))
     finally:
         disconnect.cancel()
-        if not future.done() and loop.time() < end:  # client gone; past the deadline the run stops itself
-            control.cancel()
+        abandon(future, control)
