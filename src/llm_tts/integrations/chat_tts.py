@@ -82,7 +82,7 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         "(unset: no deadline in-process, 600 s over HTTP)"
     )
     max_retries: int = Field(2, description="HTTP mode: retries on connection errors and 429/5xx")
-    streaming: bool = Field(False, description="invoke() streams internally (progress reaches callbacks as it happens)")
+    streaming: bool = Field(False, description="invoke() streams internally: progress chunks reach on_llm_new_token as the search runs")
     backend: str = Field("auto", description="in-process backend: auto, vllm, transformers or openai")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="in-process backend keyword options")
     prm_model: str | None = Field(None, description="in-process: path of a process reward model for tts_scorer='prm'")
