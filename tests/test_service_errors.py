@@ -250,3 +250,25 @@ def test_port_from_env(monkeypatch):
     monkeypatch.setenv("PORT", "eighty")
     with pytest.raises(InvalidParameterError, match="PORT"):
         resolve_port(None)
+
+
+def test_bad_serve_flags_exit_before_loading_a_model(capsys):
+    from llm_tts.cli import main
+
+    assert main(["serve", "--max-concurrency", "0"]) == 2
+    assert "--max-concurrency" in capsys.readouterr().err
+
+
+def test_importable_asgi_app_is_built_lazily_from_env(monkeypatch):
+    import importlib
+
+    from fastapi import FastAPI
+    from uvicorn.importer import import_from_string
+
+    import llm_tts.service as service
+
+    monkeypatch.setenv("LLM_TTS_MAX_BUDGET", "3")
+    monkeypatch.setattr(service, "_app", None)
+    app = import_from_string("llm_tts.service:app")  # what `uvicorn llm_tts.service:app` does
+    assert isinstance(app, FastAPI) and app.state.tts.settings.max_budget == 3
+    assert importlib.import_module("llm_tts.service").app is app

@@ -20,7 +20,7 @@ _app: FastAPI | None = None
 
 
 def create_app(*args: Any, **kwargs: Any) -> FastAPI:
-    from llm_tts.service.app import create_app as _create
+    from llm_tts.service.application import create_app as _create
 
     return _create(*args, **kwargs)
 

@@ -61,7 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from llm_tts.engine import TTSEngine
     from llm_tts.errors import LLMTTSError
-    from llm_tts.service.app import create_app
+    from llm_tts.service.application import create_app
 
     try:
         settings = settings_from_args(args)
