@@ -220,3 +220,10 @@ def test_vllm_prm_refuses_a_model_that_is_not_a_prm(embedded_model_dir):
 
     with pytest.raises(ModelLoadError, match="Qwen2ForProcessRewardModel"):
         VLLMPRMScorer(embedded_model_dir)
+
+
+def test_token_id_outside_the_vocabulary_is_a_typed_error(vllm_backend):
+    with pytest.raises(InvalidParameterError, match=f"1000000.*\\[0, {vllm_backend.vocab_size}\\)"):
+        vllm_backend.generate([[1, 2, 10**6]], SamplingParams(max_tokens=2))
+    (seg,) = vllm_backend.generate([[1, 2, 3]], SamplingParams(temperature=0.0, max_tokens=2))[0]
+    assert len(seg) == 2  # the engine is still fine

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from llm_tts.backends.base import Backend, BackendCapabilities, SamplingParams
-from llm_tts.errors import BackendUnavailableError, UnknownNameError
+from llm_tts.errors import BackendUnavailableError, ModelLoadError, UnknownNameError
 
 BackendFactory = Callable[..., Backend]
 
@@ -38,13 +39,17 @@ def vllm_available() -> bool:
 
 
 def create_backend(name: str = "auto", model: str | None = None, **options: Any) -> Backend:
-    """``auto`` picks vLLM when it is installed and starts, else transformers."""
+    """``auto`` picks vLLM when it is installed and starts, else transformers.
+
+    The backend's ``name`` ("vllm" or "transformers") says which one was chosen; the engine
+    reports it as ``tts_metadata.backend``.
+    """
     if name == "auto":
         if vllm_available():
             try:
                 return _vllm(model, **options)
-            except BackendUnavailableError:
-                pass
+            except (BackendUnavailableError, ModelLoadError) as e:  # e.g. an architecture vLLM lacks
+                logging.getLogger(__name__).warning("backend='auto': vLLM is not usable (%s); using transformers", e)
         return _transformers(model, **options)
     try:
         factory = BACKENDS[name]

@@ -49,9 +49,10 @@ class VLLMBackend:
     Engine options: ``dtype`` ("auto", "bfloat16", "float16", "float32"), ``max_model_len``
     (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
     for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
-    ``kv_cache_space`` (GiB of KV cache on CPU; default ``$VLLM_CPU_KVCACHE_SPACE`` or 2),
-    ``enable_prefix_caching`` and ``block_size``. Other keyword arguments go to
-    ``vllm.EngineArgs`` unchanged.
+    ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
+    on GPU it overrides ``gpu_memory_utilization``'s share), ``enable_prefix_caching``,
+    ``block_size`` and ``enforce_eager`` (False on GPU captures CUDA graphs: faster decoding,
+    slower start). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
     """
 
     name = "vllm"
@@ -67,6 +68,7 @@ class VLLMBackend:
         kv_cache_space: float | None = None,
         enable_prefix_caching: bool = True,
         block_size: int | None = None,
+        enforce_eager: bool = True,
         **engine_kwargs: Any,
     ) -> None:
         _check_options(max_model_len, gpu_memory_utilization, tensor_parallel_size, kv_cache_space)
@@ -89,7 +91,7 @@ class VLLMBackend:
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=True,  # no graph capture: fast start, and the CPU build needs it
+            enforce_eager=enforce_eager,  # no graph capture: starts in seconds; the CPU build needs it
             logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
             max_logprobs=20,
             disable_log_stats=False,  # we read the prefix-cache statistics
@@ -98,8 +100,9 @@ class VLLMBackend:
         if block_size is not None or self.on_cpu:
             args["block_size"] = block_size or CPU_BLOCK_SIZE
         self.stats = _PrefixCacheStats()
-        self.engine = _start_engine(vllm, args, kv_cache_space if self.on_cpu else None, self.stats, path)
+        self.engine = _start_engine(vllm, args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
+        self.vocab_size = int(self.engine.model_config.get_vocab_size())
         gen_eos = self.engine.model_config.hf_config.eos_token_id
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
@@ -174,7 +177,7 @@ class VLLMBackend:
         except LLMTTSError:
             raise
         except Exception as e:  # noqa: BLE001 - vLLM rejects a request: say which limit
-            raise _request_error(e, self.max_context_tokens) from e
+            raise _request_error(e, self.max_context_tokens, self.vocab_size) from e
 
     def _seed(self, seed: int | None) -> int | None:
         if seed is None or self.capabilities.seed:
@@ -366,16 +369,18 @@ def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError
     )
 
 
-def _request_error(e: Exception, limit: int) -> LLMTTSError:
+def _request_error(e: Exception, limit: int, vocab_size: int) -> LLMTTSError:
     msg = str(e)
     if "maximum context length" in msg or "max_model_len" in msg:
         return ContextLengthError(-1 if "prompt contains" not in msg else _num_after(msg, "contains"), limit)
+    if "out of vocabulary" in msg:
+        return InvalidParameterError("prompt token id", _num_after(msg, "Token id"), f"token ids must be integers in [0, {vocab_size})")
     return InvalidParameterError("sampling parameters", msg, "rejected by the vLLM engine")
 
 
 def _num_after(text: str, word: str) -> int:
     tail = text.split(word, 1)[1].split()
-    return int(tail[0]) if tail and tail[0].isdigit() else -1
+    return int(tail[0]) if tail and tail[0].lstrip("-").isdigit() else -1
 
 
 def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float | None) -> None:
