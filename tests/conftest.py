@@ -121,56 +121,16 @@ def hf_backend_fp32(embedded_model_dir):
 
 
 # -- vLLM's own OpenAI server on loopback (issue 7) ---------------------------------------------
-VLLM_SERVED_NAME = "smollm2"
-
-
 @pytest.fixture(scope="session")
 def vllm_server_url(embedded_model_dir, tmp_path_factory):
-    """``vllm serve`` (CPU build) on the embedded model at 127.0.0.1:<free port>; yields the API
-    base URL (ending in /v1). Started once per session, stopped (its process group) after it."""
+    """``vllm serve`` (CPU build) on the embedded model at 127.0.0.1:<free port>, float32 (greedy
+    continuations agree token for token); yields the API base URL (ending in /v1). Started once
+    per session, stopped (its whole process group) after it."""
     pytest.importorskip("vllm")
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
+    from vllm_serve import start_vllm_server, stop_vllm_server
 
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(embedded_model_dir),
-           "--served-model-name", VLLM_SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", "16", "--disable-log-stats",
-           "--dtype", "float32"]  # float32: greedy continuations agree token for token
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_vllm_server(embedded_model_dir, tmp_path_factory.mktemp("vllm-serve") / "server.log")
     try:
-        give_up = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"vllm serve did not become healthy in 300 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"{url}/v1"
+        yield url
     finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
-            try:
-                os.killpg(proc.pid, sig)  # the server and its engine-core child
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_vllm_server(proc)

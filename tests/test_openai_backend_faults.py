@@ -293,6 +293,12 @@ def test_fake_endpoint_honouring_n_with_logprobs_uses_one_request():
         fake.close()
 
 
+def test_fake_chat_only_api_cannot_continue_a_trailing_assistant_message(fake):
+    backend = backend_for(fake)
+    with pytest.raises(CapabilityError, match="continuation: a chat-only API .* trailing assistant message"):
+        backend.render_chat([*QUESTION, ChatMessage(role="assistant", content="Let me think.")])
+
+
 def test_fake_model_not_served_names_what_is(fake):
     backend = OpenAIBackend("gpt-nope", base_url=fake.url, provider="openai", api_key="k", **FAST)
     with pytest.raises(ModelNotFoundError, match="'gpt-nope' is not served at .*it serves: fake-model"):

@@ -13,8 +13,9 @@ from llm_tts.backends.openai_backend import OpenAIBackend
 from llm_tts.backends.tokenizer import ChatTokenizer
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
-from llm_tts.errors import CapabilityError
+from llm_tts.errors import CapabilityError, InvalidParameterError
 from llm_tts.messages import ChatMessage
+from vllm_serve import SERVED_NAME
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -43,7 +44,7 @@ def local_tokenizer(embedded_model_dir):
 
 def test_probe_finds_the_token_level_api(remote, local_tokenizer):
     caps = remote.capabilities
-    assert remote.model_name == "smollm2"
+    assert remote.model_name == SERVED_NAME
     assert remote.max_context_tokens == 2048
     assert caps.extras["mode"] == "tokens" and caps.extras["n"] and caps.extras["exact_token_ids"]
     assert caps.logprobs and caps.max_top_logprobs == 20 and caps.token_prompts
@@ -106,6 +107,17 @@ def test_server_tokenizer_matches_the_local_one(vllm_server_url, remote, local_t
         backend.close()
 
 
+def test_a_tokenizer_that_does_not_match_the_served_model_is_refused(vllm_server_url, embedded_model_dir):
+    wrong = ChatTokenizer.from_folder(embedded_model_dir)
+    wrong.hf.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    backend = OpenAIBackend(base_url=vllm_server_url, provider="vllm", tokenizer=wrong)
+    try:
+        with pytest.raises(InvalidParameterError, match="tokenizer=.*renders chats differently from the model served"):
+            backend.capabilities
+    finally:
+        backend.close()
+
+
 def test_top_logprobs_above_the_protocol_limit_is_refused(remote):
     with pytest.raises(Exception, match="top_logprobs"):
         remote.generate([remote.render_chat(QUESTION)], SamplingParams(n=1, max_tokens=2, top_logprobs=21))
@@ -129,7 +141,7 @@ def test_every_strategy_runs_end_to_end_over_the_api(remote, fields):
     with metered() as usage:
         result = engine.run(QUESTION, TTSConfig.create(temperature=0.8, **fields))
     meta = result.metadata
-    assert meta.strategy == fields["tts_strategy"] and meta.backend == "openai" and meta.model == "smollm2"
+    assert meta.strategy == fields["tts_strategy"] and meta.backend == "openai" and meta.model == SERVED_NAME
     assert sum(c.status == "selected" for c in meta.candidates) == 1
     assert result.text == next(c.text for c in meta.candidates if c.status == "selected")
     assert result.trajectory.prompt_token_ids == tuple(remote.render_chat(QUESTION))

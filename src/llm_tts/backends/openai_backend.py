@@ -136,6 +136,7 @@ class OpenAIBackend:
         max_retry_after: float = 60.0,
         max_context_tokens: int | None = None,
         send_seed: bool | None = None,
+        server_n: bool = True,
         extra_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -159,6 +160,7 @@ class OpenAIBackend:
         self._tokenizer_option = tokenizer
         self._max_context_option = max_context_tokens
         self.send_seed = self.defaults.seed if send_seed is None else send_seed
+        self.server_n = server_n  # False: always one request per sample, even where n works
         self.extra_body = dict(extra_body or {})
         self.vocab = TextVocab()
         self._pool_prefix = f"llm-tts-openai-{id(self):x}"
@@ -190,6 +192,11 @@ class OpenAIBackend:
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         st = self._ready()
         if st.tokenizer is None:
+            if messages and messages[-1].role == "assistant":
+                raise CapabilityError(
+                    f"continuation: a chat-only API ({self.base_url}) answers a trailing assistant message with a new "
+                    "turn instead of continuing it; end the messages with a user turn, or use a server with /tokenize"
+                )
             return [self.vocab.prompt_id(messages)]
         return st.tokenizer.render_chat(messages)
 
@@ -269,27 +276,41 @@ class OpenAIBackend:
 
     def _pick_tokenizer(self, model: str, info: dict[str, Any]) -> ChatTokenizer | ServerTokenizer | None:
         option = self._tokenizer_option
-        if isinstance(option, ChatTokenizer):
-            return option
         if option == "none":
             return None
+        if option == "auto" and not self.defaults.token_level:
+            return None
+        server = ServerTokenizer(self.http, _root_url(self.base_url), model, self._pmap)
+        try:
+            server_ids = server.render_chat(_PROBE_CHAT)
+        except RemoteAPIError as e:
+            if option == "server":
+                raise CapabilityError(f"tokenizer='server' needs {server.root_url}/tokenize, which failed: {e}") from None
+            server_ids = None
+        local = self._local_tokenizer(option, info)
+        if local is not None and server_ids is not None and local.render_chat(_PROBE_CHAT) != server_ids:
+            if option == "auto":
+                return server  # the folder named by the server is not what it runs: trust the server
+            raise InvalidParameterError(
+                "tokenizer", str(option), f"renders chats differently from the model served at {self.base_url} "
+                "(compared with its /tokenize); name the served model's own tokenizer folder, or use tokenizer='server'"
+            )
+        return local if local is not None else (server if server_ids is not None else None)
+
+    @staticmethod
+    def _local_tokenizer(option: str | Path | ChatTokenizer, info: dict[str, Any]) -> ChatTokenizer | None:
+        """A tokenizer (or folder) given as the option, or (auto) the server's own model folder
+        when it is readable here (vLLM's /v1/models names it as ``root``)."""
+        if isinstance(option, ChatTokenizer):
+            return option
         if option not in ("auto", "server"):
             from llm_tts.models import resolve_model
 
             return ChatTokenizer.from_folder(resolve_model(str(option)))
-        if option == "auto" and not self.defaults.token_level:
-            return None
         root = info.get("root")
         if option == "auto" and isinstance(root, str) and (Path(root) / "tokenizer_config.json").is_file():
-            return ChatTokenizer.from_folder(root)  # the server's own folder, readable here
-        server = ServerTokenizer(self.http, _root_url(self.base_url), model, self._pmap)
-        try:
-            server.render_chat(_PROBE_CHAT)
-        except RemoteAPIError as e:
-            if option == "server":
-                raise CapabilityError(f"tokenizer='server' needs {server.root_url}/tokenize, which failed: {e}") from None
-            return None
-        return server
+            return ChatTokenizer.from_folder(root)
+        return None
 
     def _probe_tokens(self, model: str, tokenizer: ChatTokenizer | ServerTokenizer) -> Probe | None:
         """One tiny completion (falling back feature by feature); None: no token-level API."""
@@ -404,7 +425,7 @@ class OpenAIBackend:
         """One request with ``n`` where the server honours it and each sample's tokens are known,
         else ``n`` requests (seeds offset so they differ). vLLM refuses n > 1 when greedy."""
         per_choice_counts = st.probe.mode == "tokens" or "logprobs" in body
-        if params.n == 1 or (st.probe.n and not params.greedy and per_choice_counts):
+        if params.n == 1 or (self.server_n and st.probe.n and not params.greedy and per_choice_counts):
             return [_Job(index, body, params.n)]
         jobs = []
         for j in range(params.n):
