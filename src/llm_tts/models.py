@@ -16,9 +16,12 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+from llm_tts import errors
 from llm_tts.errors import ModelLoadError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -81,8 +84,36 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
         if _is_complete(target):  # another process finished while we waited
             return target
         _remove_stale_temps(target)
-        convert_gguf(gguf, target)
+        _convert_in_child(gguf, target)
+        log.info("converted %s to %s", gguf.name, target)
     return target
+
+
+_ERROR_MARK = "llm-tts-conversion-error:"
+
+
+def _convert_in_child(gguf: Path, target: Path) -> None:
+    """Run :func:`convert_gguf` in a fresh interpreter.
+
+    The dequantisation spins up torch's CPU thread pools and holds a float copy of the model;
+    done in the caller, a vLLM engine forked right after it can hang at start-up (seen on an
+    H200). A child process leaves the caller exactly as it was. Typed errors come back typed.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_tts.models", str(gguf), str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    if proc.returncode == 0:
+        return
+    for line in reversed(proc.stderr.splitlines()):
+        if line.startswith(_ERROR_MARK):
+            kind, _, message = line[len(_ERROR_MARK) :].partition(" ")
+            error = ModelNotFoundError if kind == "ModelNotFoundError" else ModelLoadError
+            raise error(message.replace("\\n", "\n"))
+    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+    raise ModelLoadError(f"converting {str(gguf)!r} failed (exit {proc.returncode}): {tail}")
 
 
 def _is_complete(folder: Path) -> bool:
@@ -136,7 +167,6 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         if target.exists():  # an incomplete leftover (not ours: ours appear only by rename)
             shutil.rmtree(target)
         os.replace(tmp, target)
-        log.info("converted %s to %s", gguf.name, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -235,3 +265,17 @@ def _offline_message(repo_id: str, why: str) -> str:
         f"Download it on a machine with network access (`hf download {repo_id} --local-dir DIR`), copy the "
         "folder here and pass its path, or omit the model to use the embedded SmolLM2-135M-Instruct"
     )
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m llm_tts.models GGUF TARGET``: the child side of :func:`_convert_in_child`."""
+    try:
+        convert_gguf(Path(argv[0]), Path(argv[1]))
+    except errors.LLMTTSError as e:
+        print(f"{_ERROR_MARK}{type(e).__name__} {e.message}".replace("\n", "\\n"), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
