@@ -45,27 +45,69 @@ def beam_config(args: argparse.Namespace):
     )
 
 
+class CallRecorder:
+    """Wraps a backend; records each generate call's sequences, tokens, longest sample and time."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.calls: list[tuple[int, int, int, float]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def generate(self, prompts, params):
+        start = time.perf_counter()
+        out = self._backend.generate(prompts, params)
+        lengths = [len(s) for row in out for s in row]
+        self.calls.append((len(lengths), sum(lengths), max(lengths, default=0), time.perf_counter() - start))
+        return out
+
+    def occupancy(self) -> float:
+        """Generated tokens / (sequences x longest sample) over all calls: 1.0 = no sample waits for another."""
+        return sum(t for _, t, _, _ in self.calls) / max(1, sum(n * m for n, _, m, _ in self.calls))
+
+
 def run_beam_search(engine, messages, config) -> tuple[float, int, dict]:
     backend = engine.backend
     backend.reset_prefix_cache_stats()
-    start = time.perf_counter()
+    backend.calls.clear()
+    start, cpu = time.perf_counter(), time.process_time()
     result = engine.run(messages, config)
     wall = time.perf_counter() - start
-    return wall, result.metadata.usage.completion_tokens, backend.prefix_cache_stats()
+    stats = backend.prefix_cache_stats()
+    stats["cpu_s"] = time.process_time() - cpu
+    stats["generate_s"] = sum(c[3] for c in backend.calls)
+    stats["calls"] = len(backend.calls)
+    stats["occupancy"] = backend.occupancy()
+    return wall, result.metadata.usage.completion_tokens, stats
 
 
-def plain_sampling_rate(backend, prompt_ids, width: int, tokens: int) -> float:
-    """Tokens per second of one plain batched call of ``width`` samples, about ``tokens`` in all."""
+def run_concurrent_searches(engine, messages, config, k: int) -> tuple[float, float, int]:
+    """``k`` beam searches at once from ``k`` threads (as the service runs them): wall, CPU, tokens."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(k) as pool:
+        results = list(pool.map(lambda _: engine.run(messages, config), range(k)))
+    tokens = sum(r.metadata.usage.completion_tokens for r in results)
+    return time.perf_counter() - start, time.process_time() - cpu, tokens
+
+
+def plain_sampling_rate(backend, prompt_ids, width: int, tokens: int) -> tuple[float, float]:
+    """Tokens per wall second and per CPU second of one plain batched call of ``width`` samples,
+    about ``tokens`` in all (same top-k logprobs as the entropy scorer asks for)."""
     from llm_tts.backends.base import SamplingParams
+    from llm_tts.scorers.logprob import ENTROPY_TOP_K
 
     per_sample = max(1, -(-tokens // width))
-    start = time.perf_counter()
-    (row,) = backend.generate([prompt_ids], SamplingParams(n=width, temperature=0.8, max_tokens=per_sample))
-    wall = time.perf_counter() - start
-    return sum(len(s) for s in row) / wall
+    start, cpu = time.perf_counter(), time.process_time()
+    (row,) = backend.generate([prompt_ids], SamplingParams(n=width, temperature=0.8, max_tokens=per_sample, top_logprobs=ENTROPY_TOP_K))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    done = sum(len(s) for s in row)
+    return done / wall, done / cpu
 
 
-def naive_beam_search(engine, messages, config) -> tuple[float, int]:
+def naive_beam_search(engine, messages, config) -> tuple[float, int, float]:
     """The reference service's loop: re-render + re-tokenise text each step, one call per beam.
 
     Same scorer, same ranking and finishing rules as ours (it reuses the strategy's helpers);
@@ -78,7 +120,7 @@ def naive_beam_search(engine, messages, config) -> tuple[float, int]:
     backend = engine.backend
     scorer = engine._scorer(config.tts_scorer)
     c = config
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ctx = StrategyContext("beam_search", backend, scorer, c, backend.render_chat(messages), QUESTION)
     live = [Beam(Trajectory(ctx.prompt_ids))]
     finished: list[Beam] = []
@@ -99,7 +141,7 @@ def naive_beam_search(engine, messages, config) -> tuple[float, int]:
         live = [b for b in candidates if not b.finished][: max(0, c.tts_beam_size - len(finished))]
         if not live:
             break
-    return time.perf_counter() - start, ctx.completion_tokens
+    return time.perf_counter() - start, ctx.completion_tokens, time.process_time() - cpu
 
 
 def main() -> None:
@@ -109,6 +151,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--step-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--concurrent", type=int, default=2, help="also run this many searches at once (0: skip)")
     ap.add_argument("--kv-cache-space", type=float, default=1.0, help="GiB of KV cache (CPU)")
     ap.add_argument("--dtype", default="bfloat16")
     args = ap.parse_args()
@@ -117,41 +160,53 @@ def main() -> None:
     from llm_tts.engine import TTSEngine
     from llm_tts.messages import ChatMessage
 
-    backend = VLLMBackend(dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space)
-    engine = TTSEngine(backend)
+    backend = CallRecorder(VLLMBackend(dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space))
+    engine = TTSEngine(backend)  # type: ignore[arg-type]
     messages = [ChatMessage(role="user", content=QUESTION)]
     config = beam_config(args)
     width = args.beams * args.candidates
     prompt_ids = backend.render_chat(messages)
 
     run_beam_search(engine, messages, config)  # warm-up: first-call costs, not measured
-    ours, naive, plain, hits = [], [], [], []
+    rows, concurrent = [], []
     for r in range(args.repeats):
         wall, tokens, stats = run_beam_search(engine, messages, config)
-        rate = plain_sampling_rate(backend, prompt_ids, width, tokens)
-        n_wall, n_tokens = naive_beam_search(engine, messages, config)
-        ours.append((wall, tokens))
-        plain.append(tokens / rate)
-        naive.append((n_wall, n_tokens))
-        hits.append(stats)
+        rate, cpu_rate = plain_sampling_rate(backend, prompt_ids, width, tokens)
+        n_wall, n_tokens, n_cpu = naive_beam_search(engine, messages, config)
+        if args.concurrent > 1:
+            c_wall, c_cpu, c_tokens = run_concurrent_searches(engine, messages, config, args.concurrent)
+            c_rate, c_cpu_rate = plain_sampling_rate(backend, prompt_ids, width * args.concurrent, c_tokens)
+            concurrent.append((c_wall / (c_tokens / c_rate), c_cpu / (c_tokens / c_cpu_rate)))
+            print(f"repeat {r}: {args.concurrent} concurrent searches {c_wall:.2f}s wall / {c_cpu:.2f}s CPU for {c_tokens} tokens; "
+                  f"plain sampling of those tokens {c_tokens / c_rate:.2f}s wall / {c_tokens / c_cpu_rate:.2f}s CPU", flush=True)
+        rows.append(dict(wall=wall, cpu=stats["cpu_s"], tokens=tokens, plain=tokens / rate, plain_cpu=tokens / cpu_rate,
+                         n_wall=n_wall, n_cpu=n_cpu, n_tokens=n_tokens, stats=stats))
         print(
-            f"repeat {r}: beam search {wall:.2f}s for {tokens} tokens; plain sampling of those tokens "
-            f"{tokens / rate:.2f}s ({rate:.0f} tok/s); naive {n_wall:.2f}s for {n_tokens} tokens; "
+            f"repeat {r}: beam search {wall:.2f}s wall / {stats['cpu_s']:.2f}s CPU for {tokens} tokens "
+            f"({stats['calls']} generate calls, {stats['generate_s']:.2f}s in them, batch occupancy {stats['occupancy']:.0%}); "
+            f"plain sampling of those tokens {tokens / rate:.2f}s wall / {tokens / cpu_rate:.2f}s CPU ({rate:.0f} tok/s); "
+            f"naive {n_wall:.2f}s wall / {n_cpu:.2f}s CPU for {n_tokens} tokens; "
             f"prefix cache {stats['cached_tokens']}/{stats['prompt_tokens']} prompt tokens",
             flush=True,
         )
 
-    overhead = statistics.median(w / p for (w, _), p in zip(ours, plain))
-    hit_rate = sum(s["cached_tokens"] for s in hits) / max(1, sum(s["prompt_tokens"] for s in hits))
-    naive_ratio = statistics.median(nw for nw, _ in naive) / statistics.median(w for w, _ in ours)
-    naive_per_token = statistics.median((nw / nt) / (w / t) for (nw, nt), (w, t) in zip(naive, ours))
+    med = statistics.median
+    overhead = med(x["wall"] / x["plain"] for x in rows)
+    overhead_cpu = med(x["cpu"] / x["plain_cpu"] for x in rows)
+    hits = sum(x["stats"]["cached_tokens"] for x in rows) / max(1, sum(x["stats"]["prompt_tokens"] for x in rows))
+    naive_ratio = med(x["n_wall"] for x in rows) / med(x["wall"] for x in rows)
+    naive_cpu = med(x["n_cpu"] for x in rows) / med(x["cpu"] for x in rows)
+    naive_per_token = med((x["n_wall"] / x["n_tokens"]) / (x["wall"] / x["tokens"]) for x in rows)
     print()
     print(f"config: beam {args.beams}, {args.candidates} candidates/step, <= {args.steps} steps of <= {args.step_tokens} tokens, "
-          f"{args.dtype}, {args.repeats} repeats (medians)")
-    print(f"1. search overhead (beam search wall / plain sampling of the same tokens): {overhead:.2f}  (target <= 1.3)")
-    print(f"2. prefix-cache hits / prompt tokens submitted during beam search:         {hit_rate:.1%}  (target >= 80%)")
-    print(f"3. naive (re-render + re-tokenise, one call per beam) / ours, wall time:   {naive_ratio:.2f}x "
-          f"(per generated token: {naive_per_token:.2f}x)")
+          f"{args.dtype}, {args.repeats} repeats (medians); CPU = this process's CPU seconds (robust to other load)")
+    print(f"1. search overhead (beam search / plain sampling of the same tokens): {overhead:.2f} wall, {overhead_cpu:.2f} CPU  (target <= 1.3)")
+    if concurrent:
+        print(f"1b. {args.concurrent} searches at once (service-style), same ratio:       "
+              f"{med(w for w, _ in concurrent):.2f} wall, {med(c for _, c in concurrent):.2f} CPU")
+    print(f"2. prefix-cache hits / prompt tokens submitted during beam search:  {hits:.1%}  (target >= 80%)")
+    print(f"3. naive (re-render + re-tokenise, one call per beam) / ours:       {naive_ratio:.2f}x wall, {naive_cpu:.2f}x CPU "
+          f"(wall per generated token: {naive_per_token:.2f}x)")
     engine.close()
 
 
