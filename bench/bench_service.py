@@ -6,8 +6,13 @@
     "HTTP wall time - the engine's own total_s for that request" (target < 10 ms).
 (2) Throughput: 8 self-consistency requests sent at once vs the same 8 one after another,
     through the same server; printed as wall times and their ratio (the baseline is sequential).
+(3) Serving vs offline (--batch-requests N): N self-consistency requests sent at once through
+    the service, against the same work (N prompts x num_paths samples) submitted to the same
+    engine as one offline ``generate`` call; printed as generated tokens per second and their
+    ratio (target on a GPU with N=32: >= 0.8).
 
     VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python bench/bench_service.py --backend vllm
+    python bench/bench_service.py --backend vllm --skip-latency --skip-throughput --batch-requests 32  # GPU
     .venv/bin/python bench/bench_service.py --backend transformers
 """
 
@@ -113,6 +118,41 @@ def bench_throughput(url: str, model: str, paths: int, max_tokens: int) -> None:
     print(f"    speed-up (sequential / concurrent wall time): {sequential / concurrent:.2f}x")
 
 
+def bench_offline_vs_service(engine: Any, url: str, requests: int, paths: int, max_tokens: int) -> None:
+    import httpx
+
+    from llm_tts.backends.base import SamplingParams
+    from llm_tts.messages import coerce_messages
+
+    questions = [f"What is {a} + {a * 7 % 50}? Put the answer in \\boxed{{}}." for a in range(requests)]
+    body = lambda q: {"model": engine.backend.model_name, "messages": [{"role": "user", "content": q}],  # noqa: E731
+                      "tts_strategy": "self_consistency", "num_paths": paths, "max_tokens": max_tokens, "temperature": 0.7}
+
+    async def serve_all() -> int:
+        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+            rs = await asyncio.gather(*(client.post("/v1/chat/completions", json=body(q)) for q in questions))
+            return sum(r.raise_for_status().json()["usage"]["completion_tokens"] for r in rs)
+
+    prompts = [engine.backend.render_chat(coerce_messages(q)) for q in questions]
+    params = SamplingParams(n=paths, temperature=0.7, max_tokens=max_tokens, logprobs=False)
+    engine.backend.generate(prompts[:2], params)  # warm-up
+    results = []
+    for _ in range(2):  # interleaved, best of two each
+        t = time.perf_counter()
+        out = engine.backend.generate(prompts, params)
+        offline_tokens, offline_s = sum(len(s) for row in out for s in row), time.perf_counter() - t
+        t = time.perf_counter()
+        served_tokens = asyncio.run(serve_all())
+        served_s = time.perf_counter() - t
+        results.append((offline_tokens / offline_s, served_tokens / served_s, offline_tokens, served_tokens))
+    offline_tps = max(r[0] for r in results)
+    served_tps = max(r[1] for r in results)
+    print(f"(3) {requests} concurrent self_consistency requests (num_paths={paths}, max_tokens={max_tokens}) vs one offline batch:")
+    print(f"    offline generate, one call   {offline_tps:9.1f} tok/s  (baseline; {results[-1][2]} tokens)")
+    print(f"    through the service          {served_tps:9.1f} tok/s  ({results[-1][3]} tokens)")
+    print(f"    ratio service / offline: {served_tps / offline_tps:.3f}  [target >= 0.8]")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="transformers", help="transformers or vllm")
@@ -121,6 +161,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--batch-requests", type=int, default=0, help="(3): this many concurrent requests vs one offline batch")
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     args = parser.parse_args()
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -128,14 +170,17 @@ def main() -> int:
     from llm_tts.engine import TTSEngine
     from llm_tts.service import ServiceSettings, create_app
 
-    engine = TTSEngine.create(backend=args.backend)
-    url, server, thread = start_server(create_app(engine, ServiceSettings(max_concurrency=len(QUESTIONS))))
+    engine = TTSEngine.create(args.model, backend=args.backend)
+    concurrency = max(len(QUESTIONS), args.batch_requests)
+    url, server, thread = start_server(create_app(engine, ServiceSettings(max_concurrency=concurrency)))
     print(f"backend {engine.backend.name}: {engine.backend.model_name}, server {url}, {os.cpu_count()} CPUs")
     try:
         if not args.skip_latency:
             bench_latency(engine, url, args.repeats)
         if not args.skip_throughput:
             bench_throughput(url, engine.backend.model_name, args.paths, args.max_tokens)
+        if args.batch_requests:
+            bench_offline_vs_service(engine, url, args.batch_requests, args.paths, args.max_tokens)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
