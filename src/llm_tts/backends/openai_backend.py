@@ -141,7 +141,8 @@ class OpenAIBackend:
         headers: dict[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") if provider in (None, "openai") else base_url
+        if base_url is None and provider in (None, "openai"):
+            base_url = os.environ.get("OPENAI_BASE_URL")  # the openai SDK's own variable
         provider = provider or infer_provider(base_url)
         if provider not in PROVIDERS:
             raise UnknownNameError("provider", provider, list(PROVIDERS), param="provider")
