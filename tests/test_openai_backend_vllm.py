@@ -126,6 +126,7 @@ def test_top_logprobs_above_the_protocol_limit_is_refused(remote):
 STRATEGIES = [
     dict(tts_strategy="self_consistency", num_paths=3, max_tokens=40),
     dict(tts_strategy="offline_bon", tts_scorer="entropy", tts_num_trajectories=3, max_tokens=40),
+    dict(tts_strategy="offline_bon", tts_scorer="llm_judge", tts_num_trajectories=2, max_tokens=24),
     dict(tts_strategy="online_bon", tts_scorer="perplexity", tts_candidates_per_step=2, tts_max_steps=2,
          tts_step_max_tokens=16, max_tokens=40),
     dict(tts_strategy="beam_search", tts_scorer="sequence_prob", tts_beam_size=2, tts_candidates_per_step=2,
@@ -133,7 +134,7 @@ STRATEGIES = [
 ]
 
 
-@pytest.mark.parametrize("fields", STRATEGIES, ids=[f["tts_strategy"] for f in STRATEGIES])
+@pytest.mark.parametrize("fields", STRATEGIES, ids=[f"{f['tts_strategy']}-{f.get('tts_scorer', 'vote')}" for f in STRATEGIES])
 def test_every_strategy_runs_end_to_end_over_the_api(remote, fields):
     from llm_tts.engine import TTSEngine
 
@@ -145,8 +146,11 @@ def test_every_strategy_runs_end_to_end_over_the_api(remote, fields):
     assert sum(c.status == "selected" for c in meta.candidates) == 1
     assert result.text == next(c.text for c in meta.candidates if c.status == "selected")
     assert result.trajectory.prompt_token_ids == tuple(remote.render_chat(QUESTION))
-    # The engine's token-level counts are the API's own usage (exact ids on both sides).
-    assert meta.usage.completion_tokens == usage.completion_tokens > 0
+    # The engine's token-level counts are the API's own usage (exact ids on both sides); a judge's
+    # own one-token verdicts are requests too, but not the policy's completion tokens.
+    verdicts = sum(len(c.step_scores) for c in meta.candidates) if fields.get("tts_scorer") == "llm_judge" else 0
+    assert meta.usage.completion_tokens > 0
+    assert usage.completion_tokens == meta.usage.completion_tokens + verdicts  # one token per verdict
     if fields.get("tts_scorer"):
         assert all(c.score is not None for c in meta.candidates if c.status == "selected")
 
