@@ -13,7 +13,15 @@ On the embedded SmolLM2, one vLLM engine, all measured in this run:
    call per beam), wall time naive / ours.
 
 Each measurement is repeated ``--repeats`` times, interleaved, and the medians are compared
-(the machine is shared; interleaving spreads its load over all three).
+(the machine is shared; interleaving spreads its load over all three). Ratios are printed for
+wall time and for this process's CPU time, which other processes' load disturbs far less.
+
+Also printed: **batch occupancy** of the search's generate calls (generated tokens / samples x
+longest sample): a step call returns when its slowest candidate ends, so candidates that hit the
+step delimiter early leave batch slots idle; the search overhead tracks 1 / occupancy. And
+**1b**: ``--concurrent`` searches run at once from threads, as the service runs requests; the
+backend merges them into shared engine batches, so one search's stragglers share the engine
+with the other's work.
 
     .venv/bin/python bench/bench_search.py [--repeats 3 --steps 8 --step-tokens 32]
 """

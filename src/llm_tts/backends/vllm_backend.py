@@ -79,7 +79,7 @@ class VLLMBackend:
         if self.on_cpu:
             # In-process engine core: starts in seconds; our own scheduler thread gives concurrency.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        vllm = _import_vllm()
+        _import_vllm()  # a typed error here when vLLM is missing or broken
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
         except Exception as e:  # noqa: BLE001
@@ -100,7 +100,7 @@ class VLLMBackend:
         if block_size is not None or self.on_cpu:
             args["block_size"] = block_size or CPU_BLOCK_SIZE
         self.stats = _PrefixCacheStats()
-        self.engine = _start_engine(vllm, args, kv_cache_space, self.stats, path)
+        self.engine = _start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
         gen_eos = self.engine.model_config.hf_config.eos_token_id
@@ -290,7 +290,7 @@ def _stat_logger_factory(stats: _PrefixCacheStats) -> Any:
     return PrefixCacheLogger
 
 
-def _start_engine(vllm: Any, args: dict[str, Any], kv_cache_space: float | None, stats: _PrefixCacheStats, path: Any) -> Any:
+def _start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: _PrefixCacheStats, path: Any) -> Any:
     from vllm.engine.arg_utils import EngineArgs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
@@ -400,12 +400,11 @@ def _cpu_only() -> bool:
     return not torch.cuda.is_available()
 
 
-def _import_vllm() -> Any:
+def _import_vllm() -> None:
     try:
-        import vllm
+        import vllm  # noqa: F401
     except Exception as e:  # noqa: BLE001 - missing, or a broken install (e.g. a CUDA torchvision)
         raise BackendUnavailableError(
             f"vLLM is not usable here ({type(e).__name__}: {e}); install it with `pip install llm-tts[vllm]` "
             "or use backend='transformers'"
         ) from e
-    return vllm

@@ -45,7 +45,7 @@ class VLLMPRMEngine:
         from llm_tts.backends.vllm_loop import EngineLoop
 
         _check_prm_folder(folder)
-        vllm = _import_vllm()
+        _import_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001
@@ -73,7 +73,7 @@ class VLLMPRMEngine:
             args["block_size"] = CPU_BLOCK_SIZE
         self.stats = _PrefixCacheStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
-        self.engine = _start_engine(vllm, args, space, self.stats, folder)
+        self.engine = _start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.loaded = LoadedPRM(
