@@ -33,6 +33,11 @@ from llm_tts.answers import (
         ("it is -3.5 degrees", "-3.5"),
         ("no numbers here", None),
         ("an empty box \\boxed{} and nothing else", None),
+        ("The answer is \\boxed{}", None),  # a template's empty box, phrased
+        ("x \\boxed{\\boxed{}}", None),
+        ("So the answer is correct.", None),  # a verdict, not an answer
+        ("3 + 4 = 7. The answer is correct.", "7"),
+        ("The answer is Paris.", "Paris"),
     ],
 )
 def test_extract_answer(text, expected):

@@ -39,6 +39,9 @@ _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _LONG_LITERAL = re.compile(r"\d{%d,}" % (_MAX_DIGITS + 1))
+_EMPTY_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
+# "The answer is correct." judges an answer, it does not give one.
+_VERDICT_WORDS = frozenset({"correct", "incorrect", "wrong", "right", "below", "above", "as follows", "the following"})
 
 
 def extract_answer(text: str) -> str | None:
@@ -58,7 +61,7 @@ def _boxed(text: str) -> str | None:
         for i in range(start, len(text)):
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             if depth == 0:
-                inner = text[start:i].strip()
+                inner = _EMPTY_BOX.sub("", text[start:i]).strip()  # a template's empty box is no answer
                 if inner:
                     return inner
                 break
@@ -71,8 +74,9 @@ def _phrase(text: str) -> str | None:
         return None
     ans = matches[-1].group(1).strip()
     ans = re.split(r"\.\s|\n", ans)[0]
+    ans = _EMPTY_BOX.sub("", ans)
     ans = ans.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
-    return ans or None
+    return ans if ans and ans.lower() not in _VERDICT_WORDS else None
 
 
 def _last_number(text: str) -> str | None:
