@@ -162,13 +162,16 @@ def main() -> None:
     ap.add_argument("--concurrent", type=int, default=2, help="also run this many searches at once (0: skip)")
     ap.add_argument("--kv-cache-space", type=float, default=1.0, help="GiB of KV cache (CPU)")
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     args = ap.parse_args()
 
     from llm_tts.backends.vllm_backend import VLLMBackend
     from llm_tts.engine import TTSEngine
     from llm_tts.messages import ChatMessage
 
-    backend = CallRecorder(VLLMBackend(dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space))
+    backend = CallRecorder(VLLMBackend(args.model, dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space,
+                                       gpu_memory_utilization=args.gpu_memory_utilization))
     engine = TTSEngine(backend)  # type: ignore[arg-type]
     messages = [ChatMessage(role="user", content=QUESTION)]
     config = beam_config(args)
