@@ -31,6 +31,25 @@ SMALL = dict(
 )
 
 
+def test_first_use_flow_converts_then_starts_vllm_in_one_process(tmp_path):
+    """A new user's first call: empty cache -> GGUF conversion -> vLLM engine start -> answer.
+    A naive script doing this in one process hung at engine start; ours must not. First in the
+    file: vLLM's default memory share needs a GPU no other test holds yet."""
+    code = textwrap.dedent(
+        """
+        from llm_tts.integrations import ChatTTS
+        msg = ChatTTS(backend="vllm", tts_strategy="self_consistency", num_paths=4, max_tokens=64).invoke("What is 2 + 3?")
+        md = msg.response_metadata["tts_metadata"]
+        print("FIRST-USE-OK", md["backend"], md["model"], repr(msg.content[:60]))
+        """
+    )
+    env = {**os.environ, "LLM_TTS_CACHE": str(tmp_path / "cache"), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FIRST-USE-OK vllm SmolLM2-135M-Instruct" in proc.stdout
+    assert (tmp_path / "cache").is_dir()
+
+
 @pytest.fixture(scope="module")
 def cuda_vllm(embedded_model_dir):
     pytest.importorskip("vllm")
@@ -61,24 +80,6 @@ def test_vllm_on_cuda_matches_transformers_on_cuda(cuda_vllm, cuda_hf):
     assert v.token_ids == h.token_ids
     assert max(abs(a - b) for a, b in zip(v.logprobs, h.logprobs)) < 1e-2
     assert cuda_vllm.capabilities.seed  # per-request seeds work on CUDA (not on the CPU build)
-
-
-def test_first_use_flow_converts_then_starts_vllm_in_one_process(tmp_path):
-    """A new user's first call: empty cache -> GGUF conversion -> vLLM engine start -> answer.
-    A naive script doing this in one process hung at engine start; ours must not."""
-    code = textwrap.dedent(
-        """
-        from llm_tts.integrations import ChatTTS
-        msg = ChatTTS(backend="vllm", tts_strategy="self_consistency", num_paths=4, max_tokens=64).invoke("What is 2 + 3?")
-        md = msg.response_metadata["tts_metadata"]
-        print("FIRST-USE-OK", md["backend"], md["model"], repr(msg.content[:60]))
-        """
-    )
-    env = {**os.environ, "LLM_TTS_CACHE": str(tmp_path / "cache"), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=540)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "FIRST-USE-OK vllm SmolLM2-135M-Instruct" in proc.stdout
-    assert (tmp_path / "cache").is_dir()
 
 
 COMBOS = [("self_consistency", "majority_vote")] + [
