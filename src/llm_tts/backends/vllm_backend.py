@@ -79,6 +79,10 @@ class VLLMBackend:
         if self.on_cpu:
             # In-process engine core: starts in seconds; our own scheduler thread gives concurrency.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        else:
+            # A forked engine core cannot use CUDA once this process touched it ("Cannot
+            # re-initialize CUDA in forked subprocess", seen on an H200 at first use): spawn it.
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         _import_vllm()  # a typed error here when vLLM is missing or broken
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
