@@ -165,7 +165,6 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     args = parser.parse_args()
 
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from llm_tts.engine import TTSEngine
     from llm_tts.service import ServiceSettings, create_app

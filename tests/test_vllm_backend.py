@@ -12,7 +12,9 @@ import logging
 import shutil
 import threading
 
+
 import pytest
+import torch
 
 from llm_tts.backends.base import SamplingParams
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
@@ -20,6 +22,10 @@ from llm_tts.messages import ChatMessage
 
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
+
+_ON_GPU = torch.cuda.is_available()
+# GPU kernels reduce in a different order than CPU ones: same maths, looser float agreement.
+PRM_TOL = 1e-3 if _ON_GPU else 1e-4
 
 QUESTIONS = ["What is 2+3?", "Name a color.", "What is the capital of France?", "Write the word hello."]
 
@@ -52,6 +58,7 @@ def test_concurrent_callers_are_merged_into_shared_engine_batches(vllm_backend):
     assert loop.peak_callers >= 2
 
 
+@pytest.mark.skipif(_ON_GPU, reason="CPU-build behaviour: on CUDA per-request seeds work")
 def test_seed_on_cpu_is_dropped_with_one_warning_not_a_crash(vllm_backend, caplog):
     assert vllm_backend.on_cpu and vllm_backend.capabilities.seed is False
     vllm_backend._warned_seed = False
@@ -185,7 +192,7 @@ def test_vllm_prm_scores_match_the_transformers_prm_step_by_step(prm_pair):
         got, want = ours.score(r), ref.score(r)
         assert [len(x) for x in got] == [len(x) for x in want]
         for g, w in zip(got, want):
-            assert g == pytest.approx(w, abs=1e-4)
+            assert g == pytest.approx(w, abs=PRM_TOL)
     # Growing beams reused their cached prefixes instead of recomputing them.
     assert ours.stats.reused_tokens > ours.stats.computed_tokens
 
@@ -197,9 +204,9 @@ def test_vllm_prm_rescoring_a_cached_trajectory_uses_memo_or_recomputes(prm_pair
     want = ref.score(whole)
     for k in range(1, len(STEPS) + 1):
         ours.score([_requests(q, STEPS[:k], k - 1)])
-    assert ours.score(whole) == [pytest.approx(want[0], abs=1e-4)]  # separators inside cached blocks: memo
+    assert ours.score(whole) == [pytest.approx(want[0], abs=PRM_TOL)]  # separators inside cached blocks: memo
     ours._memo.clear()
-    assert ours.score(whole) == [pytest.approx(want[0], abs=1e-4)]  # memo gone: recomputed without the cache
+    assert ours.score(whole) == [pytest.approx(want[0], abs=PRM_TOL)]  # memo gone: recomputed without the cache
 
 
 def test_prm_scorer_runs_on_vllm_when_the_policy_backend_is_vllm(vllm_backend, tiny_prm_dir):
