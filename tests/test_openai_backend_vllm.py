@@ -167,6 +167,9 @@ def test_chat_only_api_runs_self_consistency_and_refuses_step_strategies(remote_
     # Stand-in ids, one per token the API returned: counts equal the API's usage.
     assert result.metadata.usage.completion_tokens == usage.completion_tokens
     assert all(c.text for c in result.metadata.candidates)
-    with pytest.raises(CapabilityError, match="continuation"):
+    # The API rendered the prompt: its own prompt count (per request) is what usage reports.
+    assert usage.requests and result.metadata.usage.prompt_tokens == usage.prompt_tokens // usage.requests > 1
+    with metered() as refused, pytest.raises(CapabilityError, match="continuation"):
         engine.run(QUESTION, TTSConfig.create(tts_strategy="online_bon", tts_scorer="perplexity", tts_candidates_per_step=2,
                                               tts_max_steps=2, tts_step_max_tokens=8, max_tokens=16))
+    assert refused.requests == 0  # refused before anything was generated

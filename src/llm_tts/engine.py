@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 from llm_tts.backends.base import Backend, check_prompts_fit
+from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
@@ -76,8 +77,13 @@ class TTSEngine:
         ctx = StrategyContext(
             plan.spec.name, self.backend, scorer, plan.config, plan.prompt_ids, question_of(plan.messages), progress, control
         )
-        outcome = plan.spec.run(ctx)
-        metadata = self._metadata(plan, ctx, outcome, time.perf_counter() - start)
+        with metered() as api:
+            outcome = plan.spec.run(ctx)
+        prompt_tokens = len(plan.prompt_ids)
+        if self.backend.capabilities.extras.get("mode") == "chat" and api.requests:
+            # A chat-only API renders the prompt itself: its own count is the real one.
+            prompt_tokens = api.prompt_tokens // api.requests
+        metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - start)
         chosen = outcome.selected
         return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory)
 
@@ -96,6 +102,12 @@ class TTSEngine:
         spec = get_strategy(config.tts_strategy)
         config = _apply_budget(spec, config)
         scorer_name = _resolve_scorer(spec, config.tts_scorer)
+        if spec.continues_steps and self.backend.capabilities.extras.get("continuation") is False:
+            raise CapabilityError(
+                f"continuation: {spec.name} extends partial answers step by step and {self.backend.name} cannot "
+                "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
+                "token-level API (vLLM, SGLang)"
+            )
         prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         return _Plan(msgs, spec, config, scorer_name, tuple(prompt_ids))
@@ -108,10 +120,12 @@ class TTSEngine:
                 self._scorers[name] = scorer
             return self._scorers[name]
 
-    def _metadata(self, plan: _Plan, ctx: StrategyContext, outcome: StrategyOutcome, total_s: float) -> TTSMetadata:
+    def _metadata(
+        self, plan: _Plan, ctx: StrategyContext, outcome: StrategyOutcome, prompt: int, total_s: float
+    ) -> TTSMetadata:
         chosen, voted = outcome.selected, outcome.vote
         consensus = None if voted is None else voted.consensus
-        prompt, completion = len(plan.prompt_ids), ctx.completion_tokens
+        completion = ctx.completion_tokens
         return TTSMetadata(
             strategy=plan.spec.name,
             scorer=plan.scorer_name,

@@ -29,22 +29,22 @@ class UsageMeter:
         self.requests += 1
 
 
-_current: ContextVar[UsageMeter | None] = ContextVar("llm_tts_usage_meter", default=None)
+# Meters nest (the engine meters each run; a caller may meter several runs): all active ones count.
+_active: ContextVar[tuple[UsageMeter, ...]] = ContextVar("llm_tts_usage_meters", default=())
 
 
 @contextmanager
 def metered() -> Iterator[UsageMeter]:
     """Collect the usage every remote request in this context reports."""
     meter = UsageMeter()
-    token = _current.set(meter)
+    token = _active.set(_active.get() + (meter,))
     try:
         yield meter
     finally:
-        _current.reset(token)
+        _active.reset(token)
 
 
 def record_usage(prompt_tokens: int, completion_tokens: int) -> None:
-    """Add one response's usage to the current meter, if anyone is metering."""
-    meter = _current.get()
-    if meter is not None:
+    """Add one response's usage to every meter active in this context."""
+    for meter in _active.get():
         meter.add(prompt_tokens, completion_tokens)

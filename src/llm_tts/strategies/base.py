@@ -235,6 +235,7 @@ class StrategySpec:
     size_field: str  # the TTSConfig field tts_budget maps onto
     size_cap: int  # the largest value allowed for that field
     needs_scorer: bool  # False: the vote decides, a scorer only breaks ties
+    continues_steps: bool = False  # True: extends partial answers, so the backend must continue them
 
     @property
     def default_scorer(self) -> str:
@@ -244,9 +245,11 @@ class StrategySpec:
 _STRATEGIES: dict[str, StrategySpec] = {}
 
 
-def register_strategy(name: str, *, size_field: str, size_cap: int, needs_scorer: bool = True) -> Callable[[StrategyFn], StrategyFn]:
+def register_strategy(
+    name: str, *, size_field: str, size_cap: int, needs_scorer: bool = True, continues_steps: bool = False
+) -> Callable[[StrategyFn], StrategyFn]:
     def deco(fn: StrategyFn) -> StrategyFn:
-        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer)
+        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer, continues_steps)
         return fn
 
     return deco

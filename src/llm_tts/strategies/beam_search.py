@@ -18,7 +18,7 @@ from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, best
 from llm_tts.types import Trajectory
 
 
-@register_strategy("beam_search", size_field="tts_beam_size", size_cap=MAX_BEAM_SIZE)
+@register_strategy("beam_search", size_field="tts_beam_size", size_cap=MAX_BEAM_SIZE, continues_steps=True)
 def beam_search(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
     live = [Beam(Trajectory(ctx.prompt_ids))]
