@@ -12,7 +12,7 @@ from numbers import Integral
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from llm_tts.errors import ContextLengthError, InvalidParameterError
+from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
 from llm_tts.types import Segment
 
@@ -103,6 +103,18 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def check_request(
+    prompts: Sequence[Sequence[int]], params: SamplingParams, capabilities: BackendCapabilities, max_context_tokens: int
+) -> None:
+    """The checks every local backend makes before generating: params, top-k limit, context."""
+    params.validate()
+    if params.top_logprobs > capabilities.max_top_logprobs:
+        raise CapabilityError(
+            f"top_logprobs={params.top_logprobs} exceeds this backend's limit {capabilities.max_top_logprobs}"
+        )
+    check_prompts_fit(prompts, max_context_tokens)
 
 
 def check_prompts_fit(prompts: Sequence[Sequence[int]], max_context_tokens: int) -> None:

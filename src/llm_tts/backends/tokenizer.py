@@ -46,6 +46,21 @@ class ChatTokenizer:
         return self.hf.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
 
 
+class LocalTokenizerMixin:
+    """render_chat/decode/token_texts of the Backend protocol, for backends with a local tokenizer."""
+
+    tokenizer: ChatTokenizer
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self.tokenizer.render_chat(messages)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(token_ids)
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return self.tokenizer.token_texts(token_ids)
+
+
 def _eos_ids(tokenizer: Any) -> frozenset[int]:
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:

@@ -14,19 +14,18 @@ from typing import Any, Sequence
 from llm_tts.backends.base import (
     BackendCapabilities,
     SamplingParams,
-    check_prompts_fit,
+    check_request,
     check_token_ids,
 )
-from llm_tts.backends.tokenizer import ChatTokenizer
-from llm_tts.errors import BackendUnavailableError, CapabilityError, InvalidParameterError, ModelLoadError
-from llm_tts.messages import ChatMessage
+from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
 _STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
 
 
-class TransformersBackend:
+class TransformersBackend(LocalTokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` with a transformers causal LM."""
 
     name = "transformers"
@@ -61,23 +60,11 @@ class TransformersBackend:
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self._lock = threading.Lock()  # one forward loop at a time on this model
 
-    # -- protocol -------------------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self.tokenizer.render_chat(messages)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(token_ids)
-
-    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        return self.tokenizer.token_texts(token_ids)
-
+    # -- protocol (render_chat, decode, token_texts come from LocalTokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         if self.model is None:
             raise BackendUnavailableError("this TransformersBackend is closed; create a new one")
-        params.validate()
-        if params.top_logprobs > self.capabilities.max_top_logprobs:
-            raise CapabilityError(f"top_logprobs={params.top_logprobs} exceeds this backend's limit {self.capabilities.max_top_logprobs}")
-        check_prompts_fit(prompts, self.max_context_tokens)
+        check_request(prompts, params, self.capabilities, self.max_context_tokens)
         check_token_ids(prompts, self.vocab_size)
         import torch
 

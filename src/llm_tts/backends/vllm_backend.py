@@ -18,17 +18,15 @@ import os
 import threading
 from typing import Any, Sequence
 
-from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_prompts_fit
-from llm_tts.backends.tokenizer import ChatTokenizer
+from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request
+from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import (
     BackendUnavailableError,
-    CapabilityError,
     ContextLengthError,
     InvalidParameterError,
     LLMTTSError,
     ModelLoadError,
 )
-from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME, resolve_model
 from llm_tts.types import Segment
 
@@ -43,7 +41,7 @@ _MAX_ENGINE_MESSAGE = 400
 _ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide state (env, torch.distributed)
 
 
-class VLLMBackend:
+class VLLMBackend(LocalTokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` on an in-process ``vllm.LLMEngine``.
 
     Engine options: ``dtype`` ("auto", "bfloat16", "float16", "float32"), ``max_model_len``
@@ -119,21 +117,9 @@ class VLLMBackend:
         self._warned_seed = False
         self._seed_lock = threading.Lock()
 
-    # -- protocol -------------------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self.tokenizer.render_chat(messages)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(token_ids)
-
-    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        return self.tokenizer.token_texts(token_ids)
-
+    # -- protocol (render_chat, decode, token_texts come from LocalTokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
-        params.validate()
-        if params.top_logprobs > self.capabilities.max_top_logprobs:
-            raise CapabilityError(f"top_logprobs={params.top_logprobs} exceeds this backend's limit {self.capabilities.max_top_logprobs}")
-        check_prompts_fit(prompts, self.max_context_tokens)
+        check_request(prompts, params, self.capabilities, self.max_context_tokens)
         if not prompts:
             return []
         from vllm.inputs import TokensPrompt
