@@ -16,9 +16,10 @@ Each measurement is repeated ``--repeats`` times, interleaved, and the medians a
 (the machine is shared; interleaving spreads its load over all three). Ratios are printed for
 wall time and for this process's CPU time, which other processes' load disturbs far less.
 
-Also printed: **batch occupancy** of the search's generate calls (generated tokens / samples x
-longest sample): a step call returns when its slowest candidate ends, so candidates that hit the
-step delimiter early leave batch slots idle; the search overhead tracks 1 / occupancy. And
+Also printed: the **engine steps** each took and the mean number of sequences per step. A step
+of the search lasts as long as its slowest candidate (often one cut at ``--step-tokens``), and
+beams that finish leave fewer sequences for the rest of the search; an engine step costs nearly
+the same with fewer sequences, so the overhead follows the ratio of engine steps. And
 **1b**: ``--concurrent`` searches run at once from threads, as the service runs requests; the
 backend merges them into shared engine batches, so one search's stragglers share the engine
 with the other's work.
@@ -52,40 +53,14 @@ def beam_config(args: argparse.Namespace):
     )
 
 
-class CallRecorder:
-    """Wraps a backend; records each generate call's sequences, tokens, longest sample and time."""
-
-    def __init__(self, backend) -> None:
-        self._backend = backend
-        self.calls: list[tuple[int, int, int, float]] = []
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-    def generate(self, prompts, params):
-        start = time.perf_counter()
-        out = self._backend.generate(prompts, params)
-        lengths = [len(s) for row in out for s in row]
-        self.calls.append((len(lengths), sum(lengths), max(lengths, default=0), time.perf_counter() - start))
-        return out
-
-    def occupancy(self) -> float:
-        """Generated tokens / (sequences x longest sample) over all calls: 1.0 = no sample waits for another."""
-        return sum(t for _, t, _, _ in self.calls) / max(1, sum(n * m for n, _, m, _ in self.calls))
-
-
 def run_beam_search(engine, messages, config) -> tuple[float, int, dict]:
     backend = engine.backend
-    backend.reset_prefix_cache_stats()
-    backend.calls.clear()
+    backend.reset_engine_stats()
     start, cpu = time.perf_counter(), time.process_time()
     result = engine.run(messages, config)
     wall = time.perf_counter() - start
-    stats = backend.prefix_cache_stats()
+    stats = backend.engine_stats()
     stats["cpu_s"] = time.process_time() - cpu
-    stats["generate_s"] = sum(c[3] for c in backend.calls)
-    stats["calls"] = len(backend.calls)
-    stats["occupancy"] = backend.occupancy()
     return wall, result.metadata.usage.completion_tokens, stats
 
 
@@ -100,18 +75,20 @@ def run_concurrent_searches(engine, messages, config, k: int) -> tuple[float, fl
     return time.perf_counter() - start, time.process_time() - cpu, tokens
 
 
-def plain_sampling_rate(backend, prompt_ids, width: int, tokens: int) -> tuple[float, float]:
+def plain_sampling_rate(backend, prompt_ids, width: int, tokens: int) -> tuple[float, float, int]:
     """Tokens per wall second and per CPU second of one plain batched call of ``width`` samples,
-    about ``tokens`` in all (same top-k logprobs as the entropy scorer asks for)."""
+    about ``tokens`` in all (same top-k logprobs as the entropy scorer asks for), and the engine
+    steps it took."""
     from llm_tts.backends.base import SamplingParams
     from llm_tts.scorers.logprob import ENTROPY_TOP_K
 
     per_sample = max(1, -(-tokens // width))
+    backend.reset_engine_stats()
     start, cpu = time.perf_counter(), time.process_time()
     (row,) = backend.generate([prompt_ids], SamplingParams(n=width, temperature=0.8, max_tokens=per_sample, top_logprobs=ENTROPY_TOP_K))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     done = sum(len(s) for s in row)
-    return done / wall, done / cpu
+    return done / wall, done / cpu, backend.engine_stats()["engine_steps"]
 
 
 def naive_beam_search(engine, messages, config) -> tuple[float, int, float]:
@@ -160,7 +137,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--concurrent", type=int, default=2, help="also run this many searches at once (0: skip)")
     ap.add_argument("--kv-cache-space", type=float, default=1.0, help="GiB of KV cache (CPU)")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="the backend's dtype (auto: as the library picks it)")
     ap.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     args = ap.parse_args()
@@ -169,9 +146,9 @@ def main() -> None:
     from llm_tts.engine import TTSEngine
     from llm_tts.messages import ChatMessage
 
-    backend = CallRecorder(VLLMBackend(args.model, dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space,
-                                       gpu_memory_utilization=args.gpu_memory_utilization))
-    engine = TTSEngine(backend)  # type: ignore[arg-type]
+    backend = VLLMBackend(args.model, dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space,
+                          gpu_memory_utilization=args.gpu_memory_utilization)
+    engine = TTSEngine(backend)
     messages = [ChatMessage(role="user", content=QUESTION)]
     config = beam_config(args)
     width = args.beams * args.candidates
@@ -181,20 +158,21 @@ def main() -> None:
     rows, concurrent = [], []
     for r in range(args.repeats):
         wall, tokens, stats = run_beam_search(engine, messages, config)
-        rate, cpu_rate = plain_sampling_rate(backend, prompt_ids, width, tokens)
+        rate, cpu_rate, plain_steps = plain_sampling_rate(backend, prompt_ids, width, tokens)
         n_wall, n_tokens, n_cpu = naive_beam_search(engine, messages, config)
         if args.concurrent > 1:
             c_wall, c_cpu, c_tokens = run_concurrent_searches(engine, messages, config, args.concurrent)
-            c_rate, c_cpu_rate = plain_sampling_rate(backend, prompt_ids, width * args.concurrent, c_tokens)
+            c_rate, c_cpu_rate, _ = plain_sampling_rate(backend, prompt_ids, width * args.concurrent, c_tokens)
             concurrent.append((c_wall / (c_tokens / c_rate), c_cpu / (c_tokens / c_cpu_rate)))
             print(f"repeat {r}: {args.concurrent} concurrent searches {c_wall:.2f}s wall / {c_cpu:.2f}s CPU for {c_tokens} tokens; "
                   f"plain sampling of those tokens {c_tokens / c_rate:.2f}s wall / {c_tokens / c_cpu_rate:.2f}s CPU", flush=True)
         rows.append(dict(wall=wall, cpu=stats["cpu_s"], tokens=tokens, plain=tokens / rate, plain_cpu=tokens / cpu_rate,
-                         n_wall=n_wall, n_cpu=n_cpu, n_tokens=n_tokens, stats=stats))
+                         n_wall=n_wall, n_cpu=n_cpu, n_tokens=n_tokens, stats=stats, plain_steps=plain_steps))
         print(
             f"repeat {r}: beam search {wall:.2f}s wall / {stats['cpu_s']:.2f}s CPU for {tokens} tokens "
-            f"({stats['calls']} generate calls, {stats['generate_s']:.2f}s in them, batch occupancy {stats['occupancy']:.0%}); "
-            f"plain sampling of those tokens {tokens / rate:.2f}s wall / {tokens / cpu_rate:.2f}s CPU ({rate:.0f} tok/s); "
+            f"in {stats['engine_steps']} engine steps ({stats['mean_running']:.1f} sequences per step); "
+            f"plain sampling of those tokens {tokens / rate:.2f}s wall / {tokens / cpu_rate:.2f}s CPU in {plain_steps} engine steps ({rate:.0f} tok/s) "
+            f"-> {wall / (tokens / rate):.2f}; "
             f"naive {n_wall:.2f}s wall / {n_cpu:.2f}s CPU for {n_tokens} tokens; "
             f"prefix cache {stats['cached_tokens']}/{stats['prompt_tokens']} prompt tokens",
             flush=True,
@@ -210,7 +188,8 @@ def main() -> None:
     print()
     print(f"config: beam {args.beams}, {args.candidates} candidates/step, <= {args.steps} steps of <= {args.step_tokens} tokens, "
           f"{args.dtype}, {args.repeats} repeats (medians); CPU = this process's CPU seconds (robust to other load)")
-    print(f"1. search overhead (beam search / plain sampling of the same tokens): {overhead:.2f} wall, {overhead_cpu:.2f} CPU  (target <= 1.3)")
+    print(f"1. search overhead (beam search / plain sampling of the same tokens): {overhead:.2f} wall, {overhead_cpu:.2f} CPU  (target <= 1.3); "
+          f"engine steps {med(x['stats']['engine_steps'] / x['plain_steps'] for x in rows):.2f}x plain's")
     if concurrent:
         print(f"1b. {args.concurrent} searches at once (service-style), same ratio:       "
               f"{med(w for w, _ in concurrent):.2f} wall, {med(c for _, c in concurrent):.2f} CPU")

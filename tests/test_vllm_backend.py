@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 
 
 import pytest
@@ -76,13 +77,13 @@ def test_prefix_cache_stats_count_hits_when_a_prefix_is_continued(vllm_backend):
     # A prompt no other test uses, longer than two KV blocks (32 tokens each on CPU).
     p = chat(vllm_backend, "Consider the zebra, the quokka and the axolotl. " * 4 + "Which is the smallest?")
     assert len(p) > 64
-    vllm_backend.reset_prefix_cache_stats()
+    vllm_backend.reset_engine_stats()
     (first,) = vllm_backend.generate([p], SamplingParams(temperature=0.0, max_tokens=8))[0]
-    cold = vllm_backend.prefix_cache_stats()
+    cold = vllm_backend.engine_stats()
     assert cold["prompt_tokens"] == len(p) and cold["cached_tokens"] == 0
     longer = p + list(first.token_ids)
     vllm_backend.generate([longer], SamplingParams(temperature=0.0, max_tokens=2))
-    warm = vllm_backend.prefix_cache_stats()
+    warm = vllm_backend.engine_stats()
     assert warm["prompt_tokens"] == len(p) + len(longer)
     assert warm["cached_tokens"] >= (len(p) // 32) * 32  # every full block of the first prompt
     assert 0.0 < warm["hit_rate"] < 1.0
@@ -151,13 +152,92 @@ def test_beam_search_on_vllm_continues_from_cached_prefixes(vllm_backend):
         tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=2, tts_candidates_per_step=2,
         tts_max_steps=3, tts_step_max_tokens=12, max_tokens=64, temperature=0.8,
     )
-    vllm_backend.reset_prefix_cache_stats()
+    vllm_backend.reset_engine_stats()
     result = TTSEngine(vllm_backend).run([ChatMessage(role="user", content="Explain " + "why the sky is blue. " * 4)], config)
-    stats = vllm_backend.prefix_cache_stats()
+    stats = vllm_backend.engine_stats()
     assert result.metadata.backend == "vllm" and result.metadata.strategy == "beam_search"
     assert sum(c.status == "selected" for c in result.metadata.candidates) == 1
     # Later steps resubmit their parents' prefixes: the engine finds them in its cache.
     assert stats["requests"] > 1 and stats["cached_tokens"] > 0
+
+
+# -- requests that finish on their own, selection, cancellation mid-step ------------------------
+def _assert_engine_idle(backend) -> None:
+    """Every request has left the engine: none waits in our loop, none runs in vLLM."""
+    deadline = time.monotonic() + 10
+    while backend._loop._owner and time.monotonic() < deadline:
+        time.sleep(0.02)  # a cancellation reaches the loop thread at its next engine step
+    assert not backend._loop._owner
+    assert backend.engine.get_num_unfinished_requests() == 0
+
+
+def test_each_request_resolves_when_it_finishes_and_cancel_aborts_it_in_the_engine(vllm_backend):
+    p = chat(vllm_backend, "Write a long story about a dragon who learns to read, with many chapters.")
+    greedy = SamplingParams(temperature=0.0, max_tokens=1000)
+    (long,) = vllm_backend.submit([p], greedy)
+    (short,) = vllm_backend.submit([p], SamplingParams(temperature=0.0, max_tokens=2))
+    row = short.result(timeout=60)
+    assert len(row[0]) == 2 and row[0].finish_reason == "length"
+    assert not long.done()  # the short request did not wait for the long one
+    assert long.cancel()
+    _assert_engine_idle(vllm_backend)
+    # The engine goes on serving, and greedy output is what it was.
+    (again,) = vllm_backend.generate([p], SamplingParams(temperature=0.0, max_tokens=2))
+    assert again[0].token_ids == row[0].token_ids
+
+
+def test_bad_input_to_submit_raises_before_anything_starts(vllm_backend):
+    with pytest.raises(InvalidParameterError):
+        vllm_backend.submit([[vllm_backend.vocab_size + 5]], SamplingParams(max_tokens=2))
+    _assert_engine_idle(vllm_backend)
+
+
+BEAM = dict(
+    tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=3, tts_candidates_per_step=3,
+    tts_max_steps=4, tts_step_max_tokens=24, max_tokens=96, temperature=1.0,
+)
+HARD_QUESTION = "A farmer has 17 sheep, buys 5 more, then sells a third of them. How many are left? Think step by step."
+
+
+def test_beam_search_on_vllm_keeps_the_best_beams_at_every_step(vllm_backend):
+    from llm_tts.config import TTSConfig
+    from llm_tts.engine import TTSEngine
+    from llm_tts.scorers.aggregation import aggregate
+
+    config = TTSConfig.create(**BEAM)
+    md = TTSEngine(vllm_backend).run([ChatMessage(role="user", content=HARD_QUESTION)], config).metadata
+    # Every candidate pruned after k steps scored no better than each beam kept at step k (now
+    # a prefix of a longer candidate).
+    for pruned in (c for c in md.candidates if c.status == "pruned"):
+        k = len(pruned.step_scores)
+        for longer in (c for c in md.candidates if len(c.step_scores) > k):
+            kept_score = aggregate(longer.step_scores[:k], config.tts_score_aggregation, config.tts_window_size)
+            assert kept_score >= pruned.score
+    assert any(c.status == "pruned" for c in md.candidates)
+    assert sum(c.status == "selected" for c in md.candidates) == 1
+
+
+def test_cancelling_a_search_mid_step_stops_it_and_aborts_its_requests(vllm_backend):
+    from llm_tts.config import TTSConfig
+    from llm_tts.engine import TTSEngine
+    from llm_tts.errors import RunCancelledError
+    from llm_tts.progress import RunControl
+
+    control = RunControl()
+    config = TTSConfig.create(**{**BEAM, "tts_max_steps": 8, "tts_step_max_tokens": 64, "max_tokens": 512})
+
+    def cancel_once_generating() -> None:
+        deadline = time.monotonic() + 30
+        while not vllm_backend._loop._owner and time.monotonic() < deadline:
+            time.sleep(0.001)
+        control.cancel()  # the first step's requests are in the engine
+
+    canceller = threading.Thread(target=cancel_once_generating)
+    canceller.start()
+    with pytest.raises(RunCancelledError):
+        TTSEngine(vllm_backend).run([ChatMessage(role="user", content=HARD_QUESTION)], config, control=control)
+    canceller.join()
+    _assert_engine_idle(vllm_backend)
 
 
 # -- PRM on vLLM's pooling runner -----------------------------------------------------------------

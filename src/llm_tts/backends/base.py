@@ -8,6 +8,7 @@ which backend they run on; they hand every candidate of a step to one ``generate
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
 from numbers import Integral
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -103,6 +104,21 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SubmittingBackend(Backend, Protocol):
+    """A backend that can also start a generation and return at once (vLLM's engine loop).
+
+    Step strategies use it to act on each prefix's samples as soon as they finish, and to
+    cancel work they no longer need, instead of waiting for the slowest sample of a step.
+    """
+
+    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Future[list[Segment]]]:
+        """Start what ``generate`` does and return one future per prompt (its ``params.n``
+        samples), resolved when that prompt's samples finish; ``cancel()`` stops it. Bad
+        input raises here, before anything starts."""
+        ...
 
 
 def check_request(

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import Future
 from typing import Any, Sequence
 
-from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request
+from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
+from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import (
     BackendUnavailableError,
@@ -44,7 +46,8 @@ _ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide st
 class VLLMBackend(LocalTokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` on an in-process ``vllm.LLMEngine``.
 
-    Engine options: ``dtype`` ("auto", "bfloat16", "float16", "float32"), ``max_model_len``
+    Engine options: ``dtype`` ("auto": the model's own, but float32 on a CPU without bfloat16
+    instructions, see :mod:`llm_tts.backends.cpu_dtype`; "bfloat16", "float16", "float32"), ``max_model_len``
     (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
     for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
     ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
@@ -81,6 +84,9 @@ class VLLMBackend(LocalTokenizerMixin):
             # A forked engine core cannot use CUDA once this process touched it ("Cannot
             # re-initialize CUDA in forked subprocess", seen on an H200 at first use): spawn it.
             os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        if dtype == "auto" and self.on_cpu:
+            dtype = auto_cpu_dtype(path)  # float32 where the CPU has no bfloat16 instructions
+        self.dtype = dtype
         _import_vllm()  # a typed error here when vLLM is missing or broken
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
@@ -101,7 +107,7 @@ class VLLMBackend(LocalTokenizerMixin):
         )
         if block_size is not None or self.on_cpu:
             args["block_size"] = block_size or CPU_BLOCK_SIZE
-        self.stats = _PrefixCacheStats()
+        self.stats = _EngineStats()
         self.engine = _start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
@@ -113,62 +119,52 @@ class VLLMBackend(LocalTokenizerMixin):
         )
         from llm_tts.backends.vllm_loop import EngineLoop
 
-        self._loop = EngineLoop(self.engine)
+        limit, vocab = self.max_context_tokens, self.vocab_size
+        self._loop: EngineLoop | None = EngineLoop(self.engine, request_error=lambda e: _request_error(e, limit, vocab))
         self._warned_seed = False
         self._seed_lock = threading.Lock()
 
     # -- protocol (render_chat, decode, token_texts come from LocalTokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        return [f.result() for f in self.submit(prompts, params)]
+
+    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Future[list[Segment]]]:
+        """One engine request per prompt (``n`` samples each); see :class:`SubmittingBackend`."""
         check_request(prompts, params, self.capabilities, self.max_context_tokens)
-        if not prompts:
-            return []
+        check_token_ids(prompts, self.vocab_size)
+        if self._loop is None:
+            raise BackendUnavailableError("this vLLM backend was closed; create a new one")
         from vllm.inputs import TokensPrompt
 
         seed = self._seed(params.seed)
         vparams = [self._vllm_params(params, seed, self.max_context_tokens - len(p)) for p in prompts]
         vprompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-        outputs = self._run(vprompts, vparams)
-        segments = [self._segments(out, params) for out in outputs]
-        if params.greedy and params.n > 1:  # vLLM refuses n > 1 when greedy: every sample is the same
-            segments = [row * params.n for row in segments]
-        return segments
+        return self._loop.submit(vprompts, vparams, convert=lambda out: self._segments(out, params))
 
     def close(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is not None:
             loop.close()
-            self._loop = None  # type: ignore[assignment]
+            self._loop = None
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None:
             shutdown_engine(engine)
 
     # -- extras ---------------------------------------------------------------------------
-    def prefix_cache_stats(self) -> dict[str, int | float]:
-        """Prompt tokens the engine looked up in its prefix cache, and how many it found there.
+    def engine_stats(self) -> dict[str, int | float]:
+        """What the engine's scheduler counted since start-up (or the last ``reset_engine_stats``).
 
-        Counted by the engine's scheduler since start-up (or the last ``reset_prefix_cache_stats``),
-        for every request, each of the ``n`` samples of a prefix included.
+        Prefix cache: ``prompt_tokens`` looked up and ``cached_tokens`` found, for every request
+        (each of the ``n`` samples of a prefix included). Generation: ``engine_steps``, the mean
+        number of sequences running per step (``mean_running``) and ``generated_tokens``,
+        including work that was later cancelled.
         """
         return self.stats.snapshot()
 
-    def reset_prefix_cache_stats(self) -> None:
+    def reset_engine_stats(self) -> None:
         self.stats.reset()
 
     # -- helpers --------------------------------------------------------------------------
-    def _run(self, prompts: list[Any], params: list[Any]) -> list[Any]:
-        from llm_tts.backends.vllm_loop import EngineDeadError
-
-        if self._loop is None:
-            raise BackendUnavailableError("this vLLM backend was closed; create a new one")
-        try:
-            return self._loop.run(prompts, params)
-        except EngineDeadError as e:
-            raise BackendUnavailableError(f"{e}; create a new backend (see the log for the engine's error)") from e
-        except LLMTTSError:
-            raise
-        except Exception as e:  # noqa: BLE001 - vLLM rejects a request: say which limit
-            raise _request_error(e, self.max_context_tokens, self.vocab_size) from e
-
     def _seed(self, seed: int | None) -> int | None:
         if seed is None or self.capabilities.seed:
             return seed
@@ -202,7 +198,8 @@ class VLLMBackend(LocalTokenizerMixin):
     def _segments(self, out: Any, params: SamplingParams) -> list[Segment]:
         completions = sorted(out.outputs, key=lambda c: c.index)
         texts = self.tokenizer.hf.batch_decode([list(c.token_ids) for c in completions], skip_special_tokens=True)
-        return [_segment(c, text, params) for c, text in zip(completions, texts)]
+        row = [_segment(c, text, params) for c, text in zip(completions, texts)]
+        return row * params.n if params.greedy and params.n > 1 else row  # vLLM refuses n > 1 when greedy
 
 
 def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
@@ -234,8 +231,8 @@ def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
     )
 
 
-class _PrefixCacheStats:
-    """Running totals of the scheduler's prefix-cache statistics (a vLLM stat logger feeds it)."""
+class _EngineStats:
+    """Running totals of the engine's own statistics (a vLLM stat logger feeds them each step)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -244,12 +241,19 @@ class _PrefixCacheStats:
     def reset(self) -> None:
         with self._lock:
             self.queries = self.hits = self.requests = 0
+            self.steps = self.running = self.generated = 0
 
-    def add(self, requests: int, queries: int, hits: int) -> None:
+    def add_prefix_lookups(self, requests: int, queries: int, hits: int) -> None:
         with self._lock:
             self.requests += requests
             self.queries += queries
             self.hits += hits
+
+    def add_step(self, running: int, generated: int) -> None:
+        with self._lock:
+            self.steps += 1
+            self.running += running
+            self.generated += generated
 
     def snapshot(self) -> dict[str, int | float]:
         with self._lock:
@@ -258,13 +262,16 @@ class _PrefixCacheStats:
                 "prompt_tokens": self.queries,
                 "cached_tokens": self.hits,
                 "hit_rate": self.hits / self.queries if self.queries else 0.0,
+                "engine_steps": self.steps,
+                "mean_running": self.running / self.steps if self.steps else 0.0,
+                "generated_tokens": self.generated,
             }
 
 
-def _stat_logger_factory(stats: _PrefixCacheStats) -> Any:
+def _stat_logger_factory(stats: _EngineStats) -> Any:
     from vllm.v1.metrics.loggers import StatLoggerBase
 
-    class PrefixCacheLogger(StatLoggerBase):
+    class EngineStatsLogger(StatLoggerBase):
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
@@ -272,15 +279,17 @@ def _stat_logger_factory(stats: _PrefixCacheStats) -> Any:
             pc = getattr(scheduler_stats, "prefix_cache_stats", None)
             if pc is not None:
                 # Preempted requests are looked up again; count them too (they are real work).
-                stats.add(pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
+                stats.add_prefix_lookups(pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
+            generated = getattr(iteration_stats, "num_generation_tokens", 0) if iteration_stats is not None else 0
+            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated)
 
         def log_engine_initialized(self) -> None:
             pass
 
-    return PrefixCacheLogger
+    return EngineStatsLogger
 
 
-def _start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: _PrefixCacheStats, path: Any) -> Any:
+def _start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: _EngineStats, path: Any) -> Any:
     from vllm.engine.arg_utils import EngineArgs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.llm_engine import LLMEngine
@@ -360,6 +369,8 @@ def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError
 
 
 def _request_error(e: Exception, limit: int, vocab_size: int) -> LLMTTSError:
+    if isinstance(e, LLMTTSError):
+        return e
     msg = str(e)
     if "maximum context length" in msg or "max_model_len" in msg:
         return ContextLengthError(-1 if "prompt contains" not in msg else _num_after(msg, "contains"), limit)

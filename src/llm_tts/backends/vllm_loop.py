@@ -5,6 +5,10 @@ serialise whole calls. Instead every caller hands its requests to :class:`Engine
 single thread adds all pending requests to the engine and then steps it; requests that arrive
 while others are running join the running batch at the next step (continuous batching). The
 same loop drives generation (``SamplingParams``) and pooling (``PoolingParams``) engines.
+
+Each request has its own future, resolved as soon as that request finishes (not when the
+caller's whole batch does), so a caller can act on early finishers while the rest run; its
+``cancel()`` aborts the request in the engine.
 """
 
 from __future__ import annotations
@@ -13,37 +17,61 @@ import itertools
 import logging
 import queue
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from llm_tts.errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
 
+class RequestFuture(Future):
+    """One engine request's final output; ``cancel()`` also aborts the request in the engine."""
+
+    def __init__(self, loop: EngineLoop, request_id: str) -> None:
+        super().__init__()
+        self._loop = loop
+        self.request_id = request_id
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False  # already finished
+        self._loop._queue.put(_Abort(self.request_id))
+        return True
+
+
 @dataclass
 class _Job:
-    """One caller's batch: all its requests finish before its future resolves."""
+    """One caller's batch of requests (counted as one caller in ``peak_callers``)."""
 
     prompts: Sequence[Any]
     params: Sequence[Any]
-    future: Future = field(default_factory=Future)
-    outputs: list[Any] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+    futures: list[RequestFuture]
+    convert: Callable[[Any], Any] | None
     pending: int = 0
 
 
-class EngineDeadError(RuntimeError):
-    """The engine raised inside ``step``; its requests were failed and it is not used again."""
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+class EngineDeadError(BackendUnavailableError):
+    """The engine raised inside ``step`` (or was closed); its requests failed and it is not used again."""
 
 
 class EngineLoop:
     """Owns ``engine`` (an ``LLMEngine``): ``submit`` from any thread, the loop thread steps it."""
 
-    def __init__(self, engine: Any, name: str = "vllm-engine-loop") -> None:
+    def __init__(
+        self, engine: Any, name: str = "vllm-engine-loop", request_error: Callable[[Exception], Exception] | None = None
+    ) -> None:
         self.engine = engine
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._request_error = request_error  # turns the engine's refusal of a request into a typed error
+        self._queue: queue.SimpleQueue[_Job | _Abort | None] = queue.SimpleQueue()
         self._ids = itertools.count()
-        self._owner: dict[str, tuple[_Job, int]] = {}
+        self._owner: dict[str, tuple[_Job, RequestFuture]] = {}
         self._dead: BaseException | None = None
         self._stopped = False
         self.peak_requests = 0  # most requests in one engine step
@@ -52,18 +80,21 @@ class EngineLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, prompts: Sequence[Any], params: Sequence[Any]) -> Future:
-        """Queue one request per prompt; the future gives their final outputs, in order."""
+    def submit(
+        self, prompts: Sequence[Any], params: Sequence[Any], convert: Callable[[Any], Any] | None = None
+    ) -> list[RequestFuture]:
+        """Queue one request per prompt; each future gives its request's output, through
+        ``convert`` (run on the loop thread) when one is given."""
         if self._dead is not None:
-            raise EngineDeadError(f"the vLLM engine failed earlier and cannot be used: {self._dead}")
+            raise EngineDeadError(f"the vLLM engine failed earlier and cannot be used: {self._dead}; create a new backend")
         if self._stopped:
             raise EngineDeadError("the vLLM engine was closed")
-        job = _Job(prompts, params)
-        self._queue.put(job)
-        return job.future
+        futures = [RequestFuture(self, f"r{next(self._ids)}") for _ in prompts]
+        self._queue.put(_Job(prompts, params, futures, convert))
+        return futures
 
     def run(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
-        return self.submit(prompts, params).result()
+        return [f.result() for f in self.submit(prompts, params)]
 
     def close(self) -> None:
         self._stopped = True
@@ -74,45 +105,50 @@ class EngineLoop:
     # -- the loop thread ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            busy = bool(self._owner)
-            try:
-                # Block only when the engine is idle; otherwise take what is waiting and step.
-                job = self._queue.get() if not busy else self._queue.get_nowait()
-            except queue.Empty:
-                job = ...  # type: ignore[assignment]
-            if job is None:
-                self._fail_all(EngineDeadError("the vLLM engine was closed"))
-                return
-            if job is not ...:
-                self._add(job)
-                while True:  # drain everything else that is waiting into the same batch
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self._fail_all(EngineDeadError("the vLLM engine was closed"))
-                        return
-                    self._add(more)
+            # Block only when the engine is idle; otherwise take what is waiting and step.
+            item = self._queue.get() if not self._owner else self._next_nowait()
+            while item is not ...:  # drain everything waiting into the same batch
+                if item is None:
+                    self._fail_all(EngineDeadError("the vLLM engine was closed"))
+                    return
+                self._handle(item)
+                item = self._next_nowait()
             if self._owner:
                 self._step()
 
-    def _add(self, job: _Job) -> None:
-        job.outputs = [None] * len(job.prompts)
+    def _next_nowait(self) -> Any:
         try:
-            for i, (prompt, params) in enumerate(zip(job.prompts, job.params)):
-                rid = f"r{next(self._ids)}"
-                self.engine.add_request(rid, prompt, params)
-                job.ids.append(rid)
-                self._owner[rid] = (job, i)
-                job.pending += 1
-        except BaseException as e:  # noqa: BLE001 - bad input: fail this job only, keep the engine
-            self._abort(job)
-            job.future.set_exception(e)
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return ...
+
+    def _handle(self, item: _Job | _Abort) -> None:
+        if isinstance(item, _Abort):
+            owner = self._owner.pop(item.request_id, None)
+            if owner is not None:
+                self._settle(owner[0])
+                self._abort([item.request_id])
             return
-        if job.pending == 0:
-            job.future.set_result([])
-        else:
+        job = item
+        added: list[str] = []
+        try:
+            for prompt, params, future in zip(job.prompts, job.params, job.futures):
+                if future.cancelled():  # cancelled before it reached the engine
+                    continue
+                self.engine.add_request(future.request_id, prompt, params)
+                added.append(future.request_id)
+                self._owner[future.request_id] = (job, future)
+        except Exception as e:  # noqa: BLE001 - bad input: fail this job only, keep the engine
+            for rid in added:
+                self._owner.pop(rid, None)
+            self._abort(added)
+            if self._request_error is not None:
+                e = self._request_error(e)
+            for future in job.futures:
+                _resolve(future, error=e)
+            return
+        job.pending = len(added)
+        if job.pending:
             self._active_jobs += 1
 
     def _step(self) -> None:
@@ -123,7 +159,9 @@ class EngineLoop:
         except BaseException as e:  # noqa: BLE001 - the engine is broken; fail everyone, stop using it
             log.exception("vLLM engine step failed")
             self._dead = e
-            self._fail_all(EngineDeadError(f"the vLLM engine failed: {type(e).__name__}: {e}"))
+            self._fail_all(EngineDeadError(
+                f"the vLLM engine failed: {type(e).__name__}: {e}; create a new backend (the log has the engine's error)"
+            ))
             return
         for out in outputs:
             if not getattr(out, "finished", False):
@@ -131,33 +169,46 @@ class EngineLoop:
             owner = self._owner.pop(out.request_id, None)
             if owner is None:
                 continue
-            job, i = owner
-            job.outputs[i] = out
-            job.pending -= 1
-            if job.pending == 0 and not job.future.done():
-                self._active_jobs -= 1
-                job.future.set_result(job.outputs)
-
-    def _abort(self, job: _Job) -> None:
-        for rid in job.ids:
-            self._owner.pop(rid, None)
-        if job.ids:
+            job, future = owner
+            self._settle(job)
             try:
-                self.engine.abort_request(job.ids)
+                result = job.convert(out) if job.convert is not None else out
+            except Exception as e:  # noqa: BLE001 - a conversion error belongs to its caller
+                _resolve(future, error=e)
+            else:
+                _resolve(future, result=result)
+
+    def _settle(self, job: _Job) -> None:
+        """One of ``job``'s requests left the engine."""
+        job.pending -= 1
+        if job.pending == 0:
+            self._active_jobs -= 1
+
+    def _abort(self, request_ids: list[str]) -> None:
+        if request_ids:
+            try:
+                self.engine.abort_request(request_ids)
             except Exception:  # noqa: BLE001 - best effort
-                log.warning("could not abort requests %s", job.ids)
+                log.warning("could not abort requests %s", request_ids)
 
     def _fail_all(self, error: BaseException) -> None:
-        jobs = {id(j): j for j, _ in self._owner.values()}
+        owners = list(self._owner.values())
         self._owner.clear()
         self._active_jobs = 0
-        for job in jobs.values():
-            if not job.future.done():
-                job.future.set_exception(error)
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None and not job.future.done():
-                job.future.set_exception(error)
+        for _, future in owners:
+            _resolve(future, error=error)
+        while (item := self._next_nowait()) is not ...:
+            if isinstance(item, _Job):
+                for future in item.futures:
+                    _resolve(future, error=error)
+
+
+def _resolve(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Set a future's outcome unless its caller cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -41,7 +41,7 @@ class VLLMPRMEngine:
                  gpu_memory_utilization: float) -> None:
         from transformers import AutoTokenizer
 
-        from llm_tts.backends.vllm_backend import _cpu_only, _import_vllm, _PrefixCacheStats, _start_engine
+        from llm_tts.backends.vllm_backend import _cpu_only, _import_vllm, _EngineStats, _start_engine
         from llm_tts.backends.vllm_loop import EngineLoop
 
         _check_prm_folder(folder)
@@ -71,7 +71,7 @@ class VLLMPRMEngine:
             from llm_tts.backends.vllm_backend import CPU_BLOCK_SIZE
 
             args["block_size"] = CPU_BLOCK_SIZE
-        self.stats = _PrefixCacheStats()
+        self.stats = _EngineStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
         self.engine = _start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")

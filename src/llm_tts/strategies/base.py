@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Sequence
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer
-from llm_tts.backends.base import Backend, SamplingParams
+from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
 from llm_tts.config import TTSConfig
 from llm_tts.errors import UnknownNameError
 from llm_tts.progress import ProgressCallback, ProgressEvent, RunControl
@@ -22,6 +24,7 @@ from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.types import Segment, Step, Trajectory
 
+_POLL_S = 0.05  # how often a running backend call checks cancellation and the deadline
 VOTING_SCORER = "majority_vote"  # not a Scorer object: self_consistency's vote itself
 Status = Literal["selected", "kept", "pruned"]
 
@@ -88,7 +91,11 @@ class StrategyContext:
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]) -> list[list[Segment]]:
-        """One backend call. Seeds differ per call (seed + call index) so steps are not clones."""
+        """One backend call. Seeds differ per call (seed + call index) so steps are not clones.
+
+        On a backend that can submit (vLLM), cancellation and the deadline also stop the call
+        while it runs: its requests are aborted in the engine, not left to finish.
+        """
         self.control.check()
         c = self.config
         params = SamplingParams(
@@ -102,11 +109,28 @@ class StrategyContext:
             top_logprobs=self.scorer.top_logprobs_needed if self.scorer else 0,
         )
         start = time.perf_counter()
-        out = self.backend.generate(prompts, params)
-        self.generation_s += time.perf_counter() - start
+        try:
+            if isinstance(self.backend, SubmittingBackend):
+                out = self._await(self.backend.submit(prompts, params))
+            else:
+                out = self.backend.generate(prompts, params)
+        finally:
+            self.generation_s += time.perf_counter() - start
         self.generate_calls += 1
         self.completion_tokens += sum(len(s) for row in out for s in row)
         return out
+
+    def _await(self, futures: list[Future[list[Segment]]]) -> list[list[Segment]]:
+        """The futures' results, checking cancellation and the deadline while waiting; on
+        either (or any error) the requests still running are cancelled."""
+        try:
+            while futures_wait(futures, timeout=_POLL_S).not_done:
+                self.control.check()
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
     def sample_full(self, n: int) -> list[Beam]:
         """``n`` whole trajectories from ONE backend call, split into steps at the delimiter."""
