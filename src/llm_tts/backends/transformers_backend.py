@@ -19,6 +19,7 @@ from llm_tts.backends.base import (
 )
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
+from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
@@ -42,8 +43,10 @@ class TransformersBackend(LocalTokenizerMixin):
         from transformers import AutoModelForCausalLM
 
         self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)
+        self.dtype = _pick_dtype(dtype, self.device)  # checked before anything loads
         path = resolve_model(model)
+        if self.dtype is None:  # "auto" on a CPU: float32 where it has no bfloat16 instructions
+            self.dtype = getattr(torch, auto_cpu_dtype(path))
         self.model_name = display_name(model)
         self.model_path = path
         try:
@@ -250,4 +253,4 @@ def _pick_dtype(dtype: str, device: Any) -> Any:
         return value
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    return None  # a CPU: depends on its instructions and the model's size (auto_cpu_dtype)
