@@ -74,8 +74,12 @@ def test_seed_on_cpu_is_dropped_with_one_warning_not_a_crash(vllm_backend, caplo
 
 
 def test_prefix_cache_stats_count_hits_when_a_prefix_is_continued(vllm_backend):
-    # A prompt no other test uses, longer than two KV blocks (32 tokens each on CPU).
-    p = chat(vllm_backend, "Consider the zebra, the quokka and the axolotl. " * 4 + "Which is the smallest?")
+    # A prompt no other test uses from its first token (its own system prompt: the default one is
+    # shared, and a whole KV block on GPU), longer than two KV blocks (32 tokens each on CPU).
+    p = vllm_backend.render_chat([
+        ChatMessage(role="system", content="Zoology quiz, round seven."),
+        ChatMessage(role="user", content="Consider the zebra, the quokka and the axolotl. " * 4 + "Which is the smallest?"),
+    ])
     assert len(p) > 64
     vllm_backend.reset_engine_stats()
     (first,) = vllm_backend.generate([p], SamplingParams(temperature=0.0, max_tokens=8))[0]

@@ -356,6 +356,12 @@ def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError
     if len(msg) > _MAX_ENGINE_MESSAGE:  # vLLM lists every architecture it knows; keep the gist
         msg = msg[:_MAX_ENGINE_MESSAGE] + " ..."
 
+    if "engine core initialization failed" in low:  # the engine ran in its own process (GPU): its log has the cause
+        return BackendUnavailableError(
+            f"the vLLM engine process could not start for model {str(path)!r} ({msg}). The log above has the cause; "
+            "usually too little KV cache for max_model_len (give it more: kv_cache_space=GiB on CPU, "
+            "gpu_memory_utilization on GPU, or lower max_model_len), too little GPU memory, or weights that cannot be loaded"
+        )
     if "kv cache" in low or "memory" in low or "max_model_len" in low or "out of memory" in low:
         return BackendUnavailableError(
             f"the vLLM engine could not start for model {str(path)!r}: {msg}. Give it more KV cache "
