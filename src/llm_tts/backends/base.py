@@ -110,8 +110,9 @@ class Backend(Protocol):
 class SubmittingBackend(Backend, Protocol):
     """A backend that can also start a generation and return at once (vLLM's engine loop).
 
-    Step strategies use it to act on each prefix's samples as soon as they finish, and to
-    cancel work they no longer need, instead of waiting for the slowest sample of a step.
+    Strategies use it so that a cancelled or overdue run stops a call while it runs (its requests
+    are aborted, not left to finish); a caller can also act on each prefix's samples as soon as
+    they finish instead of waiting for the slowest.
     """
 
     def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Future[list[Segment]]]:

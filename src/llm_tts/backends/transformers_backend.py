@@ -17,9 +17,9 @@ from llm_tts.backends.base import (
     check_request,
     check_token_ids,
 )
+from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
-from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
