@@ -159,10 +159,6 @@ class _RowState:
         self.stop = stop
         self.window = max((len(s) for s in stop), default=0) + _STOP_WINDOW_EXTRA
 
-    @property
-    def all_done(self) -> bool:
-        return all(self.done)
-
     def record(
         self, rows: list[int], tokens: list[int], chosen: list[float] | None,
         top: tuple[list, list] | None, is_eos: list[bool],

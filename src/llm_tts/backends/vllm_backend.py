@@ -29,7 +29,7 @@ from llm_tts.errors import (
     LLMTTSError,
     ModelLoadError,
 )
-from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME, resolve_model
+from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class VLLMBackend(LocalTokenizerMixin):
     ) -> None:
         _check_options(max_model_len, gpu_memory_utilization, tensor_parallel_size, kv_cache_space)
         path = resolve_model(model)
-        self.model_name = EMBEDDED_MODEL_NAME if model is None or str(model).lower() in EMBEDDED_ALIASES else str(model)
+        self.model_name = display_name(model)
         self.model_path = path
         self.on_cpu = _cpu_only()
         if self.on_cpu:
@@ -243,17 +243,15 @@ class _EngineStats:
             self.queries = self.hits = self.requests = 0
             self.steps = self.running = self.generated = 0
 
-    def add_prefix_lookups(self, requests: int, queries: int, hits: int) -> None:
-        with self._lock:
-            self.requests += requests
-            self.queries += queries
-            self.hits += hits
-
-    def add_step(self, running: int, generated: int) -> None:
+    def add_step(self, running: int, generated: int, requests: int, queries: int, hits: int) -> None:
+        """One engine step: sequences running, tokens generated, prefix-cache lookups and hits."""
         with self._lock:
             self.steps += 1
             self.running += running
             self.generated += generated
+            self.requests += requests
+            self.queries += queries
+            self.hits += hits
 
     def snapshot(self) -> dict[str, int | float]:
         with self._lock:
@@ -277,11 +275,13 @@ def _stat_logger_factory(stats: _EngineStats) -> Any:
 
         def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
             pc = getattr(scheduler_stats, "prefix_cache_stats", None)
-            if pc is not None:
-                # Preempted requests are looked up again; count them too (they are real work).
-                stats.add_prefix_lookups(pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
+            # Preempted requests are looked up again; count them too (they are real work).
+            lookups = (
+                (pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
+                if pc is not None else (0, 0, 0)
+            )
             generated = getattr(iteration_stats, "num_generation_tokens", 0) if iteration_stats is not None else 0
-            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated)
+            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated, *lookups)
 
         def log_engine_initialized(self) -> None:
             pass

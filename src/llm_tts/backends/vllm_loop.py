@@ -8,7 +8,8 @@ same loop drives generation (``SamplingParams``) and pooling (``PoolingParams``)
 
 Each request has its own future, resolved as soon as that request finishes (not when the
 caller's whole batch does), so a caller can act on early finishers while the rest run; its
-``cancel()`` aborts the request in the engine.
+``cancel()`` aborts the request in the engine. Turning an engine output into the caller's result
+(``convert``) happens in the caller's thread, on ``result()``: the loop thread only steps.
 """
 
 from __future__ import annotations
@@ -26,13 +27,27 @@ from llm_tts.errors import BackendUnavailableError
 log = logging.getLogger(__name__)
 
 
-class RequestFuture(Future):
-    """One engine request's final output; ``cancel()`` also aborts the request in the engine."""
+_UNCONVERTED = object()
 
-    def __init__(self, loop: EngineLoop, request_id: str) -> None:
+
+class RequestFuture(Future):
+    """One engine request's output, through ``convert`` on the first ``result()``;
+    ``cancel()`` also aborts the request in the engine."""
+
+    def __init__(self, loop: EngineLoop, request_id: str, convert: Callable[[Any], Any] | None = None) -> None:
         super().__init__()
         self._loop = loop
         self.request_id = request_id
+        self._convert = convert
+        self._converted: Any = _UNCONVERTED
+
+    def result(self, timeout: float | None = None) -> Any:
+        out = super().result(timeout)
+        if self._convert is None:
+            return out
+        if self._converted is _UNCONVERTED:
+            self._converted = self._convert(out)
+        return self._converted
 
     def cancel(self) -> bool:
         if not super().cancel():
@@ -48,7 +63,6 @@ class _Job:
     prompts: Sequence[Any]
     params: Sequence[Any]
     futures: list[RequestFuture]
-    convert: Callable[[Any], Any] | None
     pending: int = 0
 
 
@@ -84,13 +98,13 @@ class EngineLoop:
         self, prompts: Sequence[Any], params: Sequence[Any], convert: Callable[[Any], Any] | None = None
     ) -> list[RequestFuture]:
         """Queue one request per prompt; each future gives its request's output, through
-        ``convert`` (run on the loop thread) when one is given."""
+        ``convert`` when one is given."""
         if self._dead is not None:
             raise EngineDeadError(f"the vLLM engine failed earlier and cannot be used: {self._dead}; create a new backend")
         if self._stopped:
             raise EngineDeadError("the vLLM engine was closed")
-        futures = [RequestFuture(self, f"r{next(self._ids)}") for _ in prompts]
-        self._queue.put(_Job(prompts, params, futures, convert))
+        futures = [RequestFuture(self, f"r{next(self._ids)}", convert) for _ in prompts]
+        self._queue.put(_Job(prompts, params, futures))
         return futures
 
     def run(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
@@ -171,12 +185,7 @@ class EngineLoop:
                 continue
             job, future = owner
             self._settle(job)
-            try:
-                result = job.convert(out) if job.convert is not None else out
-            except Exception as e:  # noqa: BLE001 - a conversion error belongs to its caller
-                _resolve(future, error=e)
-            else:
-                _resolve(future, result=result)
+            _resolve(future, result=out)
 
     def _settle(self, job: _Job) -> None:
         """One of ``job``'s requests left the engine."""

@@ -88,6 +88,8 @@ class StrategyContext:
         self.generation_s = 0.0
         self.scoring_s = 0.0
         self.generate_calls = 0
+        # Decided once: a backend that can submit lets a running call be stopped (see generate).
+        self._submit = backend.submit if isinstance(backend, SubmittingBackend) else None
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]) -> list[list[Segment]]:
@@ -110,8 +112,8 @@ class StrategyContext:
         )
         start = time.perf_counter()
         try:
-            if isinstance(self.backend, SubmittingBackend):
-                out = self._await(self.backend.submit(prompts, params))
+            if self._submit is not None:
+                out = self._await(self._submit(prompts, params))
             else:
                 out = self.backend.generate(prompts, params)
         finally:
