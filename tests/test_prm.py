@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm_tts.backends import cpu_dtype
+from llm_tts.backends.device import torch_dtype
 from llm_tts.errors import CapabilityError, ContextLengthError, ModelLoadError, ModelNotFoundError
 from llm_tts.scorers import ScorerContext, ScoreRequest, create_scorer
 from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages
@@ -164,13 +166,23 @@ def test_a_single_step_longer_than_the_prm_context_is_a_typed_error(scorer, tiny
     assert str(limit) in str(e.value)
 
 
-def test_create_scorer_prm_loads_from_the_context_path_in_bf16(tiny_prm_dir, hf_backend):
+def test_create_scorer_prm_loads_from_the_context_path_in_the_local_models_dtype(tiny_prm_dir, hf_backend):
     s = create_scorer("prm", ScorerContext(hf_backend, prm_model=str(tiny_prm_dir)))
     assert isinstance(s, PRMScorer)
-    assert s.prm.model.dtype == torch.bfloat16
+    assert s.prm.model.dtype == torch_dtype("auto", s.prm.device, tiny_prm_dir)  # as the backends would run it
     _, expected = reference(PRMScorer(tiny_prm_dir, dtype="float32").prm, QUESTION, STEPS)
     (got,) = s.score([ScoreRequest(QUESTION, steps_of(STEPS))])
-    assert got == pytest.approx(expected, abs=0.05)  # bf16 arithmetic
+    assert got == pytest.approx(expected, abs=0.05)  # bf16 arithmetic where the CPU rule picks it
+
+
+def test_prm_on_a_cpu_without_bfloat16_follows_the_backends_float32_rule(tiny_prm_dir, monkeypatch):
+    # Was a bug: the PRM passed dtype=None ("apply the CPU rule") to transformers, which then
+    # loaded the checkpoint's bfloat16 on CPUs where the backends run in float32.
+    monkeypatch.setattr(cpu_dtype, "cpu_has_native_bf16", lambda: False)
+    assert cpu_dtype.auto_cpu_dtype(tiny_prm_dir) == "float32"  # the rule, for a model this small
+    assert torch_dtype("auto", torch.device("cpu"), tiny_prm_dir) == torch.float32  # what the backends load
+    s = PRMScorer(tiny_prm_dir, device="cpu")  # dtype="auto"
+    assert s.prm.model.dtype == torch.float32
 
 
 def test_prm_without_a_path_is_a_capability_error(hf_backend, monkeypatch):

@@ -249,7 +249,7 @@ def test_cancelling_a_search_mid_step_stops_it_and_aborts_its_requests(vllm_back
 def prm_pair(tiny_prm_dir):
     """The same tiny PRM checkpoint on transformers and on vLLM, both float32."""
     from llm_tts.scorers.prm import PRMScorer
-    from llm_tts.scorers.vllm_prm import VLLMPRMScorer, release_vllm_prm_engines
+    from llm_tts.scorers.prm import VLLMPRMScorer, release_vllm_prm_engines
 
     ref = PRMScorer(tiny_prm_dir, dtype="float32")
     ours = VLLMPRMScorer(tiny_prm_dir, dtype="float32", kv_cache_space=0.25)
@@ -295,7 +295,7 @@ def test_vllm_prm_rescoring_a_cached_trajectory_uses_memo_or_recomputes(prm_pair
 
 def test_prm_scorer_runs_on_vllm_when_the_policy_backend_is_vllm(vllm_backend, tiny_prm_dir):
     from llm_tts.scorers.base import ScorerContext, create_scorer
-    from llm_tts.scorers.vllm_prm import VLLMPRMScorer, release_vllm_prm_engines
+    from llm_tts.scorers.prm import VLLMPRMScorer, release_vllm_prm_engines
 
     try:
         scorer = create_scorer("prm", ScorerContext(vllm_backend, prm_model=str(tiny_prm_dir)))
@@ -307,7 +307,7 @@ def test_prm_scorer_runs_on_vllm_when_the_policy_backend_is_vllm(vllm_backend, t
 
 
 def test_vllm_prm_refuses_a_model_that_is_not_a_prm(embedded_model_dir):
-    from llm_tts.scorers.vllm_prm import VLLMPRMScorer
+    from llm_tts.scorers.prm import VLLMPRMScorer
 
     with pytest.raises(ModelLoadError, match="Qwen2ForProcessRewardModel"):
         VLLMPRMScorer(embedded_model_dir)

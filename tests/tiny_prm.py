@@ -24,7 +24,7 @@ def make_tiny_prm(path: str | Path, *, max_position_embeddings: int = 1024, seed
     from transformers import AutoTokenizer, Qwen2Config
 
     from llm_tts.models import ensure_embedded_model
-    from llm_tts.scorers.prm_model import Qwen2ForProcessRewardModel
+    from llm_tts.scorers.prm.model import Qwen2ForProcessRewardModel
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ from llm_tts.backends.base import (
     check_request,
     check_token_ids,
 )
-from llm_tts.backends.cpu_dtype import auto_cpu_dtype
+from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
-from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
+from llm_tts.errors import BackendUnavailableError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
 from llm_tts.types import Segment
 
@@ -39,14 +39,12 @@ class TransformersBackend(LocalTokenizerMixin):
         dtype: str = "auto",
         max_batch_rows: int = 64,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)  # checked before anything loads
+        self.device = pick_device(device)
+        parse_dtype(dtype)  # checked before anything loads
         path = resolve_model(model)
-        if self.dtype is None:  # "auto" on a CPU: float32 where it has no bfloat16 instructions
-            self.dtype = getattr(torch, auto_cpu_dtype(path))
+        self.dtype = torch_dtype(dtype, self.device, path)  # "auto" on a CPU: see llm_tts.backends.device
         self.model_name = display_name(model)
         self.model_path = path
         try:
@@ -218,35 +216,3 @@ def _sample(logits: Any, params: SamplingParams, generator: Any) -> Any:
         logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
-def _pick_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidParameterError("device", device, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (dev.index or 0) >= count:
-            raise BackendUnavailableError(
-                f"device={device!r} was asked for but this machine has {count} usable CUDA device(s) "
-                f"(torch {torch.__version__}); use device='cpu' or install a CUDA build of torch"
-            )
-    return dev
-
-
-def _pick_dtype(dtype: str, device: Any) -> Any:
-    import torch
-
-    if dtype != "auto":
-        value = getattr(torch, str(dtype), None)
-        if not isinstance(value, torch.dtype) or not value.is_floating_point:
-            raise InvalidParameterError("dtype", dtype, "must be 'auto' or a float dtype name such as 'bfloat16', 'float32'")
-        return value
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None  # a CPU: depends on its instructions and the model's size (auto_cpu_dtype)

@@ -14,14 +14,21 @@ stop string, kept), "eos" (an end-of-turn token, kept in token_ids) and "length"
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import Future
 from typing import Any, Sequence
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
-from llm_tts.backends.cpu_dtype import auto_cpu_dtype
+from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.backends.vllm_engine import (
+    CPU_BLOCK_SIZE,
+    EngineStats,
+    prepare_process,
+    require_vllm,
+    shutdown_engine,
+    start_engine,
+)
 from llm_tts.errors import (
     BackendUnavailableError,
     ContextLengthError,
@@ -34,20 +41,13 @@ from llm_tts.types import Segment
 
 log = logging.getLogger(__name__)
 
-GiB = 1 << 30
-DEFAULT_CPU_KV_CACHE_GIB = 2.0  # when neither kv_cache_space nor VLLM_CPU_KVCACHE_SPACE is given
-# The CPU attention kernel needs block sizes that are multiples of 32; vLLM's CPU default is 128,
-# which caches nothing of a prefix shorter than 128 tokens. 32 keeps beams' prefixes cached.
-CPU_BLOCK_SIZE = 32
-_MAX_ENGINE_MESSAGE = 400
-_ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide state (env, torch.distributed)
 
 
 class VLLMBackend(LocalTokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` on an in-process ``vllm.LLMEngine``.
 
     Engine options: ``dtype`` ("auto": the model's own, but float32 on a CPU without bfloat16
-    instructions, see :mod:`llm_tts.backends.cpu_dtype`; "bfloat16", "float16", "float32"), ``max_model_len``
+    instructions, see :mod:`llm_tts.backends.device`; "bfloat16", "float16", "float32"), ``max_model_len``
     (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
     for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
     ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
@@ -76,18 +76,11 @@ class VLLMBackend(LocalTokenizerMixin):
         path = resolve_model(model)
         self.model_name = display_name(model)
         self.model_path = path
-        self.on_cpu = _cpu_only()
-        if self.on_cpu:
-            # In-process engine core: starts in seconds; our own scheduler thread gives concurrency.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        else:
-            # A forked engine core cannot use CUDA once this process touched it ("Cannot
-            # re-initialize CUDA in forked subprocess", seen on an H200 at first use): spawn it.
-            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        if dtype == "auto" and self.on_cpu:
-            dtype = auto_cpu_dtype(path)  # float32 where the CPU has no bfloat16 instructions
+        self.on_cpu = not cuda_available()
+        prepare_process(on_cpu=self.on_cpu)
+        dtype = engine_dtype(dtype, path, on_cpu=self.on_cpu)  # float32 on a CPU without bfloat16 instructions
         self.dtype = dtype
-        _import_vllm()  # a typed error here when vLLM is missing or broken
+        require_vllm()  # a typed error here when vLLM is missing or broken
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
         except Exception as e:  # noqa: BLE001
@@ -107,8 +100,8 @@ class VLLMBackend(LocalTokenizerMixin):
         )
         if block_size is not None or self.on_cpu:
             args["block_size"] = block_size or CPU_BLOCK_SIZE
-        self.stats = _EngineStats()
-        self.engine = _start_engine(args, kv_cache_space, self.stats, path)
+        self.stats = EngineStats()
+        self.engine = start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
         gen_eos = self.engine.model_config.hf_config.eos_token_id
@@ -231,149 +224,6 @@ def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
     )
 
 
-class _EngineStats:
-    """Running totals of the engine's own statistics (a vLLM stat logger feeds them each step)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.queries = self.hits = self.requests = 0
-            self.steps = self.running = self.generated = 0
-
-    def add_step(self, running: int, generated: int, requests: int, queries: int, hits: int) -> None:
-        """One engine step: sequences running, tokens generated, prefix-cache lookups and hits."""
-        with self._lock:
-            self.steps += 1
-            self.running += running
-            self.generated += generated
-            self.requests += requests
-            self.queries += queries
-            self.hits += hits
-
-    def snapshot(self) -> dict[str, int | float]:
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "prompt_tokens": self.queries,
-                "cached_tokens": self.hits,
-                "hit_rate": self.hits / self.queries if self.queries else 0.0,
-                "engine_steps": self.steps,
-                "mean_running": self.running / self.steps if self.steps else 0.0,
-                "generated_tokens": self.generated,
-            }
-
-
-def _stat_logger_factory(stats: _EngineStats) -> Any:
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class EngineStatsLogger(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            pass
-
-        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
-            pc = getattr(scheduler_stats, "prefix_cache_stats", None)
-            # Preempted requests are looked up again; count them too (they are real work).
-            lookups = (
-                (pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
-                if pc is not None else (0, 0, 0)
-            )
-            generated = getattr(iteration_stats, "num_generation_tokens", 0) if iteration_stats is not None else 0
-            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated, *lookups)
-
-        def log_engine_initialized(self) -> None:
-            pass
-
-    return EngineStatsLogger
-
-
-def _start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: _EngineStats, path: Any) -> Any:
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.usage.usage_lib import UsageContext
-    from vllm.v1.engine.llm_engine import LLMEngine
-
-    global _live_engines
-    with _ENGINE_START_LOCK:
-        saved = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
-        if kv_cache_space is not None:
-            # The env var (whole GiB) overrides kv_cache_memory_bytes on CPU; set bytes exactly instead.
-            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
-            args["kv_cache_memory_bytes"] = int(kv_cache_space * GiB)
-        elif saved is None and _cpu_only():
-            args["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * GiB)
-        try:
-            engine_args = EngineArgs(**args)
-            engine = LLMEngine.from_engine_args(
-                engine_args, usage_context=UsageContext.LLM_CLASS, stat_loggers=[_stat_logger_factory(stats)]
-            )
-        except TypeError as e:
-            raise InvalidParameterError("engine option", str(e), "not an option of vllm.EngineArgs") from e
-        except Exception as e:  # noqa: BLE001 - classify what vLLM says into what the user must change
-            raise _startup_error(e, path, args) from e
-        finally:
-            if saved is not None:
-                os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
-    with _live_lock:
-        _live_engines += 1
-    return engine
-
-
-_live_engines = 0
-_live_lock = threading.Lock()
-
-
-def shutdown_engine(engine: Any) -> None:
-    """Free an engine's KV cache and workers now, not whenever the garbage collector runs.
-
-    vLLM's own shutdown of an in-process engine also tears down the process-wide
-    torch.distributed groups, which every in-process engine shares: it would break the engines
-    still running (a policy next to a PRM, or several backends in tests). So the full shutdown
-    runs only for the last live engine; the others release their own resources only.
-    """
-    global _live_engines
-    with _live_lock:
-        _live_engines -= 1
-        last = _live_engines <= 0
-    client = engine.engine_core
-    core = getattr(client, "engine_core", None)  # set for the in-process client only
-    if last or core is None or not hasattr(client, "_finalizer"):
-        client.shutdown()
-        return
-    if client._finalizer.detach() is not None:  # the finalizer would run the full shutdown on GC
-        core.structured_output_manager.clear_backend()
-        if core.model_executor:
-            core.model_executor.shutdown()
-        if core.scheduler:
-            core.scheduler.shutdown()
-    engine.dp_group = None  # LLMEngine.__del__ would destroy the shared data-parallel group
-
-
-def _startup_error(e: Exception, path: Any, args: dict[str, Any]) -> LLMTTSError:
-    msg = f"{type(e).__name__}: {e}"
-    low = msg.lower()
-    if len(msg) > _MAX_ENGINE_MESSAGE:  # vLLM lists every architecture it knows; keep the gist
-        msg = msg[:_MAX_ENGINE_MESSAGE] + " ..."
-
-    if "engine core initialization failed" in low:  # the engine ran in its own process (GPU): its log has the cause
-        return BackendUnavailableError(
-            f"the vLLM engine process could not start for model {str(path)!r} ({msg}). The log above has the cause; "
-            "usually too little KV cache for max_model_len (give it more: kv_cache_space=GiB on CPU, "
-            "gpu_memory_utilization on GPU, or lower max_model_len), too little GPU memory, or weights that cannot be loaded"
-        )
-    if "kv cache" in low or "memory" in low or "max_model_len" in low or "out of memory" in low:
-        return BackendUnavailableError(
-            f"the vLLM engine could not start for model {str(path)!r}: {msg}. Give it more KV cache "
-            "(kv_cache_space=GiB on CPU, gpu_memory_utilization on GPU) or lower max_model_len"
-        )
-    return ModelLoadError(
-        f"vLLM could not load model folder {str(path)!r}: {msg}. Check that it is a complete Hugging Face "
-        "model folder of an architecture vLLM supports (config.json, safetensors weights, tokenizer), "
-        "or use backend='transformers'"
-    )
-
-
 def _request_error(e: Exception, limit: int, vocab_size: int) -> LLMTTSError:
     if isinstance(e, LLMTTSError):
         return e
@@ -399,19 +249,3 @@ def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float
         raise InvalidParameterError("tensor_parallel_size", tp, "must be an integer >= 1 (number of GPUs)")
     if kv is not None and (not isinstance(kv, (int, float)) or kv <= 0):
         raise InvalidParameterError("kv_cache_space", kv, "must be a positive number of GiB")
-
-
-def _cpu_only() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()
-
-
-def _import_vllm() -> None:
-    try:
-        import vllm  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - missing, or a broken install (e.g. a CUDA torchvision)
-        raise BackendUnavailableError(
-            f"vLLM is not usable here ({type(e).__name__}: {e}); install it with `pip install llm-tts[vllm]` "
-            "or use backend='transformers'"
-        ) from e

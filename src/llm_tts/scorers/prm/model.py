@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from transformers import Qwen2Config, Qwen2Model, Qwen2PreTrainedModel
 
-ARCHITECTURE = "Qwen2ForProcessRewardModel"
 NUM_LABELS = 2  # index 1 is the "step is correct" class
 
 

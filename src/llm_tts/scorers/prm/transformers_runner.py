@@ -1,14 +1,6 @@
-"""Process reward models in the Qwen2.5-Math-PRM format, on transformers.
+"""The PRM scorer on transformers, with its own KV prefix cache.
 
-Input (as in the model card): the PRM's chat template renders
-
-    system    "Please reason step by step, and put your final answer within \\boxed{}."
-    user      the question
-    assistant step_1 <extra_0> step_2 <extra_0> ... step_n <extra_0>
-
-and the reward of step i is ``softmax(logits)[1]`` (P(correct)) at the i-th ``<extra_0>``. Step
-texts are stripped of surrounding whitespace (the delimiter ``"\\n\\n"`` is what ``<extra_0>``
-replaces) and of any literal ``<extra_0>``. Scores are in [0, 1], higher = better.
+Inputs, windowing and truncation are :mod:`llm_tts.scorers.prm.inputs`'s; this module runs them.
 
 Incremental scoring: the model is causal, so the reward at a separator depends only on the
 tokens before it. After each forward pass the KV cache of the whole input (ending at its last
@@ -18,18 +10,12 @@ new steps' tokens on top of it, so a beam that grew by one step costs one step o
 Requests are batched: cached prefixes are left-padded and new tokens right-padded into one
 forward pass (bounded by ``max_batch_tokens``).
 
-Truncation: when the question and the steps do not fit the PRM's context, the earliest steps
-are dropped from the PRM's view (whole steps, from the left); every step is still scored, with
-as many of the steps before it as fit. A single step that does not fit together with the
-question raises :class:`~llm_tts.errors.ContextLengthError`.
-
-The loaded weights are shared by every scorer on the same path (loading a PRM per request
-would dominate its cost); KV caches belong to one scorer, that is one request.
+The loaded weights are shared by every scorer on the same path, device and dtype (loading a PRM
+per request would dominate its cost); KV caches belong to one scorer, that is one request.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -37,30 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from llm_tts.errors import CapabilityError, ContextLengthError, ModelLoadError
+from llm_tts.backends.device import pick_device, torch_dtype
+from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
-from llm_tts.scorers.base import Scorer, ScoreRequest, ScorerContext, register_scorer
-
-PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-STEP_SEPARATOR = "<extra_0>"
-PRM_ARCHITECTURE = "Qwen2ForProcessRewardModel"
-PRM_PATH_ENV = "PRM_MODEL_PATH"
-_MARK = "\ue000STEPS\ue000"  # private-use text that no template touches; split point of the render
-
-
-def prm_messages(question: str, step_texts: Sequence[str]) -> list[dict[str, str]]:
-    """The chat the PRM judges, in the model card's format (steps joined by ``<extra_0>``)."""
-    steps = [_clean_step(t) for t in step_texts]
-    return [
-        {"role": "system", "content": PRM_SYSTEM},
-        {"role": "user", "content": question.replace(STEP_SEPARATOR, "")},  # separators mark steps only
-        {"role": "assistant", "content": STEP_SEPARATOR.join(steps) + STEP_SEPARATOR},
-    ]
-
-
-def _clean_step(text: str) -> str:
-    """A step as the PRM was trained on it: no surrounding whitespace, no literal separator."""
-    return text.replace(STEP_SEPARATOR, "").strip()
+from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.scorers.prm.inputs import PRMInputs, PRMJob, PRMStats, PRMTokenizer, check_prm_folder
 
 
 @dataclass
@@ -68,12 +35,19 @@ class LoadedPRM:
     """A PRM model and tokenizer, shared read-only by every scorer on that path."""
 
     model: Any
-    tokenizer: Any
-    sep_id: int
-    pad_id: int
+    tokens: PRMTokenizer
     max_context_tokens: int
     device: Any
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
+
+    @property
+    def tokenizer(self) -> Any:
+        """The transformers tokenizer."""
+        return self.tokens.hf
+
+    @property
+    def sep_id(self) -> int:
+        return self.tokens.sep_id
 
 
 _LOADED: dict[tuple[str, str, str], LoadedPRM] = {}
@@ -81,12 +55,17 @@ _LOADED_LOCK = threading.Lock()
 
 
 def load_prm(path: str | os.PathLike[str], *, device: str = "auto", dtype: str = "auto") -> LoadedPRM:
-    """Load (once per process) the PRM at ``path``; raises ModelNotFoundError / ModelLoadError."""
-    folder = resolve_model(path)
-    key = (str(Path(folder).resolve()), device, dtype)
+    """Load (once per process, device and dtype) the PRM at ``path``, on the device and in the
+    dtype every local model gets (:mod:`llm_tts.backends.device`); raises ModelNotFoundError /
+    ModelLoadError, and InvalidParameterError / BackendUnavailableError for a bad device or dtype."""
+    folder = Path(resolve_model(path))
+    check_prm_folder(folder)
+    dev = pick_device(device)
+    torch_type = torch_dtype(dtype, dev, folder)  # "auto" on a CPU: the backends' CPU rule
+    key = (str(folder.resolve()), str(dev), str(torch_type))
     with _LOADED_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load(Path(folder), device, dtype)
+            _LOADED[key] = _load(folder, dev, torch_type)
         return _LOADED[key]
 
 
@@ -96,62 +75,27 @@ def release_prm_models() -> None:
         _LOADED.clear()
 
 
-def _load(folder: Path, device: str, dtype: str) -> LoadedPRM:
-    config = json.loads((folder / "config.json").read_text())
-    archs = config.get("architectures") or []
-    if PRM_ARCHITECTURE not in archs or config.get("model_type") != "qwen2":
-        raise ModelLoadError(
-            f"{str(folder)!r} is not a process reward model in the Qwen2.5-Math-PRM format: config has "
-            f"architectures={archs} model_type={config.get('model_type')!r}, expected [{PRM_ARCHITECTURE!r}] and 'qwen2'"
-        )
-    import torch
+def _load(folder: Path, device: Any, dtype: Any) -> LoadedPRM:
     from transformers import AutoTokenizer
 
-    from llm_tts.backends.transformers_backend import _pick_dtype
-    from llm_tts.scorers.prm_model import Qwen2ForProcessRewardModel
+    from llm_tts.scorers.prm.model import Qwen2ForProcessRewardModel
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=_pick_dtype(dtype, dev)).to(dev).eval()
+        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=dtype).to(device).eval()
     except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
         raise ModelLoadError(f"could not load PRM folder {str(folder)!r}: {e}") from e
-    sep_id = tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)
-    if STEP_SEPARATOR not in tokenizer.get_vocab() or sep_id is None:
-        raise ModelLoadError(f"PRM tokenizer in {str(folder)!r} has no {STEP_SEPARATOR!r} token")
-    if not tokenizer.chat_template:
-        raise ModelLoadError(f"PRM tokenizer in {str(folder)!r} has no chat template")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return LoadedPRM(
         model=model,
-        tokenizer=tokenizer,
-        sep_id=int(sep_id),
-        pad_id=int(pad if pad is not None else 0),
+        tokens=PRMTokenizer.of(tokenizer, folder),
         max_context_tokens=int(model.config.max_position_embeddings),
-        device=dev,
+        device=device,
     )
 
 
-@dataclass
-class PRMStats:
-    """Token counts of one scorer, to check that prefixes are reused (tests, benchmarks)."""
-
-    forward_calls: int = 0
-    computed_tokens: int = 0  # tokens run through the model
-    reused_tokens: int = 0  # tokens whose KV came from the prefix cache
-
-
-@dataclass
-class _Job:
-    """One PRM input: ``ids`` end at the last separator; score steps ``first_scored`` onwards."""
-
-    request: int
-    ids: list[int]
-    seps: list[int]  # position of each window step's separator in ids
-    first_scored: int
-
-
 class PRMScorer(Scorer):
+    """``prm`` on transformers: the PRM's step rewards, prefixes reused from a KV cache."""
+
     name = "prm"
 
     def __init__(
@@ -168,64 +112,25 @@ class PRMScorer(Scorer):
         self.prm = load_prm(model_path, device=device, dtype=dtype)
         limit = self.prm.max_context_tokens
         self.max_context_tokens = min(max_context_tokens, limit) if max_context_tokens else limit
+        self.inputs = PRMInputs(self.prm.tokens, self.max_context_tokens)
         self.max_batch_tokens = max_batch_tokens
         self.stats = PRMStats()
         self._cache = _PrefixCache(cache_max_entries, cache_max_bytes)
-        self._heads: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         with self._lock:
-            jobs = [job for i, r in enumerate(requests) for job in self._plan(i, r)]
-            out: list[list[float]] = [[] for _ in requests]
-            for job, scores in zip(jobs, self._run(jobs)):
-                out[job.request].extend(scores)  # a request's jobs are planned in step order
-            return out
+            return self.inputs.score(requests, self._run)
 
     def close(self) -> None:
         self._cache.clear()
 
     def input_ids(self, question: str, step_texts: Sequence[str]) -> list[int]:
         """The PRM's input for a whole trajectory, ending at its last separator (no truncation)."""
-        return _Encoded(self.prm, self._head(question), step_texts).ids(0, len(step_texts))[0]
-
-    # -- building inputs ------------------------------------------------------------------
-    def _head(self, question: str) -> str:
-        """The rendered chat up to where the assistant's steps begin."""
-        if question not in self._heads:
-            text = self.prm.tokenizer.apply_chat_template(
-                prm_messages(question, [_MARK]), tokenize=False, add_generation_prompt=False
-            )
-            if _MARK not in text:
-                raise ModelLoadError("the PRM's chat template does not render the assistant message")
-            self._heads[question] = text.split(_MARK)[0]
-        return self._heads[question]
-
-    def _plan(self, index: int, r: ScoreRequest) -> list[_Job]:
-        n = len(r.steps)
-        if r.first_unscored == n:
-            return []
-        enc = _Encoded(self.prm, self._head(r.question), [s.text for s in r.steps])
-        limit = self.max_context_tokens
-        if enc.length(0, n) <= limit:
-            return [_Job(index, *enc.ids(0, n), r.first_unscored)]
-        jobs = []
-        start = r.first_unscored
-        while start < n:  # steps [start, end) scored in this window, with steps [a, start) as context
-            if (size := enc.length(start, start + 1)) > limit:
-                raise ContextLengthError(size, limit, param="prm")
-            end = start + 1
-            while end < n and enc.length(start, end + 1) <= limit:
-                end += 1
-            a = start
-            while a > 0 and enc.length(a - 1, end) <= limit:
-                a -= 1
-            jobs.append(_Job(index, *enc.ids(a, end), start - a))
-            start = end
-        return jobs
+        return self.inputs.input_ids(question, step_texts)
 
     # -- running the model ------------------------------------------------------------------
-    def _run(self, jobs: list[_Job]) -> list[list[float]]:
+    def _run(self, jobs: list[PRMJob]) -> list[list[float]]:
         rows = [(job, *self._cached_prefix(job)) for job in jobs]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0].ids))
         results: dict[int, list[float]] = {}
@@ -239,7 +144,7 @@ class PRMScorer(Scorer):
             results.update(zip(batch, self._forward([rows[j] for j in batch])))
         return [results[i] for i in range(len(rows))]
 
-    def _cached_prefix(self, job: _Job) -> tuple[list[tuple[Any, Any]] | None, int]:
+    def _cached_prefix(self, job: PRMJob) -> tuple[list[tuple[Any, Any]] | None, int]:
         """The longest cached prefix ending at a separator before the first step to score."""
         for k in range(job.first_scored - 1, -1, -1):
             end = job.seps[k] + 1
@@ -247,7 +152,7 @@ class PRMScorer(Scorer):
                 return kv, end
         return None, 0
 
-    def _forward(self, rows: list[tuple[_Job, list[tuple[Any, Any]] | None, int]]) -> list[list[float]]:
+    def _forward(self, rows: list[tuple[PRMJob, list[tuple[Any, Any]] | None, int]]) -> list[list[float]]:
         import torch
         from transformers import DynamicCache
 
@@ -255,7 +160,7 @@ class PRMScorer(Scorer):
         past_max = max(p for _, _, p in rows)
         new_max = max(len(job.ids) - p for job, _, p in rows)
         b = len(rows)
-        input_ids = torch.full((b, new_max), self.prm.pad_id, dtype=torch.long)
+        input_ids = torch.full((b, new_max), self.prm.tokens.pad_id, dtype=torch.long)
         attention = torch.zeros((b, past_max + new_max), dtype=torch.long)
         positions = torch.zeros((b, new_max), dtype=torch.long)
         for i, (job, _, p) in enumerate(rows):  # cached prefix left-padded, new tokens right-padded
@@ -285,7 +190,7 @@ class PRMScorer(Scorer):
         return out
 
 
-def _pad_left(rows: list[tuple[_Job, list[tuple[Any, Any]] | None, int]], width: int) -> list[tuple[Any, Any]]:
+def _pad_left(rows: list[tuple[PRMJob, list[tuple[Any, Any]] | None, int]], width: int) -> list[tuple[Any, Any]]:
     """Per layer, the rows' cached keys and values left-padded with zeros to ``width``."""
     template = next(kv for _, kv, _ in rows if kv is not None)
     layers = []
@@ -298,40 +203,6 @@ def _pad_left(rows: list[tuple[_Job, list[tuple[Any, Any]] | None, int]], width:
                 values[i, :, width - p :] = kv[layer][1]
         layers.append((keys, values))
     return layers
-
-
-class _Encoded:
-    """Token ids of windows ``steps[a:e]`` of one request, each step encoded once.
-
-    The separator is a special token, so the tokenizer encodes the text between separators
-    independently: ids(a, e) equals encoding the rendered string of that window in one go.
-    """
-
-    def __init__(self, prm: LoadedPRM, head: str, texts: Sequence[str]) -> None:
-        self.tok, self.sep, self.head = prm.tokenizer, prm.sep_id, head
-        self.texts = [_clean_step(t) for t in texts]
-        self.steps = [self.tok.encode(t, add_special_tokens=False) for t in self.texts]
-        self.firsts: dict[int, list[int]] = {}  # the head is encoded together with the window's first step
-        self.prefix = [0]
-        for s in self.steps:
-            self.prefix.append(self.prefix[-1] + len(s) + 1)
-
-    def _first(self, a: int) -> list[int]:
-        if a not in self.firsts:
-            self.firsts[a] = self.tok.encode(self.head + self.texts[a], add_special_tokens=True)
-        return self.firsts[a]
-
-    def length(self, a: int, e: int) -> int:
-        return len(self._first(a)) + 1 + self.prefix[e] - self.prefix[a + 1]
-
-    def ids(self, a: int, e: int) -> tuple[list[int], list[int]]:
-        ids = [*self._first(a), self.sep]
-        seps = [len(ids) - 1]
-        for s in self.steps[a + 1 : e]:
-            ids.extend(s)
-            ids.append(self.sep)
-            seps.append(len(ids) - 1)
-        return ids, seps
 
 
 class _PrefixCache:
@@ -369,18 +240,3 @@ class _PrefixCache:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-@register_scorer("prm")
-def _create(ctx: ScorerContext) -> Scorer:
-    path = ctx.prm_model or os.environ.get(PRM_PATH_ENV)
-    if not path:
-        raise CapabilityError(
-            "scorer 'prm' needs a process reward model (Qwen2.5-Math-PRM format): pass its path as prm_model "
-            f"(TTSEngine(prm_model=...), ChatTTS(prm_model=...)) or set {PRM_PATH_ENV}"
-        )
-    if getattr(ctx.backend, "name", None) == "vllm":  # policy on vLLM: the PRM runs on vLLM's pooling runner too
-        from llm_tts.scorers.vllm_prm import VLLMPRMScorer
-
-        return VLLMPRMScorer(path)
-    return PRMScorer(path)

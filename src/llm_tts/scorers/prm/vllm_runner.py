@@ -1,11 +1,12 @@
 """The PRM scorer on vLLM's pooling runner, with vLLM's prefix cache doing the reuse.
 
-Same inputs and scores as :class:`llm_tts.scorers.prm.PRMScorer` (it reuses its input building,
-windowing and truncation); only the model call differs. A Qwen2.5-Math-PRM-style model runs on
-an in-process ``vllm.LLMEngine`` with ``runner="pooling"``, token-wise ``ALL`` pooling (vLLM's
-default ``STEP`` pooling cannot use the prefix cache) and prefix caching on: the engine returns
-the two-class head's logits only for the tokens it computed, that is after the longest cached
-prefix, and the reward of a step is ``softmax(logits)[1]`` at its ``<extra_0>``.
+Same inputs and scores as :class:`llm_tts.scorers.prm.PRMScorer` (both hold a
+:class:`~llm_tts.scorers.prm.inputs.PRMInputs`); only the model call differs. A
+Qwen2.5-Math-PRM-style model runs on an in-process ``vllm.LLMEngine`` (dtype as for every local
+model, :mod:`llm_tts.backends.device`) with ``runner="pooling"``, token-wise ``ALL`` pooling
+(vLLM's default ``STEP`` pooling cannot use the prefix cache) and prefix caching on: the engine
+returns the two-class head's logits only for the tokens it computed, that is after the longest
+cached prefix, and the reward of a step is ``softmax(logits)[1]`` at its ``<extra_0>``.
 
 A beam that grew by one step shares its whole prefix with the request that scored its parent,
 so the engine computes only the new step (in whole KV blocks). A separator that falls inside a
@@ -18,76 +19,70 @@ Engines are shared by every scorer on the same path and options (starting one ta
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
+from llm_tts.backends.device import cuda_available, engine_dtype
+from llm_tts.backends.vllm_engine import (
+    CPU_BLOCK_SIZE,
+    EngineStats,
+    prepare_process,
+    require_vllm,
+    shutdown_engine,
+    start_engine,
+)
+from llm_tts.backends.vllm_loop import EngineLoop
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
-from llm_tts.scorers.base import ScoreRequest
-from llm_tts.scorers.prm import PRM_ARCHITECTURE, STEP_SEPARATOR, LoadedPRM, PRMScorer, PRMStats, _Job
+from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.scorers.prm.inputs import PRMInputs, PRMJob, PRMStats, PRMTokenizer, check_prm_folder
 
 DEFAULT_CPU_KV_CACHE_GIB = 0.5
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.2  # the policy engine holds the rest; lower its share to match
 
 
 class VLLMPRMEngine:
-    """A PRM folder loaded in a vLLM pooling engine, plus the tokenizer facts the scorer needs."""
+    """A PRM folder loaded in a vLLM pooling engine, plus the PRM's tokenizer."""
 
     def __init__(self, folder: Path, *, dtype: str, max_model_len: int | None, kv_cache_space: float | None,
                  gpu_memory_utilization: float) -> None:
         from transformers import AutoTokenizer
 
-        from llm_tts.backends.vllm_backend import _cpu_only, _import_vllm, _EngineStats, _start_engine
-        from llm_tts.backends.vllm_loop import EngineLoop
-
-        _check_prm_folder(folder)
-        _import_vllm()
+        check_prm_folder(folder)
+        require_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load the PRM tokenizer in {str(folder)!r}: {e}") from e
-        if STEP_SEPARATOR not in tokenizer.get_vocab():
-            raise ModelLoadError(f"PRM tokenizer in {str(folder)!r} has no {STEP_SEPARATOR!r} token")
+        self.tokenizer = PRMTokenizer.of(tokenizer, folder)
         from vllm.config.pooler import PoolerConfig
 
+        on_cpu = not cuda_available()
+        prepare_process(on_cpu=on_cpu)
+        self.dtype = engine_dtype(dtype, folder, on_cpu=on_cpu)  # float32 on a CPU without bfloat16 instructions
         args: dict[str, Any] = dict(
             model=str(folder),
             runner="pooling",
             pooler_config=PoolerConfig(tok_pooling_type="ALL"),
-            dtype=dtype,
+            dtype=self.dtype,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=True,
             enforce_eager=True,
             disable_log_stats=False,
         )
-        on_cpu = _cpu_only()
         if on_cpu:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            from llm_tts.backends.vllm_backend import CPU_BLOCK_SIZE
-
             args["block_size"] = CPU_BLOCK_SIZE
-        self.stats = _EngineStats()
+        self.stats = EngineStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
-        self.engine = _start_engine(args, space, self.stats, folder)
+        self.engine = start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.loaded = LoadedPRM(
-            model=None,
-            tokenizer=tokenizer,
-            sep_id=int(tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)),
-            pad_id=int(pad if pad is not None else 0),
-            max_context_tokens=int(self.engine.model_config.max_model_len),
-            device=None,
-        )
+        self.max_context_tokens = int(self.engine.model_config.max_model_len)
 
     def close(self) -> None:
-        from llm_tts.backends.vllm_backend import shutdown_engine
-
         self.loop.close()
         shutdown_engine(self.engine)
 
@@ -100,8 +95,9 @@ def load_vllm_prm(path: str | os.PathLike[str], *, dtype: str = "auto", max_mode
                   kv_cache_space: float | None = None,
                   gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> VLLMPRMEngine:
     """Start (once per process and options) a vLLM pooling engine on the PRM at ``path``."""
-    folder = resolve_model(path)
-    key = (str(Path(folder).resolve()), dtype, max_model_len, kv_cache_space, gpu_memory_utilization)
+    folder = Path(resolve_model(path))
+    dtype = engine_dtype(dtype, folder, on_cpu=not cuda_available())  # "auto" on a CPU: the backends' CPU rule
+    key = (str(folder.resolve()), dtype, max_model_len, kv_cache_space, gpu_memory_utilization)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             _ENGINES[key] = VLLMPRMEngine(folder, dtype=dtype, max_model_len=max_model_len,
@@ -118,7 +114,7 @@ def release_vllm_prm_engines() -> None:
         e.close()
 
 
-class VLLMPRMScorer(PRMScorer):
+class VLLMPRMScorer(Scorer):
     """``prm`` on vLLM: same inputs and scores as the transformers PRM scorer, vLLM's engine.
 
     ``stats`` counts engine requests as forward calls, and computed vs prefix-cache-reused tokens.
@@ -129,32 +125,27 @@ class VLLMPRMScorer(PRMScorer):
     def __init__(self, model_path: str | os.PathLike[str], *, dtype: str = "auto", max_model_len: int | None = None,
                  kv_cache_space: float | None = None, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                  max_context_tokens: int | None = None, memo_max_entries: int = 65536) -> None:
-        # Not PRMScorer.__init__: that loads the transformers model. The attributes its input
-        # building (_plan, _head, input_ids) uses are set here.
         self.engine = load_vllm_prm(model_path, dtype=dtype, max_model_len=max_model_len,
                                     kv_cache_space=kv_cache_space, gpu_memory_utilization=gpu_memory_utilization)
-        self.prm = self.engine.loaded
-        limit = self.prm.max_context_tokens
+        limit = self.engine.max_context_tokens
         self.max_context_tokens = min(max_context_tokens, limit) if max_context_tokens else limit
+        self.inputs = PRMInputs(self.engine.tokenizer, self.max_context_tokens)
         self.stats = PRMStats()
-        self._heads: dict[str, str] = {}
         self._memo = _Memo(memo_max_entries)
         self._stats_lock = threading.Lock()
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         # No scorer-wide lock: concurrent callers' requests merge in the engine's batches.
-        jobs = [job for i, r in enumerate(requests) for job in self._plan(i, r)]
-        out: list[list[float]] = [[] for _ in requests]
-        for job, scores in zip(jobs, self._run(jobs)):
-            out[job.request].extend(scores)
-        return out
+        return self.inputs.score(requests, self._run)
 
     def close(self) -> None:
         self._memo.clear()  # the engine is shared; release_vllm_prm_engines() shuts it down
 
-    def _run(self, jobs: list[_Job]) -> list[list[float]]:
-        if not jobs:
-            return []
+    def input_ids(self, question: str, step_texts: Sequence[str]) -> list[int]:
+        """The PRM's input for a whole trajectory, ending at its last separator (no truncation)."""
+        return self.inputs.input_ids(question, step_texts)
+
+    def _run(self, jobs: list[PRMJob]) -> list[list[float]]:
         results = self._pool(jobs, read_cache=True)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # a separator hid in a cached prefix and the memo forgot it: compute it all
@@ -162,7 +153,7 @@ class VLLMPRMScorer(PRMScorer):
                 results[i] = r
         return results  # type: ignore[return-value]
 
-    def _pool(self, jobs: list[_Job], *, read_cache: bool) -> list[list[float] | None]:
+    def _pool(self, jobs: list[PRMJob], *, read_cache: bool) -> list[list[float] | None]:
         import torch
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
@@ -212,13 +203,3 @@ class _Memo:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-
-
-def _check_prm_folder(folder: Path) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    archs = config.get("architectures") or []
-    if PRM_ARCHITECTURE not in archs:
-        raise ModelLoadError(
-            f"{str(folder)!r} is not a process reward model in the Qwen2.5-Math-PRM format: config has "
-            f"architectures={archs}, expected [{PRM_ARCHITECTURE!r}]"
-        )
