@@ -293,6 +293,19 @@ def test_vllm_prm_rescoring_a_cached_trajectory_uses_memo_or_recomputes(prm_pair
     assert ours.score(whole) == [pytest.approx(want[0], abs=PRM_TOL)]  # memo gone: recomputed without the cache
 
 
+@pytest.mark.skipif(_ON_GPU, reason="the CPU dtype rule; on CUDA vLLM keeps the model's dtype")
+def test_vllm_prm_on_a_cpu_without_bfloat16_follows_the_backends_float32_rule(prm_pair, tiny_prm_dir, monkeypatch):
+    # Was a bug: dtype="auto" went to vLLM unchanged, which ran the checkpoint's bfloat16 on CPUs
+    # where the backends run in float32. (Same options as prm_pair: its float32 engine is reused.)
+    from llm_tts.backends import cpu_dtype
+    from llm_tts.scorers.prm import VLLMPRMScorer
+
+    monkeypatch.setattr(cpu_dtype, "cpu_has_native_bf16", lambda: False)
+    assert cpu_dtype.auto_cpu_dtype(tiny_prm_dir) == "float32"
+    scorer = VLLMPRMScorer(tiny_prm_dir, kv_cache_space=0.25)  # dtype="auto"
+    assert scorer.engine.engine.model_config.dtype == torch.float32
+
+
 def test_prm_scorer_runs_on_vllm_when_the_policy_backend_is_vllm(vllm_backend, tiny_prm_dir):
     from llm_tts.scorers.base import ScorerContext, create_scorer
     from llm_tts.scorers.prm import VLLMPRMScorer, release_vllm_prm_engines

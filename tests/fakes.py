@@ -1,0 +1,150 @@
+"""FAKES for the fast test tier: a scripted backend and a scripted scorer. No model runs.
+
+They exist because a real model cannot be told what to write: these let a test decide every
+candidate and every score, so it can pin exactly which candidates a strategy keeps, prunes and
+selects, how ties break, and how many backend and scorer calls each step costs. Everything a
+real model does is tested elsewhere, against real models.
+
+- :class:`FakeScriptedBackend` implements :class:`llm_tts.backends.base.Backend` with a
+  character-level "tokenizer" (one token per character, id = ``ord(ch)``). Its script maps the
+  completion written so far (the text after the chat prompt) to the continuations it returns,
+  in order: sample j of a prefix is ``script[prefix][j]``. Like a real backend it stops right
+  after the first stop string ("stop"), cuts at ``max_tokens`` ("length"), and otherwise ends
+  the sequence ("eos"). Each token's logprob is ``log(p)`` of its :class:`Out`, so the
+  ``perplexity`` scorer scores a step exactly ``p``.
+- :class:`FakeScriptedScorer` scores each step from a table keyed by the trajectory's text up
+  to and including that step.
+
+Both record their calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from llm_tts.backends.base import BackendCapabilities, SamplingParams
+from llm_tts.config import TTSConfig
+from llm_tts.messages import ChatMessage
+from llm_tts.progress import ProgressEvent
+from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.strategies import StrategyContext, StrategyOutcome, get_strategy
+from llm_tts.types import Segment
+
+ASSISTANT = "<assistant>"  # where the fake chat template hands over to the assistant
+QUESTION = "What is 2 + 3?"
+
+
+@dataclass(frozen=True)
+class Out:
+    """One scripted continuation: its text and the probability of each of its tokens."""
+
+    text: str
+    p: float = 0.5
+
+
+@dataclass(frozen=True)
+class Call:
+    """One generate call: the completions it continued (text after the prompt) and its params."""
+
+    prefixes: tuple[str, ...]
+    n: int
+    max_tokens: int
+    stop: tuple[str, ...]
+
+
+class FakeScriptedBackend:
+    """A FAKE backend that returns predetermined continuations; see the module docstring."""
+
+    name = "fake_scripted"
+    model_name = "fake-scripted-model"
+
+    def __init__(self, script: Mapping[str, Sequence[Out | str]], *, max_context_tokens: int = 100_000) -> None:
+        self.script = {k: [o if isinstance(o, Out) else Out(o) for o in v] for k, v in script.items()}
+        self.max_context_tokens = max_context_tokens
+        self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
+        self.calls: list[Call] = []
+
+    # -- Backend protocol -------------------------------------------------------------------
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+        text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + ASSISTANT
+        return [ord(c) for c in text]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(map(chr, token_ids))
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        return [chr(t) for t in token_ids]
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        prefixes = tuple(self.decode(p).split(ASSISTANT, 1)[1] for p in prompts)
+        self.calls.append(Call(prefixes, params.n, params.max_tokens, params.stop))
+        return [[self._segment(out, params) for out in self._outputs(prefix, params.n)] for prefix in prefixes]
+
+    def close(self) -> None:
+        pass
+
+    # -- the script -------------------------------------------------------------------------
+    def _outputs(self, prefix: str, n: int) -> list[Out]:
+        outs = self.script.get(prefix)
+        if outs is None or len(outs) < n:
+            raise AssertionError(f"the script has {0 if outs is None else len(outs)} continuations of {prefix!r}, asked for {n}")
+        return outs[:n]
+
+    def _segment(self, out: Out, params: SamplingParams) -> Segment:
+        text, reason, stop_text = out.text, "eos", None
+        hits = [(text.index(s) + len(s), s) for s in params.stop if s in text]
+        if hits:
+            end, stop_text = min(hits)
+            text, reason = text[:end], "stop"
+        if len(text) > params.max_tokens:
+            text, reason, stop_text = text[: params.max_tokens], "length", None
+        ids = tuple(ord(c) for c in text)
+        lp = math.log(out.p)
+        return Segment(
+            token_ids=ids,
+            text=text,
+            logprobs=(lp,) * len(ids) if params.logprobs else None,
+            top_logprobs=tuple({t: lp} for t in ids) if params.top_logprobs else None,
+            finish_reason=reason,  # type: ignore[arg-type]
+            stop_text=stop_text,
+        )
+
+
+@dataclass
+class FakeScriptedScorer(Scorer):
+    """A FAKE scorer: step i of a trajectory scores ``scores[text of steps 0..i]``."""
+
+    scores: Mapping[str, float]
+    calls: list[list[tuple[int, int]]] = field(default_factory=list)  # per call: (steps, first_unscored) per request
+
+    name = "fake_scripted"  # type: ignore[misc]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        self.calls.append([(len(r.steps), r.first_unscored) for r in requests])
+        out = []
+        for r in requests:
+            texts = [s.text for s in r.steps]
+            out.append([self.scores["".join(texts[: i + 1])] for i in range(r.first_unscored, len(texts))])
+        return out
+
+
+@dataclass
+class FakeRun:
+    outcome: StrategyOutcome
+    ctx: StrategyContext
+    events: list[ProgressEvent]
+
+    def statuses(self) -> list[tuple[str, str]]:
+        """(completion text, status) of every candidate, in the outcome's order."""
+        return [(b.text, b.status) for b in self.outcome.candidates]
+
+
+def run_strategy(strategy: str, backend: FakeScriptedBackend, scorer: Scorer | None, **config: object) -> FakeRun:
+    """Run ``strategy`` on the fakes as the engine would (one context, one question)."""
+    cfg = TTSConfig.create(tts_strategy=strategy, temperature=1.0, **config)
+    prompt = backend.render_chat([ChatMessage(role="user", content=QUESTION)])
+    events: list[ProgressEvent] = []
+    ctx = StrategyContext(strategy, backend, scorer, cfg, prompt, QUESTION, progress=events.append)
+    return FakeRun(get_strategy(strategy).run(ctx), ctx, events)
