@@ -21,8 +21,8 @@ Both record their calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams
 from llm_tts.config import TTSConfig

@@ -9,8 +9,8 @@ costs ONE backend call (all candidates of the step) and ONE scorer call. Runs in
 from __future__ import annotations
 
 import pytest
-
 from fakes import QUESTION, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
+
 from llm_tts.engine import TTSEngine
 
 pytestmark = pytest.mark.fast
@@ -208,14 +208,14 @@ def test_fake_beam_search_max_tokens_cuts_the_step_and_finishes_the_beam():
 # -- tts_metadata through the engine ----------------------------------------------------------------
 # The real perplexity scorer on the fake's logprobs: every step scores exactly its Out's p.
 @pytest.mark.parametrize("strategy, script, config, expected", [
-    ("self_consistency", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, dict(num_paths=3),
+    ("self_consistency", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"num_paths": 3},
      [("3", "kept"), ("4", "kept"), ("3", "selected")]),  # 3 wins the vote; its most confident path is returned
-    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, dict(tts_num_trajectories=3),
+    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"tts_num_trajectories": 3},
      [("3", "kept"), ("4", "selected"), ("3", "kept")]),
     ("online_bon", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9), Out(boxed(3), 0.2)]},
-     dict(tts_candidates_per_step=2), [("4", "selected"), (None, "pruned"), ("3", "pruned")]),
+     {"tts_candidates_per_step": 2}, [("4", "selected"), (None, "pruned"), ("3", "pruned")]),
     ("beam_search", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9)], "s" + D: [Out(boxed(3), 0.2)]},
-     dict(tts_beam_size=2, tts_candidates_per_step=1), [("4", "selected"), ("3", "kept")]),
+     {"tts_beam_size": 2, "tts_candidates_per_step": 1}, [("4", "selected"), ("3", "kept")]),
 ])
 def test_fake_metadata_statuses_through_the_engine(strategy, script, config, expected):
     scorer = None if strategy == "self_consistency" else "perplexity"

@@ -248,8 +248,7 @@ def test_cancelling_a_search_mid_step_stops_it_and_aborts_its_requests(vllm_back
 @pytest.fixture(scope="module")
 def prm_pair(tiny_prm_dir):
     """The same tiny PRM checkpoint on transformers and on vLLM, both float32."""
-    from llm_tts.scorers.prm import PRMScorer
-    from llm_tts.scorers.prm import VLLMPRMScorer, release_vllm_prm_engines
+    from llm_tts.scorers.prm import PRMScorer, VLLMPRMScorer, release_vllm_prm_engines
 
     ref = PRMScorer(tiny_prm_dir, dtype="float32")
     ours = VLLMPRMScorer(tiny_prm_dir, dtype="float32", kv_cache_space=0.25)

@@ -23,9 +23,10 @@ run the :class:`PRMJob` it plans.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from llm_tts.errors import ContextLengthError, ModelLoadError
 from llm_tts.scorers.base import ScoreRequest

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from llm_tts.backends.device import pick_device, torch_dtype
 from llm_tts.errors import ModelLoadError

@@ -22,18 +22,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from llm_tts.backends import vllm_engine
 from llm_tts.backends.device import cuda_available, engine_dtype
-from llm_tts.backends.vllm_engine import (
-    CPU_BLOCK_SIZE,
-    EngineStats,
-    prepare_process,
-    require_vllm,
-    shutdown_engine,
-    start_engine,
-)
 from llm_tts.backends.vllm_loop import EngineLoop
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
@@ -52,7 +46,7 @@ class VLLMPRMEngine:
         from transformers import AutoTokenizer
 
         check_prm_folder(folder)
-        require_vllm()
+        vllm_engine.require_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001
@@ -61,7 +55,7 @@ class VLLMPRMEngine:
         from vllm.config.pooler import PoolerConfig
 
         on_cpu = not cuda_available()
-        prepare_process(on_cpu=on_cpu)
+        vllm_engine.prepare_process(on_cpu=on_cpu)
         self.dtype = engine_dtype(dtype, folder, on_cpu=on_cpu)  # float32 on a CPU without bfloat16 instructions
         args: dict[str, Any] = dict(
             model=str(folder),
@@ -75,16 +69,16 @@ class VLLMPRMEngine:
             disable_log_stats=False,
         )
         if on_cpu:
-            args["block_size"] = CPU_BLOCK_SIZE
-        self.stats = EngineStats()
+            args["block_size"] = vllm_engine.CPU_BLOCK_SIZE
+        self.stats = vllm_engine.EngineStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
-        self.engine = start_engine(args, space, self.stats, folder)
+        self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
 
     def close(self) -> None:
         self.loop.close()
-        shutdown_engine(self.engine)
+        vllm_engine.shutdown_engine(self.engine)
 
 
 _ENGINES: dict[tuple[Any, ...], VLLMPRMEngine] = {}
@@ -173,7 +167,8 @@ class VLLMPRMScorer(Scorer):
                 self.stats.forward_calls += 1
                 self.stats.computed_tokens += len(job.ids) - offset
                 self.stats.reused_tokens += offset
-            results.append(None if any(s is None for s in scores) else scores)  # type: ignore[misc]
+            known = [s for s in scores if s is not None]
+            results.append(known if len(known) == len(scores) else None)  # None: a separator the memo forgot
         return results
 
 
