@@ -190,6 +190,15 @@ def test_fake_beam_search_without_a_finished_beam_returns_the_best_open_one_mark
     assert all(b.finish_reason == "length" for b in run.outcome.candidates[:2])
 
 
+def test_fake_beam_search_tie_at_the_last_open_slot_goes_to_the_earlier_candidate():
+    script = {"": ["p" + D, "q" + D, "r" + D, "s" + D]}  # beam 2 x 2 candidates on the first step
+    scores = {"p" + D: 0.5, "q" + D: 0.9, "r" + D: 0.5, "s" + D: 0.1}
+    run = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores),
+                       tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=1)
+    # q is best; p and r tie for the second beam: p, generated first, keeps it
+    assert run.statuses() == [("q" + D, "selected"), ("p" + D, "kept"), ("r" + D, "pruned"), ("s" + D, "pruned")]
+
+
 def test_fake_beam_search_tie_between_finished_beams_goes_to_the_first():
     script = {"": [boxed(1), boxed(2)]}
     run = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer({boxed(1): 0.5, boxed(2): 0.5}),

@@ -7,7 +7,7 @@ import torch
 
 from llm_tts.backends import cpu_dtype
 from llm_tts.backends.device import torch_dtype
-from llm_tts.errors import CapabilityError, ContextLengthError, ModelLoadError, ModelNotFoundError
+from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError, ModelLoadError, ModelNotFoundError
 from llm_tts.scorers import ScorerContext, ScoreRequest, create_scorer
 from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages
 from llm_tts.types import Segment, Step
@@ -194,6 +194,13 @@ def test_prm_without_a_path_is_a_capability_error(hf_backend, monkeypatch):
 def test_prm_path_from_the_environment(hf_backend, tiny_prm_dir, monkeypatch):
     monkeypatch.setenv("PRM_MODEL_PATH", str(tiny_prm_dir))
     assert isinstance(create_scorer("prm", ScorerContext(hf_backend)), PRMScorer)
+
+
+def test_prm_device_and_dtype_are_checked_like_every_local_models(tiny_prm_dir):
+    with pytest.raises(InvalidParameterError, match="device='tpu:0' is invalid"):
+        PRMScorer(tiny_prm_dir, device="tpu:0")
+    with pytest.raises(InvalidParameterError, match="dtype='int8' is invalid"):
+        PRMScorer(tiny_prm_dir, dtype="int8")
 
 
 def test_missing_or_non_prm_folders_are_typed_errors(tmp_path, embedded_model_dir):
