@@ -7,7 +7,13 @@ import torch
 
 from llm_tts.backends import cpu_dtype
 from llm_tts.backends.device import torch_dtype
-from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError, ModelLoadError, ModelNotFoundError
+from llm_tts.errors import (
+    CapabilityError,
+    ContextLengthError,
+    InvalidParameterError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from llm_tts.scorers import ScorerContext, ScoreRequest, create_scorer
 from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages
 from llm_tts.types import Segment, Step
