@@ -37,9 +37,9 @@ class RecordingEngine(TTSEngine):
         super().__init__(backend)
         self.ended: queue.Queue = queue.Queue()
 
-    def run(self, *args, **kwargs):
+    def execute(self, *args, **kwargs):
         try:
-            result = super().run(*args, **kwargs)
+            result = super().execute(*args, **kwargs)
         except BaseException as e:
             self.ended.put(e)
             raise
