@@ -203,12 +203,15 @@ class _RunWatch:
         if self._gone is None:
             self._gone = asyncio.ensure_future(self._client_gone())
         step = asyncio.ensure_future(anext(self.run))
+        step.add_done_callback(_retrieve)
         wait_s = max(0.0, min(wait_s, self._end - time.monotonic()))
         waits: set[asyncio.Future[Any]] = {step, self._gone}
-        done, _ = await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            step.cancel()  # safe: an event that arrives later waits for the next call; no-op once done
         if step in done:
             return step.result()
-        step.cancel()  # safe: an event that arrives later waits for the next call
         if self._gone in done:
             return _Interrupt.CLIENT_GONE
         if time.monotonic() >= self._end:
@@ -237,6 +240,13 @@ def deadline_error(seconds: float) -> DeadlineExceededError:
         f"the run exceeded its deadline of {seconds:g} s; lower the budget, max_tokens or tts_max_steps, "
         "or raise tts_deadline / the server's --deadline"
     )
+
+
+def _retrieve(step: asyncio.Future[Any]) -> None:
+    # A wait abandoned with its consumer (the response was cancelled) leaves nobody to read the
+    # run's error; reading it here keeps asyncio from logging it as never retrieved.
+    if not step.cancelled():
+        step.exception()
 
 
 async def _never() -> None:
