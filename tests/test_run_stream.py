@@ -5,14 +5,14 @@ stopped by its deadline."""
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from recording_engine import RecordingEngine
 
 from llm_tts.config import TTSConfig
-from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.engine import TTSResult
 from llm_tts.errors import DeadlineExceededError, RunCancelledError
 from llm_tts.events import ProgressEvent
 from llm_tts.integrations.inprocess import iter_run
@@ -32,23 +32,6 @@ LONG_SEARCH = TTSConfig.create(
     tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=200,
     tts_step_max_tokens=4, tts_step_delimiter="\n\n\n\n", max_tokens=4000, temperature=1.0,
 )
-
-
-class RecordingEngine(TTSEngine):
-    """The real engine, recording how each run ended (result or exception)."""
-
-    def __init__(self, backend):
-        super().__init__(backend)
-        self.ended: queue.Queue = queue.Queue()
-
-    def execute(self, *args, **kwargs):
-        try:
-            result = super().execute(*args, **kwargs)
-        except BaseException as e:
-            self.ended.put(e)
-            raise
-        self.ended.put(result)
-        return result
 
 
 @pytest.fixture
