@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import threading
 
 import httpx
 import openai
 import pytest
+from recording_engine import RecordingEngine
 
 from llm_tts.config import TTSConfig
-from llm_tts.engine import TTSEngine
 from llm_tts.errors import DeadlineExceededError, RunCancelledError
 from llm_tts.messages import coerce_messages
 from llm_tts.service import ServiceSettings, create_app
@@ -28,23 +27,6 @@ LONG_SEARCH = {
     "tts_max_steps": 200, "tts_step_max_tokens": 4, "tts_step_delimiter": "\n\n\n\n", "max_tokens": 4000,
     "temperature": 1.0,
 }
-
-
-class RecordingEngine(TTSEngine):
-    """The real engine, recording how each run ended (result or exception) for the tests."""
-
-    def __init__(self, backend):
-        super().__init__(backend)
-        self.ended: queue.Queue = queue.Queue()
-
-    def run(self, *args, **kwargs):
-        try:
-            result = super().run(*args, **kwargs)
-        except BaseException as e:
-            self.ended.put(e)
-            raise
-        self.ended.put(result)
-        return result
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """The TTS engine: one entry point that ChatTTS (in-process) and the service both call.
 
-``TTSEngine.run(messages, config)`` renders the chat once to token ids, builds the scorer the
-config names, runs the strategy on the backend and returns the selected text with its
-``tts_metadata``. The engine never knows which backend it runs on.
+``TTSEngine.plan(messages, config)`` does every check that needs no generation: it renders the
+chat once to token ids and builds the scorer the config names. ``TTSEngine.execute(plan)`` runs
+the strategy on the backend and returns the selected text with its ``tts_metadata``; ``run`` is
+both in one call. The engine never knows which backend it runs on. :mod:`llm_tts.run_stream`
+runs a plan on a worker as a stream of progress events ending in the result.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from llm_tts.backends.base import Backend, check_prompts_fit
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
+from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
-from llm_tts.progress import ProgressCallback, RunControl
+from llm_tts.progress import RunControl
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
@@ -53,14 +56,8 @@ class TTSEngine:
         return cls(create_backend(backend, model, **backend_options), prm_model=prm_model)
 
     def validate(self, messages: Sequence[ChatMessage], config: TTSConfig) -> None:
-        """Raise the typed error a run would raise for bad input, before any generation.
-
-        Checks messages, strategy, scorer, sizes and the context length, and builds the scorer
-        (cached, so ``run`` reuses it): a scorer that cannot run on this backend fails here.
-        """
-        plan = self._plan(messages, config)
-        if plan.scorer_name != VOTING_SCORER:
-            self._scorer(plan.scorer_name)
+        """Raise the typed error a run would raise for bad input (:meth:`plan`, result unused)."""
+        self.plan(messages, config)
 
     def run(
         self,
@@ -71,11 +68,15 @@ class TTSEngine:
         control: RunControl | None = None,
     ) -> TTSResult:
         """Run ``config``'s strategy on ``messages``: the selected text and its metadata."""
-        start = time.perf_counter()
-        plan = self._plan(messages, config)
-        scorer = None if plan.scorer_name == VOTING_SCORER else self._scorer(plan.scorer_name)
+        return self.execute(self.plan(messages, config), progress=progress, control=control)
+
+    def execute(
+        self, plan: RunPlan, *, progress: ProgressCallback | None = None, control: RunControl | None = None
+    ) -> TTSResult:
+        """Run a planned request: the selected text and its metadata (total_s counts from planning)."""
         ctx = StrategyContext(
-            plan.spec.name, self.backend, scorer, plan.config, plan.prompt_ids, question_of(plan.messages), progress, control
+            plan.spec.name, self.backend, plan.scorer, plan.config, plan.prompt_ids, question_of(plan.messages), progress,
+            control,
         )
         with metered() as api:
             outcome = plan.spec.run(ctx)
@@ -83,7 +84,7 @@ class TTSEngine:
         if self.backend.capabilities.extras.get("mode") == "chat" and api.requests:
             # A chat-only API renders the prompt itself: its own count is the real one.
             prompt_tokens = api.prompt_tokens // api.requests
-        metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - start)
+        metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
         chosen = outcome.selected
         return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory)
 
@@ -95,7 +96,14 @@ class TTSEngine:
         self.backend.close()
 
     # -- planning: every check that needs no generation ---------------------------------------
-    def _plan(self, messages: Sequence[ChatMessage] | Any, config: TTSConfig | Mapping[str, Any]) -> _Plan:
+    def plan(self, messages: Sequence[ChatMessage] | Any, config: TTSConfig | Mapping[str, Any]) -> RunPlan:
+        """Check a request and prepare it to run; bad input raises the typed error a run would raise.
+
+        Checks messages, strategy, scorer, sizes and the context length, renders the chat to token
+        ids once and builds the scorer (cached per name; one that cannot run on this backend fails
+        here). :meth:`execute` runs the plan without repeating any of it.
+        """
+        started = time.perf_counter()
         if not isinstance(config, TTSConfig):
             config = TTSConfig.create(**dict(config))
         msgs = coerce_messages(messages)
@@ -110,7 +118,8 @@ class TTSEngine:
             )
         prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
-        return _Plan(msgs, spec, config, scorer_name, tuple(prompt_ids))
+        scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
+        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
 
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
@@ -121,7 +130,7 @@ class TTSEngine:
             return self._scorers[name]
 
     def _metadata(
-        self, plan: _Plan, ctx: StrategyContext, outcome: StrategyOutcome, prompt: int, total_s: float
+        self, plan: RunPlan, ctx: StrategyContext, outcome: StrategyOutcome, prompt: int, total_s: float
     ) -> TTSMetadata:
         chosen, voted = outcome.selected, outcome.vote
         consensus = None if voted is None else voted.consensus
@@ -156,12 +165,16 @@ class TTSEngine:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class RunPlan:
+    """A checked request, ready to run: what :meth:`TTSEngine.plan` found and built."""
+
     messages: list[ChatMessage]
     spec: StrategySpec
     config: TTSConfig  # with tts_budget applied
     scorer_name: str
-    prompt_ids: tuple[int, ...]
+    scorer: Scorer | None  # None for the vote (VOTING_SCORER)
+    prompt_ids: tuple[int, ...]  # the chat, rendered once
+    started: float  # time.perf_counter() when planning began; total_s counts from here
 
 
 def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:

@@ -1,29 +1,12 @@
-"""Progress events and run control shared by the engine, ChatTTS and the service."""
+"""Run control: the cancellation and deadline of one run, checked by strategies between steps."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 from llm_tts.errors import DeadlineExceededError, RunCancelledError
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressEvent:
-    """One step of a search. ChatTTS turns these into LangChain custom events and stream
-    chunks; the service into SSE chunks."""
-
-    strategy: str
-    step: int  # 1-based step (or 1 for one-shot strategies)
-    live_beams: int  # candidates still being extended
-    finished: int  # candidates set aside as finished
-    best_score: float | None  # best aggregated score so far (higher is better)
-    message: str = ""  # a short human-readable line
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
 
 
 @dataclass
@@ -40,10 +23,13 @@ class RunControl:
     def cancel(self) -> None:
         self.cancelled.set()
 
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
     def check(self) -> None:
         if self.cancelled.is_set():
             raise RunCancelledError("the run was cancelled (client disconnected or caller cancelled)")
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.past_deadline():
             raise DeadlineExceededError(
                 "the run exceeded its deadline; lower the budget or tts_max_steps, or raise the deadline"
             )

@@ -36,13 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, creat
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError, LLMTTSError, UnknownNameError
-from llm_tts.integrations.events import PROGRESS_EVENT_NAME, Reply, RunItem, TextDelta, progress_to_dict
+from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
 from llm_tts.integrations.inprocess import aiter_run, iter_run, shared_engine
 from llm_tts.integrations.lc_messages import to_chat_messages
+from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
 from llm_tts.integrations.transport import ServiceTransport
 from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_MODEL_NAME
-from llm_tts.progress import ProgressEvent
 
 TTS_FIELDS: tuple[str, ...] = tuple(TTSConfig.model_fields)
 API_KEY_ENV = "LLM_TTS_API_KEY"
@@ -342,7 +342,7 @@ class _ChunkAssembler:
 
     def feed(self, item: RunItem) -> list[ChatGenerationChunk]:
         if isinstance(item, ProgressEvent):
-            meta = {PROGRESS_EVENT_NAME: [progress_to_dict(item)]}
+            meta = {PROGRESS_EVENT_NAME: [progress_to_json(item)]}
             return [ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))]
         if isinstance(item, TextDelta):
             self.text_sent = True
@@ -357,17 +357,13 @@ class _ChunkAssembler:
         return out
 
 
-def _custom_event_data(event: ProgressEvent) -> dict[str, Any]:
-    return progress_to_dict(event)
-
-
 def _emit_progress(run_manager: CallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
     """Search progress as a LangChain custom event, attributed to this chat-model run.
 
     ``stream()``/``astream()`` hand the model no run manager (langchain-core); there the event
     goes to the enclosing run when there is one (a chain), and the progress chunk itself reaches
     callbacks through ``on_llm_new_token``."""
-    data = _custom_event_data(event)
+    data = progress_to_json(event)
     if run_manager is not None:
         manager = CallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
         manager.on_custom_event(PROGRESS_EVENT_NAME, data, run_id=run_manager.run_id)
@@ -376,7 +372,7 @@ def _emit_progress(run_manager: CallbackManagerForLLMRun | None, event: Progress
 
 
 async def _aemit_progress(run_manager: AsyncCallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
-    data = _custom_event_data(event)
+    data = progress_to_json(event)
     if run_manager is not None:
         manager = AsyncCallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
         await manager.on_custom_event(PROGRESS_EVENT_NAME, data, run_id=run_manager.run_id)

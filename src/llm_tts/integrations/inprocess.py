@@ -1,25 +1,27 @@
 """In-process mode: a shared engine per (model, backend, options), run off the caller's thread.
 
 Loading a model takes seconds and gigabytes, so every ChatTTS instance that names the same model,
-backend and options shares one :class:`~llm_tts.engine.TTSEngine`. A run executes in a worker
-thread; its progress events come back to the caller's thread (sync) or event loop (async), so
-callbacks fire where LangChain expects them and the event loop is never blocked. A caller that
-stops consuming (closed generator, cancelled task) cancels the search via RunControl.
+backend and options shares one :class:`~llm_tts.engine.TTSEngine`. A run is a
+:class:`~llm_tts.run_stream.RunStream`: it executes in a worker thread and its progress events
+come back to the caller's thread (sync) or event loop (async), so callbacks fire where LangChain
+expects them and the event loop is never blocked. A caller that stops consuming (closed
+generator, cancelled task) cancels the search.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import threading
-from typing import Any, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from typing import Any
 
 from llm_tts.config import TTSConfig
-from llm_tts.engine import TTSEngine
-from llm_tts.integrations.events import Reply, RunItem
+from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.integrations.run_items import Reply, RunItem
 from llm_tts.messages import ChatMessage
 from llm_tts.progress import RunControl
+from llm_tts.run_stream import RunEvent, RunStream
 
 _EngineKey = tuple[str | None, str, str | None, str]
 _engines: dict[_EngineKey, TTSEngine] = {}
@@ -64,61 +66,24 @@ def clear_engine_cache() -> None:
 def iter_run(
     engine: TTSEngine, messages: Sequence[ChatMessage], config: TTSConfig, *, timeout: float | None = None
 ) -> Iterator[RunItem]:
-    """Run in a worker thread; yield its progress events here as they happen, then the Reply."""
-    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+    """Plan (bad input raises before any generation), run in a worker; yield its progress, then the Reply."""
     control = RunControl.with_timeout(timeout)
-
-    def work() -> None:
-        try:
-            result = engine.run(messages, config, progress=lambda ev: items.put(("item", ev)), control=control)
-            items.put(("item", Reply.from_result(result)))
-        except BaseException as e:  # handed to the consumer, who re-raises it
-            items.put(("error", e))
-        items.put(("end", None))
-
-    threading.Thread(target=work, name="llm-tts-run", daemon=True).start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "error":
-                raise value
-            if kind == "end":
-                return
-            yield value
-    finally:
-        control.cancel()  # no-op after a finished run; stops an abandoned one at its next step
+    plan = engine.plan(messages, config)
+    with RunStream.start(engine, plan, control=control) as run:
+        for event in run:
+            yield _run_item(event)
 
 
 async def aiter_run(
     engine: TTSEngine, messages: Sequence[ChatMessage], config: TTSConfig, *, timeout: float | None = None
-) -> AsyncIterator[RunItem]:
-    """Async twin of :func:`iter_run`: the engine runs in the loop's executor, never on the loop."""
-    loop = asyncio.get_running_loop()
-    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+) -> AsyncGenerator[RunItem, None]:
+    """Async twin of :func:`iter_run`: planning (it may load a PRM) and the run stay off the loop."""
     control = RunControl.with_timeout(timeout)
+    plan = await asyncio.to_thread(engine.plan, messages, config)
+    with RunStream.start(engine, plan, control=control) as run:
+        async for event in run:
+            yield _run_item(event)
 
-    def put(kind: str, value: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(items.put_nowait, (kind, value))
-        except RuntimeError:  # the loop closed under an abandoned run: nobody is listening
-            control.cancel()
 
-    def work() -> None:
-        try:
-            result = engine.run(messages, config, progress=lambda ev: put("item", ev), control=control)
-            put("item", Reply.from_result(result))
-        except BaseException as e:
-            put("error", e)
-        put("end", None)
-
-    loop.run_in_executor(None, work)  # work() never raises: its outcome comes through the queue
-    try:
-        while True:
-            kind, value = await items.get()
-            if kind == "error":
-                raise value
-            if kind == "end":
-                return
-            yield value
-    finally:
-        control.cancel()  # an abandoned run ends by itself at its next RunControl.check()
+def _run_item(event: RunEvent) -> RunItem:
+    return Reply.from_result(event) if isinstance(event, TTSResult) else event

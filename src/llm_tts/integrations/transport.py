@@ -22,7 +22,8 @@ from pydantic import SecretStr, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError
-from llm_tts.integrations.events import PROGRESS_EVENT_NAME, Reply, RunItem, TextDelta, progress_from_dict
+from llm_tts.events import PROGRESS_EVENT_NAME, progress_from_json
+from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
 from llm_tts.metadata import TTSMetadata
 
 DEFAULT_TIMEOUT_S = 600.0  # a TTS search can legitimately take minutes
@@ -290,12 +291,10 @@ class _SSEParser:
         self.model = chunk.get("model") or self.model
         self.usage = chunk.get("usage") or self.usage
         self.metadata = chunk.get("tts_metadata", self.metadata)
-        for progress in _as_list(chunk.get(PROGRESS_EVENT_NAME)):
-            items.append(progress_from_dict(progress))
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            for progress in _as_list(choice.get(PROGRESS_EVENT_NAME)) + _as_list(delta.get(PROGRESS_EVENT_NAME)):
-                items.append(progress_from_dict(progress))
+            if isinstance(choice.get(PROGRESS_EVENT_NAME), dict):  # where the service sends it
+                items.append(progress_from_json(choice[PROGRESS_EVENT_NAME]))
             if delta.get("content"):
                 self.text.append(delta["content"])
                 items.append(TextDelta(delta["content"]))
@@ -309,14 +308,6 @@ class _SSEParser:
             "".join(self.text), self.finish_reason or "stop", _metadata(self.metadata, self.url), model_name=self.model
         )
         return _with_usage(reply, self.usage)
-
-
-def _as_list(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, dict)]
-    return []
 
 
 def _parse_sse(lines: Iterable[str], url: str) -> Iterator[RunItem]:

@@ -19,7 +19,8 @@ from llm_tts.answers import Vote, extract_answer, has_final_answer
 from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
 from llm_tts.config import TTSConfig
 from llm_tts.errors import UnknownNameError
-from llm_tts.progress import ProgressCallback, ProgressEvent, RunControl
+from llm_tts.events import ProgressCallback, ProgressEvent
+from llm_tts.progress import RunControl
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.types import Segment, Step, Trajectory

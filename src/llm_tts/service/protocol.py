@@ -1,4 +1,4 @@
-"""Request and response bodies of the OpenAI-compatible API.
+"""The protocol: request and response bodies of the OpenAI-compatible API.
 
 The request *is* a :class:`~llm_tts.config.TTSConfig` (every TTS field, its limits and its
 description come from there, so /docs documents them without a second copy) plus the standard

@@ -1,6 +1,6 @@
 """What one ChatTTS run yields, in the same shape from the in-process engine and the service.
 
-A run is a sequence of :class:`~llm_tts.progress.ProgressEvent` (the search as it happens),
+A run is a sequence of :class:`~llm_tts.events.ProgressEvent` (the search as it happens),
 :class:`TextDelta` (answer text, when the service streams it in pieces) and one final
 :class:`Reply`. ChatTTS turns that sequence into LangChain messages, chunks and custom events,
 whichever face produced it.
@@ -8,15 +8,12 @@ whichever face produced it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from llm_tts.engine import TTSResult
+from llm_tts.events import ProgressEvent
 from llm_tts.metadata import TTSMetadata
-from llm_tts.progress import ProgressEvent
-
-PROGRESS_EVENT_NAME = "tts_progress"  # LangChain custom-event name and response_metadata key
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +53,4 @@ class Reply:
         )
 
 
-RunItem = Union[ProgressEvent, TextDelta, Reply]
-
-
-def progress_to_dict(event: ProgressEvent) -> dict[str, Any]:
-    return dataclasses.asdict(event)
-
-
-_PROGRESS_FIELDS = tuple(f.name for f in dataclasses.fields(ProgressEvent))
-
-
-def progress_from_dict(data: dict[str, Any]) -> ProgressEvent:
-    """Rebuild a ProgressEvent from its JSON form (unknown keys from newer servers are ignored)."""
-    known = {k: data[k] for k in _PROGRESS_FIELDS if k in data}
-    known.setdefault("strategy", "")
-    known.setdefault("step", 0)
-    known.setdefault("live_beams", 0)
-    known.setdefault("finished", 0)
-    known.setdefault("best_score", None)
-    return ProgressEvent(**known)
+RunItem = ProgressEvent | TextDelta | Reply

@@ -1,0 +1,107 @@
+"""The HTTP routes: a module-level router that parses requests and hands them to the app's
+:class:`~llm_tts.service.serving.ServingChat` (found on ``app.state.tts``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelList
+from llm_tts.service.serving import ChatCompletionStream, ServingChat
+from llm_tts.service.settings import ServiceSettings
+from llm_tts.service.streaming import SSE_HEADERS, SSE_MEDIA_TYPE
+
+
+@dataclass
+class ServiceState:
+    """What one app owns (``app.state.tts``): its settings and, once started, its serving object."""
+
+    settings: ServiceSettings
+    serving: ServingChat | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "bad input: the message names the field",
+        401: "missing or invalid API key",
+        404: "unknown model",
+        408: "the run exceeded its deadline",
+        413: "request body too large",
+        429: "too many concurrent requests (see Retry-After)",
+    }.items()
+}
+
+router = APIRouter()
+
+
+def serving_of(request: Request) -> ServingChat:
+    serving = request.app.state.tts.serving
+    assert serving is not None, "the engine is attached at startup"
+    return serving
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health(request: Request) -> Health:
+    return serving_of(request).health()
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["openai"], responses={401: ERROR_RESPONSES[401]})
+async def list_models(request: Request) -> ModelList:
+    return serving_of(request).models()
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES)
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any:
+    """A chat completion chosen by test-time scaling; every TTS field is in the body schema."""
+    return await _complete(request, body)
+
+
+@router.post("/v1/{strategy}/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES)
+async def strategy_chat_completions(request: Request, strategy: str, body: ChatCompletionRequest) -> Any:
+    """Same as /v1/chat/completions with ``tts_strategy`` taken from the path."""
+    return await _complete(request, body, tts_strategy=strategy)
+
+
+@router.post(
+    "/v1/{strategy}/{scorer}/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES
+)
+async def strategy_scorer_chat_completions(request: Request, strategy: str, scorer: str, body: ChatCompletionRequest) -> Any:
+    """Same as /v1/chat/completions with ``tts_strategy`` and ``tts_scorer`` taken from the path."""
+    return await _complete(request, body, tts_strategy=strategy, tts_scorer=scorer)
+
+
+async def _complete(request: Request, body: ChatCompletionRequest, **path_fields: str) -> Response:
+    answer = await serving_of(request).create_chat_completion(
+        body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request)
+    )
+    if isinstance(answer, ChatCompletionStream):
+        return _ClosingStreamingResponse(answer)
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its stream however the response ends, even before the first chunk was pulled
+    (the run started before the response did, and holds a slot until stopped)."""
+
+    def __init__(self, stream: ChatCompletionStream) -> None:
+        super().__init__(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()

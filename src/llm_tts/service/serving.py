@@ -1,0 +1,262 @@
+"""Serving chat completions, without the web framework: a parsed request in, a response model or
+a stream of SSE events out, typed errors (``llm_tts.errors``) for everything that goes wrong.
+
+Every request is planned once, off the event loop (bad input is a 4xx before anything is sent,
+even for a stream), then runs as a :class:`~llm_tts.run_stream.RunStream` on a worker pool as
+large as the slot limit; the run holds its slot until it really ends. The event loop only waits:
+for the run's next event, for the client to leave (the run is cancelled) and for the deadline
+(the engine stops itself at its next check; after a short grace the request answers 408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from llm_tts.config import TTSConfig
+from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.errors import (
+    DeadlineExceededError,
+    InvalidParameterError,
+    LLMTTSError,
+    ModelNotFoundError,
+    RunCancelledError,
+)
+from llm_tts.messages import ChatMessage
+from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
+from llm_tts.progress import RunControl
+from llm_tts.run_stream import RunEvent, RunStream
+from llm_tts.service.errors import InternalError, error_body
+from llm_tts.service.limits import RunSlots, apply_limits
+from llm_tts.service.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    Health,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+)
+from llm_tts.service.settings import ServiceSettings
+from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
+
+log = logging.getLogger("llm_tts.service")
+
+# The engine checks its own deadline between steps and raises a precise error; the event loop
+# gives it this long beyond the deadline before answering 408 itself.
+DEADLINE_GRACE_S = 0.5
+
+ClientGone = Callable[[], Awaitable[None]]  # returns when the client has closed the connection
+
+
+class ServingChat:
+    """Chat completions, models and health of one engine under one server's settings."""
+
+    def __init__(self, engine: TTSEngine, settings: ServiceSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.slots = RunSlots(settings.max_concurrency, settings.retry_after_s)
+        self.started = int(time.time())
+        # One worker per slot: a run that holds a slot never waits for a thread.
+        self._executor = ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
+
+    def health(self) -> Health:
+        backend = self.engine.backend
+        return Health(model=backend.model_name, backend=backend.name, active_requests=self.slots.active,
+                      max_concurrency=self.slots.limit)
+
+    def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.engine.backend.model_name, created=self.started)])
+
+    async def create_chat_completion(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        path_fields: Mapping[str, str] | None = None,
+        client_gone: ClientGone | None = None,
+    ) -> ChatCompletion | ChatCompletionStream:
+        """Answer ``request`` (``path_fields``: TTS fields from the URL path). A streamed request
+        returns once its run has started; the caller must close the stream however it ends."""
+        self._check_model(request.model)
+        self._check_provider(request.provider)
+        config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
+        deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
+        run = await self._start(request.to_messages(), config, RunControl.with_timeout(deadline_s))
+        watch = _RunWatch(run, client_gone or _never, deadline_s)
+        completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
+        if request.stream:
+            return ChatCompletionStream(watch, ChunkWriter(completion_id, created, model))
+        with run:
+            result = await watch.result()
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=model,
+            choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason,
+                            tts_metadata=result.metadata)],
+            usage=result.metadata.usage,
+        )
+
+    def close(self) -> None:
+        """Stop taking runs; queued ones are cancelled, running ones end at their next check."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _start(self, messages: Sequence[ChatMessage], config: TTSConfig, control: RunControl) -> RunStream:
+        slot = self.slots.acquire()  # 429 when full
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.plan, messages, config)
+            run = RunStream.start(self.engine, plan, control=control, executor=self._executor)
+        except BaseException:
+            slot.release()
+            raise
+        run.when_done(slot.release)  # the run owns the slot from here
+        return run
+
+    def _served_names(self) -> set[str]:
+        name = self.engine.backend.model_name
+        names = {name.lower()}
+        if name == EMBEDDED_MODEL_NAME:
+            names |= {a for a in EMBEDDED_ALIASES if a}
+        return names
+
+    def _check_model(self, model: str | None) -> None:
+        if model is None or model.strip().lower() in self._served_names():
+            return
+        served = self.engine.backend.model_name
+        raise ModelNotFoundError(
+            f"model {model!r} is not served here; this server serves {served!r} (GET /v1/models)", param="model"
+        )
+
+    def _check_provider(self, provider: str | None) -> None:
+        backend = self.engine.backend.name
+        if provider is None or provider in ("auto", backend) or (backend == "openai" and provider == "openrouter"):
+            return
+        raise InvalidParameterError("provider", provider, f"this server runs the {backend!r} backend; send 'auto' or {backend!r}")
+
+
+class ChatCompletionStream:
+    """A streamed completion whose run has started: iterate it for its SSE events. Whatever ends
+    the response (done, client gone, server stopping, even before the first event), ``close``
+    stops a run still going."""
+
+    def __init__(self, watch: _RunWatch, writer: ChunkWriter) -> None:
+        self._watch = watch
+        self._writer = writer
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._events()
+
+    def close(self) -> None:
+        self._watch.run.close()
+
+    async def _events(self) -> AsyncIterator[str]:
+        watch, writer = self._watch, self._writer
+        try:
+            yield sse(writer.role())
+            while True:
+                event = await watch.next(KEEPALIVE_S)
+                if isinstance(event, TTSResult):
+                    break
+                if event is _Interrupt.CLIENT_GONE:
+                    return
+                if event is _Interrupt.QUIET:
+                    yield KEEPALIVE
+                else:
+                    yield sse(writer.progress(event))
+            for chunk in writer.answer(event):
+                yield sse(chunk)
+            yield DONE
+        except LLMTTSError as e:
+            yield sse(error_body(e))
+        except Exception as e:  # the stream has begun: report instead of cutting it
+            log.error("streamed run failed", exc_info=e)
+            yield sse(error_body(InternalError("internal server error; the server log has the details")))
+        finally:
+            watch.stop_watching()
+            self.close()
+
+
+class _Interrupt(enum.Enum):
+    QUIET = "no event within the wait"
+    CLIENT_GONE = "the client closed the connection"
+
+
+class _RunWatch:
+    """Waits on a run's next event, the client leaving and the deadline (plus grace) at once."""
+
+    def __init__(self, run: RunStream, client_gone: ClientGone, deadline_s: float) -> None:
+        self.run = run
+        self._client_gone = client_gone
+        self._deadline_s = deadline_s
+        self._gone: asyncio.Future[None] | None = None
+        self._end = time.monotonic() + deadline_s + DEADLINE_GRACE_S
+
+    async def next(self, wait_s: float) -> RunEvent | _Interrupt:
+        """The run's next event (its error raises here); QUIET if none within ``wait_s``;
+        CLIENT_GONE if the client left first. Past the deadline and its grace: the deadline error."""
+        if self._gone is None:
+            self._gone = asyncio.ensure_future(self._client_gone())
+        step = asyncio.ensure_future(anext(self.run))
+        step.add_done_callback(_retrieve)
+        wait_s = max(0.0, min(wait_s, self._end - time.monotonic()))
+        waits: set[asyncio.Future[Any]] = {step, self._gone}
+        try:
+            done, _ = await asyncio.wait(waits, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            step.cancel()  # safe: an event that arrives later waits for the next call; no-op once done
+        if step in done:
+            return step.result()
+        if self._gone in done:
+            return _Interrupt.CLIENT_GONE
+        if time.monotonic() >= self._end:
+            raise deadline_error(self._deadline_s)
+        return _Interrupt.QUIET
+
+    async def result(self) -> TTSResult:
+        """Wait out the run's progress for its result."""
+        try:
+            while True:
+                event = await self.next(self._end - time.monotonic())
+                if isinstance(event, TTSResult):
+                    return event
+                if event is _Interrupt.CLIENT_GONE:
+                    raise RunCancelledError("the client disconnected; the run was cancelled")
+        finally:
+            self.stop_watching()
+
+    def stop_watching(self) -> None:
+        if self._gone is not None:
+            self._gone.cancel()
+
+
+def deadline_error(seconds: float) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"the run exceeded its deadline of {seconds:g} s; lower the budget, max_tokens or tts_max_steps, "
+        "or raise tts_deadline / the server's --deadline"
+    )
+
+
+def _retrieve(step: asyncio.Future[Any]) -> None:
+    # A wait abandoned with its consumer (the response was cancelled) leaves nobody to read the
+    # run's error; reading it here keeps asyncio from logging it as never retrieved.
+    if not step.cancelled():
+        step.exception()
+
+
+async def _never() -> None:
+    await asyncio.get_running_loop().create_future()
+
+
+def _path_overrides(body: ChatCompletionRequest, path_fields: Mapping[str, str]) -> dict[str, str]:
+    """Path segments win only when the body does not say something different."""
+    for name, value in path_fields.items():
+        given = getattr(body, name) if name in body.model_fields_set else None
+        if given is not None and given != value:
+            raise InvalidParameterError(name, given, f"conflicts with {value!r} in the URL path; send one or the other")
+    return dict(path_fields)
