@@ -2,7 +2,8 @@
 
 The budget is split into ``tts_num_subtrees`` subtrees (``tts_budget`` sets it to budget /
 ``tts_candidates_per_step``). Every step, each open subtree's leaf is expanded by
-``tts_candidates_per_step`` candidates; all subtrees' candidates go to the backend in ONE call
+``tts_candidates_per_step`` candidates (the first step samples them all from the prompt, then
+splits them into subtrees); all subtrees' candidates go to the backend in ONE call
 and to the scorer in ONE call. Each subtree keeps its candidate whose new step scored best (the
 siblings share the prefix, so the new step is what differs; the first wins a tie) and prunes the
 rest. A subtree ends when its leaf states an answer, ends the sequence or hits ``max_tokens``;
@@ -33,13 +34,17 @@ from llm_tts.types import Trajectory
 )
 def dvts(ctx: StrategyContext) -> StrategyOutcome:
     c, k = ctx.config, ctx.config.tts_candidates_per_step
-    leaves = [Beam(Trajectory(ctx.prompt_ids)) for _ in range(c.tts_num_subtrees)]
+    root = Beam(Trajectory(ctx.prompt_ids))
+    leaves = [root] * c.tts_num_subtrees  # every subtree starts at the prompt
     pruned: list[Beam] = []
     for step in range(1, c.tts_max_steps + 1):
         open_ = [i for i, leaf in enumerate(leaves) if not leaf.finished]
         if not open_:
             break
-        candidates = ctx.expand([leaves[i] for i in open_], k)
+        if step == 1:  # all subtrees' first steps as n samples of the one prompt
+            candidates = ctx.expand([root], k * len(open_))
+        else:
+            candidates = ctx.expand([leaves[i] for i in open_], k)
         ctx.score(candidates)
         for j, i in enumerate(open_):
             siblings = dedupe(candidates[j * k : (j + 1) * k])
