@@ -20,6 +20,8 @@ AGGREGATIONS: tuple[str, ...] = ("min", "mean", "max", "product", "last")
 MAX_PATHS = 64
 MAX_BEAM_SIZE = 16
 MAX_CANDIDATES_PER_STEP = 16
+MAX_SUBTREES = 16
+MAX_PARTICLES = 64
 MAX_STEPS = 200
 MAX_TOKENS = 32768
 
@@ -29,7 +31,10 @@ class TTSConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tts_strategy: str = Field("self_consistency", description="self_consistency, offline_bon, online_bon or beam_search")
+    tts_strategy: str = Field(
+        "self_consistency",
+        description="self_consistency, offline_bon, online_bon, beam_search, dvts or particle_filtering",
+    )
     tts_scorer: str | None = Field(
         None,
         description="entropy, perplexity, sequence_prob, prm, llm_judge or majority_vote. Default: majority_vote "
@@ -37,17 +42,25 @@ class TTSConfig(BaseModel):
     )
     tts_budget: int | None = Field(
         None, ge=1, description="One knob for the strategy's main size: num_paths, tts_num_trajectories, "
-        "or tts_candidates_per_step (online_bon) / tts_beam_size (beam_search). Overrides that field."
+        "tts_candidates_per_step (online_bon), tts_beam_size (beam_search), tts_num_particles (particle_filtering), "
+        "or tts_num_subtrees = budget / tts_candidates_per_step (dvts). Overrides that field."
     )
     num_paths: int = Field(5, ge=1, le=MAX_PATHS, description="self_consistency: independent reasoning paths")
     tts_num_trajectories: int = Field(8, ge=1, le=MAX_PATHS, description="offline_bon: full trajectories generated")
-    tts_candidates_per_step: int = Field(4, ge=1, le=MAX_CANDIDATES_PER_STEP, description="online_bon, beam_search: candidates per step")
+    tts_candidates_per_step: int = Field(4, ge=1, le=MAX_CANDIDATES_PER_STEP, description="online_bon, beam_search, dvts: candidates per step (per beam, per subtree)")
     tts_beam_size: int = Field(4, ge=1, le=MAX_BEAM_SIZE, description="beam_search: beams kept after each step")
+    tts_num_subtrees: int = Field(2, ge=1, le=MAX_SUBTREES, description="dvts: independent subtrees searched")
+    tts_num_particles: int = Field(8, ge=1, le=MAX_PARTICLES, description="particle_filtering: particles resampled each step")
+    tts_resampling_temperature: float = Field(
+        1.0, gt=0.0, le=100.0, description="particle_filtering: softmax temperature over step rewards (their logits for "
+        "rewards in [0, 1]); higher resamples more uniformly"
+    )
     tts_max_steps: int = Field(100, ge=1, le=MAX_STEPS, description="step strategies: maximum reasoning steps")
     tts_score_aggregation: Aggregation = Field("min", description="how step scores become a trajectory score")
     tts_window_size: int | None = Field(None, ge=1, description="aggregate only the last k step scores")
     tts_selection: Literal["best", "weighted"] = Field(
-        "best", description="offline_bon: 'best' trajectory, or 'weighted' (sum of scores per equivalent answer)"
+        "best", description="offline_bon, dvts, particle_filtering: the 'best' scored candidate, or 'weighted' "
+        "(the best candidate of the answer with the largest sum of scores)"
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")

@@ -154,6 +154,7 @@ class TTSEngine:
                     num_tokens=b.num_tokens,
                     finish_reason=b.finish_reason,
                     truncated_steps=b.truncated_steps,
+                    resampled=b.resampled if plan.spec.name == "particle_filtering" else None,
                 )
                 for b in outcome.candidates
             ],
@@ -180,11 +181,12 @@ class RunPlan:
 def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:
     """``tts_budget`` overrides the strategy's main size; that size must be within its cap."""
     if config.tts_budget is not None:
-        if config.tts_budget > spec.size_cap:
+        size = spec.size_for_budget(config, config.tts_budget)
+        if size > spec.size_cap:
             raise InvalidParameterError(
-                "tts_budget", config.tts_budget, f"must be <= {spec.size_cap} for {spec.name} (it sets {spec.size_field})"
+                "tts_budget", config.tts_budget, f"sets {spec.size_field}={size}, which must be <= {spec.size_cap} for {spec.name}"
             )
-        config = config.model_copy(update={spec.size_field: config.tts_budget})
+        config = config.model_copy(update={spec.size_field: size})
     size = getattr(config, spec.size_field)
     if size > spec.size_cap:
         raise InvalidParameterError(spec.size_field, size, f"must be <= {spec.size_cap} for {spec.name}")

@@ -22,6 +22,10 @@ class CandidateInfo(BaseModel):
         "stop", description="'length' when a limit (max_tokens, tts_max_steps) ended it before an answer"
     )
     truncated_steps: int = Field(0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter")
+    resampled: int | None = Field(
+        None, description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
+        "(0: dropped at its first resampling); None for other strategies"
+    )
 
 
 class UsageInfo(BaseModel):

@@ -14,7 +14,14 @@ from llm_tts.strategies.base import (
     register_strategy,
     strategy_names,
 )
-from llm_tts.strategies import beam_search, offline_bon, online_bon, self_consistency  # noqa: F401  (register)
+from llm_tts.strategies import (  # noqa: F401  (register)
+    beam_search,
+    dvts,
+    offline_bon,
+    online_bon,
+    particle_filtering,
+    self_consistency,
+)
 
 __all__ = [
     "VOTING_SCORER",

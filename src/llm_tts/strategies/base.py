@@ -15,7 +15,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Sequence
 
-from llm_tts.answers import Vote, extract_answer, has_final_answer
+from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
 from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
 from llm_tts.config import TTSConfig
 from llm_tts.errors import UnknownNameError
@@ -42,6 +42,7 @@ class Beam:
     finish_reason: Literal["stop", "length"] = "stop"  # OpenAI meaning: "length" = cut by a limit
     truncated_steps: int = 0  # steps cut by tts_step_max_tokens (marked, not silently cut)
     status: Status = "kept"
+    resampled: int = 0  # particle_filtering: draws this lineage received at resampling
 
     @property
     def text(self) -> str:
@@ -232,6 +233,19 @@ def best_of(beams: Sequence[Beam]) -> Beam:
     return max(enumerate(beams), key=lambda ib: (-math.inf if ib[1].score is None else ib[1].score, -ib[0]))[1]
 
 
+def select_finished(beams: Sequence[Beam], selection: Literal["best", "weighted"]) -> tuple[Beam, Vote | None]:
+    """The beam to return by ``tts_selection``, marked "selected": the best aggregated score,
+    or the best beam of the heaviest answer when scores are summed per equivalent answer."""
+    result = None
+    if selection == "weighted":
+        result = vote([b.answer for b in beams], [b.score for b in beams], weighted=True)
+        chosen = beams[result.selected]
+    else:
+        chosen = best_of(beams)
+    chosen.status = "selected"
+    return chosen, result
+
+
 def best_score(beams: Sequence[Beam]) -> float | None:
     scores = [b.score for b in beams if b.score is not None]
     return max(scores) if scores else None
@@ -263,6 +277,11 @@ class StrategySpec:
     size_cap: int  # the largest value allowed for that field
     needs_scorer: bool  # False: the vote decides, a scorer only breaks ties
     continues_steps: bool = False  # True: extends partial answers, so the backend must continue them
+    budget_unit: str | None = None  # tts_budget is divided by this field to give size_field (dvts)
+
+    def size_for_budget(self, config: TTSConfig, budget: int) -> int:
+        """The main size ``tts_budget`` sets: the budget itself, or budget / unit (at least 1)."""
+        return budget if self.budget_unit is None else max(1, budget // getattr(config, self.budget_unit))
 
     @property
     def default_scorer(self) -> str:
@@ -273,10 +292,16 @@ _STRATEGIES: dict[str, StrategySpec] = {}
 
 
 def register_strategy(
-    name: str, *, size_field: str, size_cap: int, needs_scorer: bool = True, continues_steps: bool = False
+    name: str,
+    *,
+    size_field: str,
+    size_cap: int,
+    needs_scorer: bool = True,
+    continues_steps: bool = False,
+    budget_unit: str | None = None,
 ) -> Callable[[StrategyFn], StrategyFn]:
     def deco(fn: StrategyFn) -> StrategyFn:
-        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer, continues_steps)
+        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer, continues_steps, budget_unit)
         return fn
 
     return deco

@@ -11,21 +11,14 @@ answer is returned.
 
 from __future__ import annotations
 
-from llm_tts.answers import vote
 from llm_tts.config import MAX_PATHS
-from llm_tts.strategies.base import StrategyContext, StrategyOutcome, best_of, best_score, register_strategy
+from llm_tts.strategies.base import StrategyContext, StrategyOutcome, best_score, register_strategy, select_finished
 
 
 @register_strategy("offline_bon", size_field="tts_num_trajectories", size_cap=MAX_PATHS)
 def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
     trajectories = ctx.sample_full(ctx.config.tts_num_trajectories)
     ctx.score(trajectories)
-    result = None
-    if ctx.config.tts_selection == "weighted":
-        result = vote([t.answer for t in trajectories], [t.score for t in trajectories], weighted=True)
-        chosen = trajectories[result.selected]
-    else:
-        chosen = best_of(trajectories)
-    chosen.status = "selected"
+    chosen, result = select_finished(trajectories, ctx.config.tts_selection)
     ctx.report(1, 0, len(trajectories), best_score(trajectories), f"scored {len(trajectories)} trajectories")
     return StrategyOutcome(trajectories, chosen, result)
