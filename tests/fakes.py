@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from llm_tts.backends.base import BackendCapabilities, SamplingParams
 from llm_tts.config import TTSConfig
 from llm_tts.messages import ChatMessage
-from llm_tts.progress import ProgressEvent
+from llm_tts.events import ProgressEvent
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.strategies import StrategyContext, StrategyOutcome, get_strategy
 from llm_tts.types import Segment
