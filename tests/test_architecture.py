@@ -1,0 +1,57 @@
+"""The shape of the package, checked on every run (fast tier: no model).
+
+import-linter checks the layers (faces above the engine, the engine above strategies,
+strategies above scorers and backends, core types at the bottom) from pyproject.toml; these
+tests add the two rules it has no contract for: no module imports another module's private
+names, and no import cycles between any two modules.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grimp
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+pytestmark = pytest.mark.fast
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _private_imports() -> list[str]:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llm_tts"):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{_module_name(path)}: from {node.module} import {alias.name}")
+            if isinstance(node, (ast.ImportFrom, ast.Import)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for name in names:
+                    if name.startswith("llm_tts") and any(p.startswith("_") and not p.startswith("__") for p in name.split(".")):
+                        found.append(f"{_module_name(path)}: imports private module {name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    assert _private_imports() == []
+
+
+def test_no_import_cycles() -> None:
+    graph = grimp.build_graph("llm_tts")
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported == module or module.startswith(imported + ".") or imported.startswith(module + "."):
+                continue  # a package and its own submodules (re-exports) are not a cycle
+            path = graph.find_shortest_chain(importer=imported, imported=module)
+            if path is not None and not any(p != module and module.startswith(p + ".") for p in path):
+                cycles.append(" -> ".join((module, *path)))
+    assert cycles == []
