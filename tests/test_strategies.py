@@ -30,10 +30,11 @@ MESSAGES = [
     {"role": "system", "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."},
     {"role": "user", "content": "What is 2 + 3?"},
 ]
-STRATEGIES = ["self_consistency", "offline_bon", "online_bon", "beam_search"]
+STRATEGIES = ["self_consistency", "offline_bon", "online_bon", "beam_search", "dvts", "particle_filtering"]
 STEP_SCORERS = ["entropy", "perplexity", "sequence_prob", "llm_judge", "prm"]
 SMALL = dict(
     num_paths=2, tts_num_trajectories=2, tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=2,
+    tts_num_subtrees=2, tts_num_particles=2,
     tts_step_max_tokens=8, max_tokens=16, seed=0,
 )
 
@@ -111,6 +112,12 @@ def test_every_strategy_with_every_scorer(engine, hf_backend, strategy, scorer):
     if strategy == "beam_search":
         assert all(e.live_beams <= SMALL["tts_beam_size"] for e in events)
         assert any(c.status == "pruned" for c in md.candidates)  # 4 candidates per step, 2 beams kept
+    if strategy == "dvts":
+        assert sum(c.status != "pruned" for c in md.candidates) == SMALL["tts_num_subtrees"]  # one leaf per subtree
+    if strategy == "particle_filtering":
+        assert all(c.resampled is not None for c in md.candidates)
+    else:
+        assert all(c.resampled is None for c in md.candidates)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +127,8 @@ def test_every_strategy_with_every_scorer(engine, hf_backend, strategy, scorer):
         ("offline_bon", (1, 2)),  # one call: 1 prompt, n = tts_num_trajectories
         ("online_bon", (1, 2)),  # each step: 1 prompt, n = tts_candidates_per_step
         ("beam_search", (1, 4)),  # first step: the prompt, n = beam_size * candidates_per_step
+        ("dvts", (1, 4)),  # first step: the prompt, n = subtrees * candidates_per_step
+        ("particle_filtering", (1, 2)),  # first step: the prompt, n = particles
     ],
 )
 def test_every_candidate_of_a_step_is_one_generate_call(counting, strategy, expected_first_call):
@@ -135,7 +144,8 @@ def test_every_candidate_of_a_step_is_one_generate_call(counting, strategy, expe
 
 @pytest.mark.parametrize(
     "strategy, budget, expected_n",
-    [("self_consistency", 3, 3), ("offline_bon", 3, 3), ("online_bon", 3, 3), ("beam_search", 3, 3)],
+    [("self_consistency", 3, 3), ("offline_bon", 3, 3), ("online_bon", 3, 3), ("beam_search", 3, 3),
+     ("dvts", 3, 3), ("particle_filtering", 3, 3)],
 )
 def test_budget_maps_onto_the_main_size(counting, strategy, budget, expected_n):
     backend, eng = counting
