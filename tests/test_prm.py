@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm_tts.backends.cpu_dtype import CPU_DTYPE_ENV, auto_cpu_dtype
 from llm_tts.errors import CapabilityError, ContextLengthError, ModelLoadError, ModelNotFoundError
 from llm_tts.scorers import ScorerContext, ScoreRequest, create_scorer
-from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages
+from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages, release_prm_models
 from llm_tts.types import Segment, Step
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -164,13 +165,23 @@ def test_a_single_step_longer_than_the_prm_context_is_a_typed_error(scorer, tiny
     assert str(limit) in str(e.value)
 
 
-def test_create_scorer_prm_loads_from_the_context_path_in_bf16(tiny_prm_dir, hf_backend):
+def test_create_scorer_prm_loads_from_the_context_path_in_the_cpu_rule_dtype(tiny_prm_dir, hf_backend):
     s = create_scorer("prm", ScorerContext(hf_backend, prm_model=str(tiny_prm_dir)))
     assert isinstance(s, PRMScorer)
-    assert s.prm.model.dtype == torch.bfloat16
+    assert s.prm.model.dtype == getattr(torch, auto_cpu_dtype(tiny_prm_dir))  # dtype auto, like the policy
     _, expected = reference(PRMScorer(tiny_prm_dir, dtype="float32").prm, QUESTION, STEPS)
     (got,) = s.score([ScoreRequest(QUESTION, steps_of(STEPS))])
-    assert got == pytest.approx(expected, abs=0.05)  # bf16 arithmetic
+    assert got == pytest.approx(expected, abs=0.05)  # bf16 arithmetic, where the rule picks bf16
+
+
+@pytest.mark.parametrize("forced", ["bfloat16", "float32"])
+def test_prm_dtype_auto_on_a_cpu_follows_the_cpu_dtype_env(tiny_prm_dir, monkeypatch, forced):
+    monkeypatch.setenv(CPU_DTYPE_ENV, forced)
+    release_prm_models()  # loaded models are shared per (path, device, dtype name): load afresh
+    try:
+        assert load_prm(tiny_prm_dir, device="cpu").model.dtype == getattr(torch, forced)
+    finally:
+        release_prm_models()
 
 
 def test_prm_without_a_path_is_a_capability_error(hf_backend, monkeypatch):

@@ -4,6 +4,11 @@ A small explicit decoding loop instead of ``model.generate`` because the protoco
 sequence, stop strings that cut exactly at the token completing the delimiter, raw per-token
 logprobs and top-k, and a per-call seeded generator (no global RNG shared between requests).
 Unique prompts are prefilled once and their KV cache repeated for the ``n`` samples.
+
+Logits are float32 whatever the weights' dtype: a lower-precision model gets a float32 output
+head (:mod:`llm_tts.backends.float32_head`), so greedy, sampling and logprobs read real float32
+values, not upcast bfloat16 ones that tie at the top. Tokens are chosen by
+:mod:`llm_tts.backends.sampling` (exact top-k, ties broken as greedy breaks them).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from llm_tts.backends.base import (
     check_request,
     check_token_ids,
 )
-from llm_tts.backends.cpu_dtype import auto_cpu_dtype
+from llm_tts.backends.cpu_dtype import parse_torch_dtype, torch_dtype_for
+from llm_tts.backends.sampling import sample_next_tokens
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
@@ -39,19 +45,20 @@ class TransformersBackend(LocalTokenizerMixin):
         dtype: str = "auto",
         max_batch_rows: int = 64,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM
 
+        from llm_tts.backends.float32_head import use_float32_head
+
         self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)  # checked before anything loads
+        parse_torch_dtype(dtype)  # a bad name fails before anything loads
         path = resolve_model(model)
-        if self.dtype is None:  # "auto" on a CPU: float32 where it has no bfloat16 instructions
-            self.dtype = getattr(torch, auto_cpu_dtype(path))
+        self.dtype = torch_dtype_for(dtype, self.device, path)  # "auto" on a CPU: see cpu_dtype
         self.model_name = display_name(model)
         self.model_path = path
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+            use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -120,7 +127,7 @@ class TransformersBackend(LocalTokenizerMixin):
             k = params.top_logprobs
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
-                token = _sample(logits, params, generator)
+                token = sample_next_tokens(logits, params, generator)
                 chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if params.logprobs else None
                 top = torch.topk(logprobs, k, dim=-1) if k else None
                 loop.record(active, token.tolist(), chosen,
@@ -201,25 +208,6 @@ class _RowState:
         ]
 
 
-def _sample(logits: Any, params: SamplingParams, generator: Any) -> Any:
-    import torch
-
-    if params.greedy:
-        return logits.argmax(dim=-1)
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > params.top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
 def _pick_device(device: str) -> Any:
     import torch
 
@@ -237,16 +225,3 @@ def _pick_device(device: str) -> Any:
                 f"(torch {torch.__version__}); use device='cpu' or install a CUDA build of torch"
             )
     return dev
-
-
-def _pick_dtype(dtype: str, device: Any) -> Any:
-    import torch
-
-    if dtype != "auto":
-        value = getattr(torch, str(dtype), None)
-        if not isinstance(value, torch.dtype) or not value.is_floating_point:
-            raise InvalidParameterError("dtype", dtype, "must be 'auto' or a float dtype name such as 'bfloat16', 'float32'")
-        return value
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None  # a CPU: depends on its instructions and the model's size (auto_cpu_dtype)

@@ -107,13 +107,14 @@ def _load(folder: Path, device: str, dtype: str) -> LoadedPRM:
     import torch
     from transformers import AutoTokenizer
 
-    from llm_tts.backends.transformers_backend import _pick_dtype
+    from llm_tts.backends.cpu_dtype import torch_dtype_for
     from llm_tts.scorers.prm_model import Qwen2ForProcessRewardModel
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model_dtype = torch_dtype_for(dtype, dev, folder)  # "auto" on a CPU: the policy models' rule
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=_pick_dtype(dtype, dev)).to(dev).eval()
+        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=model_dtype).to(dev).eval()
     except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
         raise ModelLoadError(f"could not load PRM folder {str(folder)!r}: {e}") from e
     sep_id = tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
+from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import ScoreRequest
@@ -54,6 +55,9 @@ class VLLMPRMEngine:
             raise ModelLoadError(f"PRM tokenizer in {str(folder)!r} has no {STEP_SEPARATOR!r} token")
         from vllm.config.pooler import PoolerConfig
 
+        on_cpu = _cpu_only()
+        if dtype == "auto" and on_cpu:
+            dtype = auto_cpu_dtype(folder)  # the rule the policy backends follow on this CPU
         args: dict[str, Any] = dict(
             model=str(folder),
             runner="pooling",
@@ -65,7 +69,6 @@ class VLLMPRMEngine:
             enforce_eager=True,
             disable_log_stats=False,
         )
-        on_cpu = _cpu_only()
         if on_cpu:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             from llm_tts.backends.vllm_backend import CPU_BLOCK_SIZE
