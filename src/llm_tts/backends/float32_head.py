@@ -9,8 +9,9 @@ depend on how ties are broken, and logprobs are off by up to a spacing. With the
 This is vLLM's ``head_dtype="float32"`` (``hf_overrides={"head_dtype": "float32"}``, which its
 docs call "required for RL training-inference consistency", the trainer computing logits in
 float32); vLLM's default keeps the head in the model dtype and only its sampler upcasts the
-logits to float32. The copy costs ``vocab x hidden x 4`` bytes (113 MB for SmolLM2-135M) and,
-measured on 2 cores with AVX512-BF16, 11 ms instead of 2.4 ms per decoding step at batch 8.
+logits to float32. The copy costs ``vocab x hidden x 4`` bytes (113 MB for SmolLM2-135M) and
+time: on 2 cores with AVX512-BF16 the head took 11 ms instead of 2.4 ms at batch 8, and sampling
+8 x 64 tokens went from 149 to 130 tok/s.
 """
 
 from __future__ import annotations
