@@ -106,6 +106,14 @@ def test_greedy_with_n_gives_n_identical_samples(backend):
     assert row[0].token_ids == row[1].token_ids == row[2].token_ids
 
 
+def test_top_k_1_samples_the_greedy_tokens(backend):
+    """top_k=1 leaves one token whatever the temperature: both backends give greedy's, n times."""
+    p = prompt(backend, QUESTIONS[0])
+    (want,) = backend.generate([p], SamplingParams(temperature=0.0, max_tokens=8))[0]
+    (row,) = backend.generate([p], SamplingParams(n=3, temperature=1.5, top_k=1, max_tokens=8))
+    assert [s.token_ids for s in row] == [want.token_ids] * 3
+
+
 def test_finish_reasons_eos_and_length(backend):
     p = prompt(backend, QUESTIONS[2])
     (done,) = backend.generate([p], SamplingParams(temperature=0.0, max_tokens=40))[0]

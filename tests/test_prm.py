@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llm_tts.backends import cpu_dtype
+from llm_tts.backends.cpu_dtype import CPU_DTYPE_ENV
 from llm_tts.backends.device import torch_dtype
 from llm_tts.errors import (
     CapabilityError,
@@ -15,7 +16,7 @@ from llm_tts.errors import (
     ModelNotFoundError,
 )
 from llm_tts.scorers import ScorerContext, ScoreRequest, create_scorer
-from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages
+from llm_tts.scorers.prm import STEP_SEPARATOR, PRMScorer, load_prm, prm_messages, release_prm_models
 from llm_tts.types import Segment, Step
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -189,6 +190,16 @@ def test_prm_on_a_cpu_without_bfloat16_follows_the_backends_float32_rule(tiny_pr
     assert torch_dtype("auto", torch.device("cpu"), tiny_prm_dir) == torch.float32  # what the backends load
     s = PRMScorer(tiny_prm_dir, device="cpu")  # dtype="auto"
     assert s.prm.model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("forced", ["bfloat16", "float32"])
+def test_prm_dtype_auto_on_a_cpu_follows_the_cpu_dtype_env(tiny_prm_dir, monkeypatch, forced):
+    monkeypatch.setenv(CPU_DTYPE_ENV, forced)
+    release_prm_models()  # loaded models are shared per (path, device, dtype name): load afresh
+    try:
+        assert load_prm(tiny_prm_dir, device="cpu").model.dtype == getattr(torch, forced)
+    finally:
+        release_prm_models()
 
 
 def test_prm_without_a_path_is_a_capability_error(hf_backend, monkeypatch):

@@ -4,6 +4,11 @@ A small explicit decoding loop instead of ``model.generate`` because the protoco
 sequence, stop strings that cut exactly at the token completing the delimiter, raw per-token
 logprobs and top-k, and a per-call seeded generator (no global RNG shared between requests).
 Unique prompts are prefilled once and their KV cache repeated for the ``n`` samples.
+
+Logits are float32 whatever the weights' dtype: a lower-precision model gets a float32 output
+head (:mod:`llm_tts.backends.float32_head`), so greedy, sampling and logprobs read real float32
+values, not upcast bfloat16 ones that tie at the top. Tokens are chosen by
+:mod:`llm_tts.backends.sampling` (exact top-k, ties broken as greedy breaks them).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from llm_tts.backends.base import (
     check_token_ids,
 )
 from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
+from llm_tts.backends.sampling import sample_next_tokens
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
 from llm_tts.errors import BackendUnavailableError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
@@ -41,6 +47,8 @@ class TransformersBackend(LocalTokenizerMixin):
     ) -> None:
         from transformers import AutoModelForCausalLM
 
+        from llm_tts.backends.float32_head import use_float32_head
+
         self.device = pick_device(device)
         parse_dtype(dtype)  # checked before anything loads
         path = resolve_model(model)
@@ -50,6 +58,7 @@ class TransformersBackend(LocalTokenizerMixin):
         try:
             self.tokenizer = ChatTokenizer.from_folder(path)
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+            use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -118,7 +127,7 @@ class TransformersBackend(LocalTokenizerMixin):
             k = params.top_logprobs
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
-                token = _sample(logits, params, generator)
+                token = sample_next_tokens(logits, params, generator)
                 chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if params.logprobs else None
                 top = torch.topk(logprobs, k, dim=-1) if k else None
                 loop.record(active, token.tolist(), chosen,
@@ -199,20 +208,3 @@ class _RowState:
         ]
 
 
-def _sample(logits: Any, params: SamplingParams, generator: Any) -> Any:
-    import torch
-
-    if params.greedy:
-        return logits.argmax(dim=-1)
-    logits = logits / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(dim=-1) - probs > params.top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -9,6 +9,14 @@ Outputs follow the protocol's contract: token ids are the engine's; text is ``de
 (vLLM's own text may cut a token in half at a stop string); logprobs are the engine's raw
 (temperature-free) logprobs, like the transformers backend's; finish reasons are "stop" (a
 stop string, kept), "eos" (an end-of-turn token, kept in token_ids) and "length".
+
+Logits: vLLM computes the LM head in the model's dtype and its sampler upcasts the logits to
+float32 (``vllm.v1.sample.sampler.Sampler``), so in bfloat16 the top logits can tie. The
+transformers backend computes its head in float32 instead (vLLM's ``head_dtype="float32"``);
+here that option costs too much on a CPU, where vLLM converts the whole head weight to float32
+at every step (decoding at batch 8 fell from about 140 to 50-65 tok/s), so it is left to the
+caller: ``VLLMBackend(hf_overrides={"head_dtype": "float32"})``. top_k=1 is run as greedy, so it
+picks the argmax even among tied logits.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any, Sequence
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
@@ -129,6 +138,10 @@ class VLLMBackend(LocalTokenizerMixin):
             raise BackendUnavailableError("this vLLM backend was closed; create a new one")
         from vllm.inputs import TokensPrompt
 
+        if params.top_k == 1 and not params.greedy:
+            # top_k=1 leaves only the argmax, so it is greedy; vLLM's own top-k keeps every token
+            # tied with the k-th (`logits < kth`), and bfloat16 logits tie at the top.
+            params = replace(params, temperature=0.0)
         seed = self._seed(params.seed)
         vparams = [self._vllm_params(params, seed, self.max_context_tokens - len(p)) for p in prompts]
         vprompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
