@@ -21,7 +21,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError
+from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError, ServiceError, error_class
 from llm_tts.integrations.events import PROGRESS_EVENT_NAME, Reply, RunItem, TextDelta, progress_from_dict
 from llm_tts.metadata import TTSMetadata
 
@@ -34,22 +34,6 @@ _RETRY_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolT
 _backoff = wait_exponential_jitter(initial=0.5, max=8.0)
 
 
-class ServiceError(LLMTTSError):
-    """An error the service returned that matches no more specific llm_tts error class."""
-
-    code = "service_error"
-
-
-def _error_classes() -> dict[str, type[LLMTTSError]]:
-    found: dict[str, type[LLMTTSError]] = {}
-    pending: list[type[LLMTTSError]] = [LLMTTSError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 def remote_error(status: int, body: bytes, headers: httpx.Headers | None = None) -> LLMTTSError:
     """The typed error for an HTTP error response (same class as in-process where the code is known)."""
     err: dict[str, Any] = {}
@@ -60,7 +44,7 @@ def remote_error(status: int, body: bytes, headers: httpx.Headers | None = None)
     except ValueError:
         pass
     message = str(err.get("message") or err.get("detail") or body[:300].decode("utf-8", "replace") or f"HTTP {status}")
-    cls = _error_classes().get(str(err.get("code")), ServiceError)
+    cls = error_class(err.get("code"))
     # Subclass constructors take structured arguments we do not have here; the server's message
     # already names the value and the limit, so initialise through the common base.
     exc = cls.__new__(cls)
