@@ -13,9 +13,9 @@ from llm_tts.backends.openai_backend import OpenAIBackend
 from llm_tts.backends.tokenizer import ChatTokenizer
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
-from llm_tts.errors import CapabilityError, InvalidParameterError
+from llm_tts.errors import CapabilityError, InvalidParameterError, RemoteAPIError
 from llm_tts.messages import ChatMessage
-from vllm_serve import SERVED_NAME
+from vllm_serve import SERVED_NAME, TEST_MAX_LOGPROBS
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -118,9 +118,11 @@ def test_a_tokenizer_that_does_not_match_the_served_model_is_refused(vllm_server
         backend.close()
 
 
-def test_top_logprobs_above_the_protocol_limit_is_refused(remote):
-    with pytest.raises(Exception, match="top_logprobs"):
-        remote.generate([remote.render_chat(QUESTION)], SamplingParams(n=1, max_tokens=2, top_logprobs=21))
+def test_top_logprobs_above_the_servers_limit_is_a_typed_refusal(remote):
+    asked = TEST_MAX_LOGPROBS + 1  # within SamplingParams' limit, above the server's --max-logprobs
+    with metered() as usage, pytest.raises(RemoteAPIError, match=rf"HTTP 400.*{asked}.*{TEST_MAX_LOGPROBS}") as e:
+        remote.generate([remote.render_chat(QUESTION)], SamplingParams(n=1, max_tokens=2, top_logprobs=asked))
+    assert e.value.status == 400 and usage.requests == 0  # the server refused it: nothing billed
 
 
 STRATEGIES = [
