@@ -321,20 +321,3 @@ def test_create_backend_by_name_with_provider_defaults(monkeypatch):
     backend = create_backend("openai", "openai/gpt-4o-mini", provider="openrouter")
     assert backend.base_url == "https://openrouter.ai/api/v1" and backend.api_key_env == "OPENROUTER_API_KEY"
     backend.close()  # nothing was sent: setup is lazy
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    import email.utils
-
-    import httpx
-
-    from llm_tts.backends.remote_http import retry_after
-
-    def answer(value: str | None) -> httpx.Response:
-        return httpx.Response(429, headers={} if value is None else {"Retry-After": value})
-
-    assert retry_after(answer("7")) == 7.0 and retry_after(answer(None)) is None
-    assert retry_after(answer("not a date")) is None
-    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25.0 <= retry_after(answer(in_30s)) <= 30.0
-    assert retry_after(answer(email.utils.formatdate(time.time() - 60, usegmt=True))) == 0.0

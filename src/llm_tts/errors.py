@@ -19,6 +19,9 @@ class LLMTTSError(Exception):
     http_status: int = 400
     code: str = "llm_tts_error"
     error_type: str = "invalid_request_error"
+    # False: the same request sent again fails the same way, even where its HTTP status is one
+    # clients retry (the service then answers with ``x-should-retry: false``).
+    retryable: bool = True
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -104,6 +107,7 @@ class DeadlineExceededError(LLMTTSError, TimeoutError):
     code = "deadline_exceeded"
     http_status = 408
     error_type = "timeout_error"
+    retryable = False  # sent again, the run would run again into the same deadline
 
 
 class RunCancelledError(LLMTTSError):

@@ -31,11 +31,12 @@ from urllib.parse import urlparse
 import httpx
 
 from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, SamplingParams, check_prompts_fit
-from llm_tts.backends.remote_http import RemoteHTTP, RetryPolicy
+from llm_tts.backends.remote_http import RemoteHTTP
 from llm_tts.backends.remote_tokenizer import ServerTokenizer, TextVocab
 from llm_tts.backends.tokenizer import ChatTokenizer
 from llm_tts.backends.usage import record_usage
 from llm_tts.errors import CapabilityError, InvalidParameterError, LLMTTSError, ModelNotFoundError, RemoteAPIError, UnknownNameError
+from llm_tts.http_retry import RetryPolicy
 from llm_tts.messages import ChatMessage
 from llm_tts.types import FinishReason, Segment
 

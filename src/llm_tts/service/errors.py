@@ -28,6 +28,7 @@ from llm_tts.errors import (
     TooManyRequestsError,
     UnknownNameError,
 )
+from llm_tts.http_retry import SHOULD_RETRY_HEADER
 
 # The service's own errors live in llm_tts.errors, with the table clients decode them by.
 __all__ = [
@@ -45,8 +46,11 @@ def error_body(exc: LLMTTSError) -> dict[str, Any]:
 
 
 def error_headers(exc: LLMTTSError) -> dict[str, str]:
+    headers = {} if exc.retryable else {SHOULD_RETRY_HEADER: "false"}  # read by llm_tts.http_retry and OpenAI's SDK
     retry = getattr(exc, "retry_after_s", None)
-    return {"Retry-After": str(retry)} if retry is not None else {}
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return headers
 
 
 def error_response(exc: LLMTTSError) -> JSONResponse:
