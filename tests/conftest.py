@@ -127,11 +127,9 @@ def vllm_server_url(embedded_model_dir, tmp_path_factory):
     continuations agree token for token); yields the API base URL (ending in /v1). Started once
     per session, stopped (its whole process group) after it."""
     pytest.importorskip("vllm")
-    from vllm_serve import TEST_MAX_LOGPROBS, start_vllm_server, stop_vllm_server
+    from vllm_serve import start_vllm_server, stop_vllm_server
 
-    proc, url = start_vllm_server(
-        embedded_model_dir, tmp_path_factory.mktemp("vllm-serve") / "server.log", max_logprobs=TEST_MAX_LOGPROBS
-    )
+    proc, url = start_vllm_server(embedded_model_dir, tmp_path_factory.mktemp("vllm-serve") / "server.log")
     try:
         yield url
     finally:

@@ -65,7 +65,8 @@ def test_the_service_says_a_deadline_is_not_worth_retrying():
 
 def test_transport_failures_retried_and_timeouts_by_choice():
     request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
-    for failure in (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectTimeout, httpx.PoolTimeout):
+    failures = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    for failure in failures:
         assert POLICY.retries_error(failure("x", request=request)), failure
     assert not POLICY.retries_error(httpx.UnsupportedProtocol("ftp", request=request))
     assert not POLICY.retries_error(ValueError("a bug, not the network"))

@@ -240,7 +240,7 @@ def test_fake_server_ignoring_n_gets_n_parallel_requests_within_the_limit():
     fake = FakeAPI(delay=0.3)
     try:
         backend = backend_for(fake, max_concurrency=3)
-        assert backend.capabilities.extras["n"] is False  # the probe asked n=2 and got one choice
+        assert backend.probe.n is False  # the probe asked n=2 and got one choice
         before = len(fake.chat_requests())
         fake.max_inflight = 0
         with metered() as usage:
@@ -279,7 +279,7 @@ def test_fake_endpoint_honouring_n_with_logprobs_uses_one_request():
     try:
         backend = backend_for(fake)
         caps = backend.capabilities
-        assert caps.extras["n"] and caps.logprobs and caps.max_top_logprobs == 20
+        assert backend.probe.n and caps.logprobs and caps.max_top_logprobs == 20
         before = len(fake.chat_requests())
         (row,) = backend.generate([backend.render_chat(QUESTION)], SamplingParams(n=4, max_tokens=16, top_logprobs=2))
         assert len(fake.chat_requests()) - before == 1 and len(row) == 4

@@ -82,10 +82,12 @@ def test_backend_options_from_env_and_flags():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--gpu-memory-utilization", "1.5"], r"gpu_memory_utilization=.*less than or equal to 1 .*--gpu-memory-utilization"),
+        (["--gpu-memory-utilization", "1.5"],
+         r"gpu_memory_utilization=.*less than or equal to 1 .*--gpu-memory-utilization"),
         (["--max-model-len", "8"], r"max_model_len=.*greater than or equal to 16 .*--max-model-len"),
         (["--dtype", "int8"], r"dtype='int8'.*'auto', 'bfloat16', 'float16' or 'float32' .*--dtype"),
-        (["--kv-cache-space", "lots"], r"kv_cache_space='lots'.*number .*--kv-cache-space or env LLM_TTS_KV_CACHE_SPACE"),
+        (["--kv-cache-space", "lots"],
+         r"kv_cache_space='lots'.*number .*--kv-cache-space or env LLM_TTS_KV_CACHE_SPACE"),
         (["--backend", "transformers", "--max-model-len", "512"],
          r"max_model_len=512 .*only the vllm backend takes it, not backend 'transformers' \(flag --max-model-len"),
         (["--backend", "openai", "--dtype", "float32"], r"dtype='float32' .*not backend 'openai' \(flag --dtype"),

@@ -13,9 +13,6 @@ from pathlib import Path
 import httpx
 
 SERVED_NAME = "smollm2"
-# The test server allows fewer top logprobs than SamplingParams does (20), so a request the
-# backend accepts can still be refused by the server (tests/test_openai_backend_vllm.py).
-TEST_MAX_LOGPROBS = 8
 
 
 def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "float32", kv_cache_gib: int = 1,

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from llm_tts.errors import InvalidParameterError
 
@@ -83,7 +90,10 @@ class RetryPolicy:
     def why_stopped(self, exc: RetryableResponse) -> str:
         """Why a retryable answer was given up on, for the caller's error message."""
         if self.waits_too_long(exc):
-            return f"the server asked to retry after {exc.retry_after:.0f}s, more than max_retry_after={self.max_retry_after:g}s"
+            return (
+                f"the server asked to retry after {exc.retry_after:.0f}s, "
+                f"more than max_retry_after={self.max_retry_after:g}s"
+            )
         return "retries exhausted"
 
     def wait(self, state: RetryCallState) -> float:

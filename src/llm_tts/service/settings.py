@@ -36,6 +36,8 @@ class Source:
         return f"flag {self.flag} or env {self.env}"
 
 
+BackendName = Literal["auto", "vllm", "transformers", "openai"]
+DType = Literal["auto", "bfloat16", "float16", "float32"]
 _LOCAL = ("auto", "vllm", "transformers")  # backends that load a model here
 _VLLM = ("auto", "vllm")
 
@@ -48,7 +50,7 @@ class ServiceSettings(BaseModel):
     model: Annotated[str | None, Source("--model", "LLM_TTS_MODEL")] = Field(
         None, description="model folder or hub id; unset: the embedded SmolLM2"
     )
-    backend: Annotated[Literal["auto", "vllm", "transformers", "openai"], Source("--backend", "LLM_TTS_BACKEND")] = Field(
+    backend: Annotated[BackendName, Source("--backend", "LLM_TTS_BACKEND")] = Field(
         "auto", description="generation backend; auto: vLLM when it is installed and starts, else transformers"
     )
     prm_model: Annotated[str | None, Source("--prm-model", "PRM_MODEL_PATH")] = Field(
@@ -71,14 +73,15 @@ class ServiceSettings(BaseModel):
         "tts_num_trajectories, tts_candidates_per_step or tts_beam_size); larger defaults are lowered to it"
     )
     max_tokens: Annotated[int, Source("--max-tokens", "LLM_TTS_MAX_TOKENS")] = Field(
-        MAX_TOKENS, ge=1, le=MAX_TOKENS, description="largest max_tokens a request may ask for; a larger default is lowered to it"
+        MAX_TOKENS, ge=1, le=MAX_TOKENS,
+        description="largest max_tokens a request may ask for; a larger default is lowered to it",
     )
     retry_after_s: Annotated[int, Source("--retry-after", "LLM_TTS_RETRY_AFTER")] = Field(
         1, ge=1, description="seconds sent as Retry-After with 429"
     )
     # -- backend options: the keyword options ChatTTS passes as backend_options ---------------
-    dtype: Annotated[Literal["auto", "bfloat16", "float16", "float32"] | None, Source("--dtype", "LLM_TTS_DTYPE", _LOCAL)] = Field(
-        None, description="weights' dtype; unset: the backend's auto (the model's own, float32 on CPUs without bfloat16)"
+    dtype: Annotated[DType | None, Source("--dtype", "LLM_TTS_DTYPE", _LOCAL)] = Field(
+        None, description="weights' dtype; unset: the backend's auto (the model's own, or float32 on CPUs without bf16)"
     )
     max_model_len: Annotated[int | None, Source("--max-model-len", "LLM_TTS_MAX_MODEL_LEN", _VLLM)] = Field(
         None, ge=16, description="vLLM context length in tokens; unset: the model's"
@@ -86,9 +89,9 @@ class ServiceSettings(BaseModel):
     gpu_memory_utilization: Annotated[
         float | None, Source("--gpu-memory-utilization", "LLM_TTS_GPU_MEMORY_UTILIZATION", _VLLM)
     ] = Field(None, gt=0, le=1, description="vLLM: fraction of GPU memory for weights and KV cache; unset: 0.9")
-    tensor_parallel_size: Annotated[int | None, Source("--tensor-parallel-size", "LLM_TTS_TENSOR_PARALLEL_SIZE", _VLLM)] = Field(
-        None, ge=1, description="vLLM: GPUs to shard the model over; unset: 1"
-    )
+    tensor_parallel_size: Annotated[
+        int | None, Source("--tensor-parallel-size", "LLM_TTS_TENSOR_PARALLEL_SIZE", _VLLM)
+    ] = Field(None, ge=1, description="vLLM: GPUs to shard the model over; unset: 1")
     kv_cache_space: Annotated[float | None, Source("--kv-cache-space", "LLM_TTS_KV_CACHE_SPACE", _VLLM)] = Field(
         None, gt=0, description="vLLM: GiB of KV cache (on CPU; unset: $VLLM_CPU_KVCACHE_SPACE or 2)"
     )
@@ -138,9 +141,8 @@ class ServiceSettings(BaseModel):
 
     def backend_options(self) -> dict[str, Any]:
         """Keyword options for the backend (what ChatTTS calls ``backend_options``): the set ones."""
-        return {
-            name: getattr(self, name) for name, _, src in settings_fields() if src.backends and getattr(self, name) is not None
-        }
+        options = {name: getattr(self, name) for name, _, src in settings_fields() if src.backends}
+        return {name: value for name, value in options.items() if value is not None}
 
 
 def settings_fields() -> Iterator[tuple[str, FieldInfo, Source]]:
@@ -169,7 +171,9 @@ def _metavar(source: Source, info: FieldInfo) -> str:
     """``{a,b}`` for a choice, else the flag's name in capitals."""
     kinds = (info.annotation, *get_args(info.annotation))
     literal = next((k for k in kinds if get_origin(k) is Literal), None)
-    return "{" + ",".join(get_args(literal)) + "}" if literal is not None else source.flag.lstrip("-").replace("-", "_").upper()
+    if literal is not None:
+        return "{" + ",".join(get_args(literal)) + "}"
+    return source.flag.lstrip("-").replace("-", "_").upper()
 
 
 def _default_text(info: FieldInfo) -> str:
