@@ -240,7 +240,7 @@ def test_fake_server_ignoring_n_gets_n_parallel_requests_within_the_limit():
     fake = FakeAPI(delay=0.3)
     try:
         backend = backend_for(fake, max_concurrency=3)
-        assert backend.capabilities.extras["n"] is False  # the probe asked n=2 and got one choice
+        assert backend.probe.n is False  # the probe asked n=2 and got one choice
         before = len(fake.chat_requests())
         fake.max_inflight = 0
         with metered() as usage:
@@ -279,7 +279,7 @@ def test_fake_endpoint_honouring_n_with_logprobs_uses_one_request():
     try:
         backend = backend_for(fake)
         caps = backend.capabilities
-        assert caps.extras["n"] and caps.logprobs and caps.max_top_logprobs == 20
+        assert backend.probe.n and caps.logprobs and caps.max_top_logprobs == 20
         before = len(fake.chat_requests())
         (row,) = backend.generate([backend.render_chat(QUESTION)], SamplingParams(n=4, max_tokens=16, top_logprobs=2))
         assert len(fake.chat_requests()) - before == 1 and len(row) == 4
@@ -321,20 +321,3 @@ def test_create_backend_by_name_with_provider_defaults(monkeypatch):
     backend = create_backend("openai", "openai/gpt-4o-mini", provider="openrouter")
     assert backend.base_url == "https://openrouter.ai/api/v1" and backend.api_key_env == "OPENROUTER_API_KEY"
     backend.close()  # nothing was sent: setup is lazy
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    import email.utils
-
-    import httpx
-
-    from llm_tts.backends.remote_http import retry_after
-
-    def answer(value: str | None) -> httpx.Response:
-        return httpx.Response(429, headers={} if value is None else {"Retry-After": value})
-
-    assert retry_after(answer("7")) == 7.0 and retry_after(answer(None)) is None
-    assert retry_after(answer("not a date")) is None
-    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25.0 <= retry_after(answer(in_30s)) <= 30.0
-    assert retry_after(answer(email.utils.formatdate(time.time() - 60, usegmt=True))) == 0.0

@@ -31,8 +31,8 @@ def over_service(service_url):
 
 def test_probe_sees_a_chat_only_api_without_logprobs_or_n(over_service):
     caps = over_service.capabilities
-    assert caps.extras["mode"] == "chat" and caps.extras["n"] is False
-    assert caps.logprobs is False and caps.max_top_logprobs == 0 and not caps.extras["continuation"]
+    assert caps.chat_only and over_service.probe.n is False
+    assert caps.logprobs is False and caps.max_top_logprobs == 0 and not caps.continuation
     assert over_service.model_name  # the service's first served model
 
 

@@ -10,12 +10,13 @@ import pytest
 
 from llm_tts.backends.base import SamplingParams
 from llm_tts.backends.openai_backend import OpenAIBackend
+from llm_tts.backends.remote_tokenizer import ServerTokenizer
 from llm_tts.backends.tokenizer import ChatTokenizer
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
-from llm_tts.errors import CapabilityError, InvalidParameterError
+from llm_tts.errors import CapabilityError, InvalidParameterError, RemoteAPIError
 from llm_tts.messages import ChatMessage
-from vllm_serve import SERVED_NAME
+from vllm_serve import SERVED_NAME, start_vllm_server, stop_vllm_server
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -46,7 +47,7 @@ def test_probe_finds_the_token_level_api(remote, local_tokenizer):
     caps = remote.capabilities
     assert remote.model_name == SERVED_NAME
     assert remote.max_context_tokens == 2048
-    assert caps.extras["mode"] == "tokens" and caps.extras["n"] and caps.extras["exact_token_ids"]
+    assert not caps.chat_only and caps.continuation and caps.exact_token_ids and remote.probe.n
     assert caps.logprobs and caps.max_top_logprobs == 20 and caps.token_prompts
     assert caps.seed is False  # per-request seeds crash vLLM's CPU engine: never sent
     assert remote.render_chat(QUESTION) == local_tokenizer.render_chat(QUESTION)
@@ -97,7 +98,7 @@ def test_greedy_n_fans_out_because_vllm_refuses_n_above_one_when_greedy(remote):
 def test_server_tokenizer_matches_the_local_one(vllm_server_url, remote, local_tokenizer):
     backend = OpenAIBackend(base_url=vllm_server_url, provider="vllm", tokenizer="server")
     try:
-        assert backend.capabilities.extras["tokenizer"] == "ServerTokenizer"
+        assert isinstance(backend.tokenizer, ServerTokenizer)
         prompt = backend.render_chat(QUESTION)
         assert prompt == local_tokenizer.render_chat(QUESTION)
         (seg,), = backend.generate([prompt], SamplingParams(n=1, temperature=0.0, max_tokens=12))
@@ -118,9 +119,22 @@ def test_a_tokenizer_that_does_not_match_the_served_model_is_refused(vllm_server
         backend.close()
 
 
-def test_top_logprobs_above_the_protocol_limit_is_refused(remote):
-    with pytest.raises(Exception, match="top_logprobs"):
-        remote.generate([remote.render_chat(QUESTION)], SamplingParams(n=1, max_tokens=2, top_logprobs=21))
+SMALL_MAX_LOGPROBS = 8  # below SamplingParams' own limit (20)
+
+
+def test_top_logprobs_above_the_servers_limit_is_a_typed_refusal(embedded_model_dir, tmp_path):
+    """A server started with a lower --max-logprobs than the protocol allows: the request passes
+    SamplingParams and the backend, and the server's refusal comes back typed."""
+    proc, url = start_vllm_server(embedded_model_dir, tmp_path / "server.log", max_logprobs=SMALL_MAX_LOGPROBS)
+    remote = OpenAIBackend(base_url=url, provider="vllm")
+    asked = SMALL_MAX_LOGPROBS + 1
+    try:
+        with metered() as usage, pytest.raises(RemoteAPIError, match=rf"HTTP 400.*{asked}.*{SMALL_MAX_LOGPROBS}") as e:
+            remote.generate([remote.render_chat(QUESTION)], SamplingParams(n=1, max_tokens=2, top_logprobs=asked))
+    finally:
+        remote.close()
+        stop_vllm_server(proc)
+    assert e.value.status == 400 and usage.requests == 0  # the server refused it: nothing billed
 
 
 STRATEGIES = [
@@ -159,7 +173,7 @@ def test_chat_only_api_runs_self_consistency_and_refuses_step_strategies(remote_
     from llm_tts.engine import TTSEngine
 
     caps = remote_chat.capabilities
-    assert caps.extras["mode"] == "chat" and not caps.extras["continuation"] and caps.logprobs
+    assert caps.chat_only and not caps.continuation and caps.logprobs
     engine = TTSEngine(remote_chat)
     with metered() as usage:
         result = engine.run(QUESTION, TTSConfig.create(tts_strategy="self_consistency", num_paths=3, max_tokens=32))

@@ -16,7 +16,8 @@ SERVED_NAME = "smollm2"
 
 
 def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "float32", kv_cache_gib: int = 1,
-                      omp_threads: int | None = 1, startup_timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
+                      omp_threads: int | None = 1, startup_timeout: float = 300.0,
+                      max_logprobs: int | None = None) -> tuple[subprocess.Popen, str]:
     """``vllm serve`` on a free 127.0.0.1 port; returns the process and the API base URL (…/v1)
     once ``/health`` answers. The server runs in its own process group (see stop_vllm_server).
 
@@ -33,6 +34,8 @@ def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "fl
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
            "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", "16", "--disable-log-stats", "--dtype", dtype]
+    if max_logprobs is not None:
+        cmd += ["--max-logprobs", str(max_logprobs)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

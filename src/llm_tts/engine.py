@@ -81,7 +81,7 @@ class TTSEngine:
         with metered() as api:
             outcome = plan.spec.run(ctx)
         prompt_tokens = len(plan.prompt_ids)
-        if self.backend.capabilities.extras.get("mode") == "chat" and api.requests:
+        if self.backend.capabilities.chat_only and api.requests:
             # A chat-only API renders the prompt itself: its own count is the real one.
             prompt_tokens = api.prompt_tokens // api.requests
         metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
@@ -110,7 +110,7 @@ class TTSEngine:
         spec = get_strategy(config.tts_strategy)
         config = _apply_budget(spec, config)
         scorer_name = _resolve_scorer(spec, config.tts_scorer)
-        if spec.continues_steps and self.backend.capabilities.extras.get("continuation") is False:
+        if spec.continues_steps and not self.backend.capabilities.continuation:
             raise CapabilityError(
                 f"continuation: {spec.name} extends partial answers step by step and {self.backend.name} cannot "
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "

@@ -2,12 +2,15 @@
 
 Every error a user can cause derives from :class:`LLMTTSError`; messages name the offending
 value and the limit, and say what to do. The service maps them onto OpenAI-shaped 4xx bodies
-through :attr:`LLMTTSError.http_status` and :attr:`LLMTTSError.code`.
+through :attr:`LLMTTSError.http_status` and :attr:`LLMTTSError.code`, and a client turns a
+code back into its class through :data:`ERROR_CLASSES` (one table for both directions, so what a
+client raises does not depend on which modules it happened to import).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 
 class LLMTTSError(Exception):
@@ -16,6 +19,9 @@ class LLMTTSError(Exception):
     http_status: int = 400
     code: str = "llm_tts_error"
     error_type: str = "invalid_request_error"
+    # False: the same request sent again fails the same way, even where its HTTP status is one
+    # clients retry (the service then answers with ``x-should-retry: false``).
+    retryable: bool = True
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -101,6 +107,7 @@ class DeadlineExceededError(LLMTTSError, TimeoutError):
     code = "deadline_exceeded"
     http_status = 408
     error_type = "timeout_error"
+    retryable = False  # sent again, the run would run again into the same deadline
 
 
 class RunCancelledError(LLMTTSError):
@@ -131,3 +138,67 @@ class RemoteTimeoutError(RemoteAPIError, TimeoutError):
     code = "remote_timeout"
     http_status = 504
     error_type = "timeout_error"
+
+
+# -- errors the service answers with (raised by the service, decoded by HTTP clients) ----------
+class AuthenticationError(LLMTTSError):
+    http_status = 401
+    code = "invalid_api_key"
+    error_type = "authentication_error"
+
+
+class RequestTooLargeError(LLMTTSError):
+    http_status = 413
+    code = "request_too_large"
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        got = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+        super().__init__(f"request body is {got}; this server accepts at most {limit} bytes")
+
+
+class TooManyRequestsError(LLMTTSError):
+    http_status = 429
+    code = "rate_limit_exceeded"
+    error_type = "rate_limit_error"
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"the server is already running its maximum of {limit} concurrent requests; retry after {retry_after_s} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class MalformedJSONError(LLMTTSError):
+    code = "invalid_json"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the request body is not valid JSON ({detail}); send a JSON object")
+
+
+class InternalError(LLMTTSError):
+    http_status = 500
+    code = "internal_error"
+    error_type = "server_error"
+
+
+class ServiceError(LLMTTSError):
+    """An error the service returned that matches no more specific llm_tts error class."""
+
+    code = "service_error"
+
+
+ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType({
+    cls.code: cls
+    for cls in (
+        InvalidParameterError, UnknownNameError, EmptyMessagesError, ContextLengthError, ModelNotFoundError,
+        ModelLoadError, BackendUnavailableError, CapabilityError, DeadlineExceededError, RunCancelledError,
+        RemoteAPIError, RemoteTimeoutError, AuthenticationError, RequestTooLargeError, TooManyRequestsError,
+        MalformedJSONError, InternalError, ServiceError,
+    )
+})
+"""Every error code the service sends, to the class a client raises for it."""
+
+
+def error_class(code: object) -> type[LLMTTSError]:
+    """The class for an error code from the wire; :class:`ServiceError` for a code not listed."""
+    return ERROR_CLASSES.get(str(code), ServiceError)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import Future
 from numbers import Integral
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
@@ -77,7 +77,10 @@ class BackendCapabilities:
     max_top_logprobs: int = MAX_TOP_LOGPROBS
     seed: bool = True
     token_prompts: bool = True  # can continue from raw token ids
-    extras: dict[str, Any] = field(default_factory=dict)
+    continuation: bool = True  # can continue a partial answer (what step strategies need)
+    chat_only: bool = False  # prompts are whole chats the API renders itself (so its prompt count is the real one)
+    exact_token_ids: bool = True  # returned ids are the sampled tokens, not a re-tokenised text
+    prefix_caching: bool = False  # a repeated prefix is computed once
 
 
 @runtime_checkable

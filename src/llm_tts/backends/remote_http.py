@@ -1,49 +1,22 @@
-"""HTTP for remote model APIs: one pooled httpx client, a concurrency limit, retries with backoff.
+"""HTTP for remote model APIs: one pooled httpx client, a concurrency limit, retries.
 
-Retries (tenacity) cover what a retry can fix: 429, 408 and 5xx answers, timeouts and dropped
-or refused connections. A ``Retry-After`` header is honoured (seconds or an HTTP date); one
-longer than ``max_retry_after`` fails at once rather than hanging the caller. Other 4xx answers
-are returned to the caller, which knows what they mean. The API key is sent as a bearer header
-and scrubbed from every error message.
+Retries follow :mod:`llm_tts.http_retry` (the package's one policy; here with timeouts retried,
+since each request is one bounded model call). Answers the policy does not retry (2xx, most
+4xx) are returned to the caller, which knows what they mean. The API key is sent as a bearer
+header and scrubbed from every error message.
 """
 
 from __future__ import annotations
 
-import email.utils
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from llm_tts.errors import InvalidParameterError, RemoteAPIError, RemoteTimeoutError
+from llm_tts.http_retry import RetryableResponse, RetryPolicy
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _DETAIL_CHARS = 300  # how much of an error body a message quotes
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_retries: int = 4  # retries after the first attempt
-    initial_backoff: float = 0.5  # seconds; doubles each retry, with jitter
-    max_backoff: float = 20.0
-    max_retry_after: float = 60.0  # a longer Retry-After fails at once
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidParameterError("max_retries", self.max_retries, "must be an integer >= 0")
-        for name in ("initial_backoff", "max_backoff", "max_retry_after"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise InvalidParameterError(name, value, "must be a number of seconds >= 0")
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
 
 
 class RemoteHTTP:
@@ -97,27 +70,17 @@ class RemoteHTTP:
         """The response to a request, after retries. Raises RemoteAPIError / RemoteTimeoutError
         when retrying did not help; returns any non-retryable answer (2xx and 4xx)."""
         url = self._url(path)
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retry.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type((_RetryableStatus, httpx.TransportError)),
-            reraise=True,
-        )
         attempts = 0
         try:
-            for attempt in retrying:
+            for attempt in self.retry.retrying():
                 with attempt:
                     attempts += 1
                     resp = self._once(method, path, body)
-                    if resp.status_code in RETRY_STATUSES:
-                        wait = retry_after(resp)
-                        if wait is not None and wait > self.retry.max_retry_after:
-                            raise self._status_error(resp, url, attempts, f"the server asked to retry after {wait:.0f}s, "
-                                                     f"more than max_retry_after={self.retry.max_retry_after:g}s")
-                        raise _RetryableStatus(resp)
+                    if self.retry.retries_response(resp):
+                        raise RetryableResponse(resp)
                     return resp
-        except _RetryableStatus as e:
-            raise self._status_error(e.response, url, attempts, "retries exhausted") from None
+        except RetryableResponse as e:
+            raise self._status_error(e.response, url, attempts, self.retry.why_stopped(e)) from None
         except httpx.TimeoutException as e:
             raise RemoteTimeoutError(
                 f"{method} {url} timed out ({type(e).__name__}, timeout={self.timeout:g}s) after {attempts} attempt(s); "
@@ -158,14 +121,6 @@ class RemoteHTTP:
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableStatus):
-            wait = retry_after(exc.response)
-            if wait is not None:
-                return wait
-        return wait_exponential_jitter(self.retry.initial_backoff, self.retry.max_backoff)(state)
-
     def _status_error(self, resp: httpx.Response, url: str, attempts: int, why: str) -> RemoteAPIError:
         cls = RemoteTimeoutError if resp.status_code in (408, 504) else RemoteAPIError
         return cls(
@@ -175,18 +130,3 @@ class RemoteHTTP:
             url=url,
         )
 
-
-def retry_after(resp: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After`` as seconds or an HTTP date)."""
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -51,12 +51,12 @@ class ServerTokenizer:
         pieces = self.token_texts(ids)
         text = "".join(pieces)
         # A character split across tokens does not decode piecewise: ask for the whole run.
-        return self._detokenize(ids) if "\ufffd" in text else text
+        return self.detokenize(ids) if "\ufffd" in text else text
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         missing = sorted({t for t in token_ids if t not in self._pieces and t not in self.special_ids})
         if missing:
-            texts = self.pmap(lambda t: self._detokenize([t]), missing)
+            texts = self.pmap(lambda t: self.detokenize([t]), missing)
             with self._lock:
                 self._pieces.update(zip(missing, texts))
         return ["" if t in self.special_ids else self._pieces[t] for t in token_ids]
@@ -72,7 +72,8 @@ class ServerTokenizer:
                                  status=resp.status_code, url=f"{self.root_url}/tokenize")
         return [int(t) for t in resp.json()["tokens"]]
 
-    def _detokenize(self, ids: Sequence[int]) -> str:
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """The server's text for ``ids`` as one run, special tokens included."""
         if not ids:
             return ""
         resp = self.http.post(f"{self.root_url}/detokenize", {"model": self.model, "tokens": list(ids)})

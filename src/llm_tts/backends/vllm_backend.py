@@ -117,7 +117,7 @@ class VLLMBackend(LocalTokenizerMixin):
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
         self.capabilities = BackendCapabilities(
-            logprobs=True, seed=not self.on_cpu, token_prompts=True, extras={"prefix_caching": enable_prefix_caching}
+            logprobs=True, seed=not self.on_cpu, token_prompts=True, prefix_caching=enable_prefix_caching
         )
         from llm_tts.backends.vllm_loop import EngineLoop
 

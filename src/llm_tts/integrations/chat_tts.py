@@ -81,7 +81,7 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         None, description="seconds per call: the run's deadline in-process, the read timeout over HTTP "
         "(unset: no deadline in-process, 600 s over HTTP)"
     )
-    max_retries: int = Field(2, description="HTTP mode: retries on connection errors and 429/5xx")
+    max_retries: int = Field(2, description="HTTP mode: retries on connection errors and 408/429/5xx (llm_tts.http_retry)")
     streaming: bool = Field(False, description="invoke() streams internally: progress chunks reach on_llm_new_token as the search runs")
     backend: str = Field("auto", description="in-process backend: auto, vllm, transformers or openai")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="in-process backend keyword options")

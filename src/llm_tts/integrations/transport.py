@@ -1,8 +1,9 @@
 """HTTP mode: talk to an llm-tts service (or anything that speaks its API) with httpx.
 
-One pooled sync client and one async client per ChatTTS instance; retries with backoff (tenacity)
-on connection errors and on 429/5xx, honouring ``Retry-After``. A request is only retried before
-any answer bytes arrive, so a retried stream never repeats output. Error bodies
+One pooled sync client and one async client per ChatTTS instance; retries follow
+:mod:`llm_tts.http_retry` (the package's one policy), except that a read timeout is not retried:
+here it is the run's deadline. A request is only retried before any answer bytes arrive, so a
+retried stream never repeats output. Error bodies
 (``{"error": {"message", "type", "param", "code"}}``) become the same typed ``llm_tts.errors``
 classes the in-process mode raises.
 """
@@ -10,48 +11,25 @@ classes the in-process mode raises.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import threading
-import time
 from dataclasses import replace
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 import httpx
 from pydantic import SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError
+from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError, ServiceError, error_class
 from llm_tts.events import PROGRESS_EVENT_NAME, progress_from_json
+from llm_tts.http_retry import RetryableResponse, RetryPolicy
 from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
 from llm_tts.metadata import TTSMetadata
 
 DEFAULT_TIMEOUT_S = 600.0  # a TTS search can legitimately take minutes
 CONNECT_TIMEOUT_S = 10.0
-MAX_RETRY_AFTER_S = 60.0  # never sleep longer than this on a server's say-so
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Only failures that happen before the server started the run are safe to retry blindly.
-_RETRY_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.RemoteProtocolError)
-_backoff = wait_exponential_jitter(initial=0.5, max=8.0)
 
 
-class ServiceError(LLMTTSError):
-    """An error the service returned that matches no more specific llm_tts error class."""
-
-    code = "service_error"
-
-
-def _error_classes() -> dict[str, type[LLMTTSError]]:
-    found: dict[str, type[LLMTTSError]] = {}
-    pending: list[type[LLMTTSError]] = [LLMTTSError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
-def remote_error(status: int, body: bytes, headers: httpx.Headers | None = None) -> LLMTTSError:
+def remote_error(status: int, body: bytes) -> LLMTTSError:
     """The typed error for an HTTP error response (same class as in-process where the code is known)."""
     err: dict[str, Any] = {}
     try:
@@ -61,43 +39,14 @@ def remote_error(status: int, body: bytes, headers: httpx.Headers | None = None)
     except ValueError:
         pass
     message = str(err.get("message") or err.get("detail") or body[:300].decode("utf-8", "replace") or f"HTTP {status}")
-    cls = _error_classes().get(str(err.get("code")), ServiceError)
+    cls = error_class(err.get("code"))
     # Subclass constructors take structured arguments we do not have here; the server's message
     # already names the value and the limit, so initialise through the common base.
     exc = cls.__new__(cls)
     LLMTTSError.__init__(exc, f"{message} (HTTP {status})", param=err.get("param"))
     if status >= 400:  # errors sent inside a 200 stream keep their class's status
         exc.http_status = status
-    exc.retry_after = _retry_after(headers)  # type: ignore[attr-defined]
     return exc
-
-
-def _retry_after(headers: httpx.Headers | None) -> float | None:
-    value = headers.get("retry-after") if headers else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RETRY_TRANSPORT_ERRORS):
-        return True
-    return isinstance(exc, LLMTTSError) and exc.http_status in RETRY_STATUSES and hasattr(exc, "retry_after")
-
-
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return min(retry_after, MAX_RETRY_AFTER_S)
-    return _backoff(state)
 
 
 class ServiceTransport:
@@ -109,7 +58,7 @@ class ServiceTransport:
         if api_key is not None:
             self._headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         self._timeout = httpx.Timeout(timeout if timeout is not None else DEFAULT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        self._max_retries = max_retries
+        self._retry = RetryPolicy(max_retries=max_retries, retry_timeouts=False)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         # httpx async connections belong to the event loop that opened them.
@@ -149,23 +98,18 @@ class ServiceTransport:
             await client.aclose()
 
     # -- requests --------------------------------------------------------------------------
-    def _retrying(self) -> dict[str, Any]:
-        return dict(
-            stop=stop_after_attempt(self._max_retries + 1), wait=_wait, retry=retry_if_exception(_retryable), reraise=True
-        )
-
     def iter(self, payload: dict[str, Any]) -> Iterator[RunItem]:
         client = self._sync_client()
         request = client.build_request("POST", self.url, json=payload)
         try:
             response = None
-            for attempt in Retrying(**self._retrying()):
+            for attempt in self._retry.retrying():
                 with attempt:
                     response = client.send(request, stream=True)
                     if response.status_code >= 400:
                         body = response.read()
                         response.close()
-                        raise remote_error(response.status_code, body, response.headers)
+                        raise self._status_error(response, body)
             assert response is not None
             try:
                 if payload.get("stream"):
@@ -174,6 +118,9 @@ class ServiceTransport:
                     yield _parse_completion(_json(response.read(), self.url), self.url)
             finally:
                 response.close()  # also when the consumer stops early: the server sees the disconnect
+        except RetryableResponse as e:  # retries ran out, or the server asked for too long a wait
+            assert e.error is not None
+            raise e.error from None
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
 
@@ -182,13 +129,13 @@ class ServiceTransport:
         request = client.build_request("POST", self.url, json=payload)
         try:
             response = None
-            async for attempt in AsyncRetrying(**self._retrying()):
+            async for attempt in self._retry.async_retrying():
                 with attempt:
                     response = await client.send(request, stream=True)
                     if response.status_code >= 400:
                         body = await response.aread()
                         await response.aclose()
-                        raise remote_error(response.status_code, body, response.headers)
+                        raise self._status_error(response, body)
             assert response is not None
             try:
                 if payload.get("stream"):
@@ -201,8 +148,16 @@ class ServiceTransport:
                     yield _parse_completion(_json(await response.aread(), self.url), self.url)
             finally:
                 await response.aclose()
+        except RetryableResponse as e:  # retries ran out, or the server asked for too long a wait
+            assert e.error is not None
+            raise e.error from None
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> Exception:
+        """The typed error for an error answer, wrapped for another attempt where the policy retries it."""
+        error = remote_error(response.status_code, body)
+        return RetryableResponse(response, error) if self._retry.retries_response(response) else error
 
     def _transport_error(self, e: httpx.HTTPError) -> LLMTTSError:
         if isinstance(e, httpx.TimeoutException) and not isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -212,7 +167,7 @@ class ServiceTransport:
             )
         return BackendUnavailableError(
             f"cannot reach the llm-tts service at {self.url} ({type(e).__name__}: {e}) after "
-            f"{self._max_retries + 1} attempt(s); start it with `llm-tts serve` or check base_url"
+            f"{self._retry.max_retries + 1} attempt(s); start it with `llm-tts serve` or check base_url"
         )
 
 

@@ -43,7 +43,9 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if state.serving is None:
             built = await anyio.to_thread.run_sync(
-                lambda: TTSEngine.create(settings.model, settings.backend, prm_model=settings.prm_model)
+                lambda: TTSEngine.create(
+                    settings.model, settings.backend, prm_model=settings.prm_model, **settings.backend_options()
+                )
             )
             state.serving = ServingChat(built, settings)
         try:

@@ -18,51 +18,27 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from llm_tts.errors import InvalidParameterError, LLMTTSError, UnknownNameError
+from llm_tts.errors import (
+    AuthenticationError,
+    InternalError,
+    InvalidParameterError,
+    LLMTTSError,
+    MalformedJSONError,
+    RequestTooLargeError,
+    TooManyRequestsError,
+    UnknownNameError,
+)
+from llm_tts.http_retry import SHOULD_RETRY_HEADER
+
+# The service's own errors live in llm_tts.errors, with the table clients decode them by.
+__all__ = [
+    "AuthenticationError", "InternalError", "MalformedJSONError", "RequestTooLargeError", "TooManyRequestsError",
+    "error_body", "error_headers", "error_response", "send_error", "from_validation_errors", "install_error_handlers",
+]
 
 log = logging.getLogger("llm_tts.service")
 
 _MAX_SHOWN = 120  # characters of a rejected value echoed back in a message
-
-
-class AuthenticationError(LLMTTSError):
-    http_status = 401
-    code = "invalid_api_key"
-    error_type = "authentication_error"
-
-
-class RequestTooLargeError(LLMTTSError):
-    http_status = 413
-    code = "request_too_large"
-
-    def __init__(self, size: int | None, limit: int) -> None:
-        got = f"{size} bytes" if size is not None else f"more than {limit} bytes"
-        super().__init__(f"request body is {got}; this server accepts at most {limit} bytes")
-
-
-class TooManyRequestsError(LLMTTSError):
-    http_status = 429
-    code = "rate_limit_exceeded"
-    error_type = "rate_limit_error"
-
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        super().__init__(
-            f"the server is already running its maximum of {limit} concurrent requests; retry after {retry_after_s} s"
-        )
-        self.retry_after_s = retry_after_s
-
-
-class MalformedJSONError(LLMTTSError):
-    code = "invalid_json"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"the request body is not valid JSON ({detail}); send a JSON object")
-
-
-class InternalError(LLMTTSError):
-    http_status = 500
-    code = "internal_error"
-    error_type = "server_error"
 
 
 def error_body(exc: LLMTTSError) -> dict[str, Any]:
@@ -70,8 +46,11 @@ def error_body(exc: LLMTTSError) -> dict[str, Any]:
 
 
 def error_headers(exc: LLMTTSError) -> dict[str, str]:
+    headers = {} if exc.retryable else {SHOULD_RETRY_HEADER: "false"}  # read by llm_tts.http_retry and OpenAI's SDK
     retry = getattr(exc, "retry_after_s", None)
-    return {"Retry-After": str(retry)} if retry is not None else {}
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return headers
 
 
 def error_response(exc: LLMTTSError) -> JSONResponse:
