@@ -63,7 +63,7 @@ def test_every_error_class_of_the_package_is_in_the_table():
 def test_a_429_decodes_to_its_class_in_a_process_that_never_imported_the_service(serve_app, tts_engine):
     app = create_app(tts_engine, ServiceSettings(max_concurrency=1))
     url = serve_app(app)
-    slot = app.state.tts.slots.acquire()  # the one run slot is busy: the next request gets 429
+    slot = app.state.tts.serving.slots.acquire()  # the one run slot is busy: the next request gets 429
     try:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
         out = subprocess.run([sys.executable, "-c", CLIENT, f"{url}/v1"], capture_output=True, text=True, env=env,
