@@ -111,7 +111,7 @@ def test_backend_options_reach_the_backend_the_service_starts(serve_app, embedde
     app = create_app(settings=ServiceSettings.from_env({"LLM_TTS_BACKEND": "transformers", "LLM_TTS_DTYPE": "float32"}))
     url = serve_app(app)  # the engine is built at startup from the settings
     assert httpx.get(f"{url}/health").json()["backend"] == "transformers"
-    assert app.state.tts.engine.backend.dtype == torch.float32
+    assert app.state.tts.serving.engine.backend.dtype == torch.float32
 
 
 def test_vllm_options_reach_the_vllm_backend(serve_app, embedded_model_dir):
@@ -122,4 +122,4 @@ def test_vllm_options_reach_the_vllm_backend(serve_app, embedded_model_dir):
                                     "--kv-cache-space", "0.5"), close_engine=True)
     url = serve_app(app)
     assert httpx.get(f"{url}/health").json()["backend"] == "vllm"
-    assert app.state.tts.engine.backend.max_context_tokens == 512
+    assert app.state.tts.serving.engine.backend.max_context_tokens == 512
