@@ -21,7 +21,7 @@ class CandidateInfo(BaseModel):
     finish_reason: Literal["stop", "length"] = Field(
         "stop", description="'length' when a limit (max_tokens, tts_max_steps) ended it before an answer"
     )
-    truncated_steps: int = Field(0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter")
+    truncated_steps: int = Field(default=0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter")
     resampled: int | None = Field(
         None, description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
         "(0: dropped at its first resampling); None for other strategies"
@@ -38,9 +38,9 @@ class UsageInfo(BaseModel):
 
 
 class TimingInfo(BaseModel):
-    generation_s: float = Field(0.0, description="seconds spent in backend generate calls")
-    scoring_s: float = Field(0.0, description="seconds spent in scorers")
-    total_s: float = Field(0.0, description="wall time of the whole run")
+    generation_s: float = Field(default=0.0, description="seconds spent in backend generate calls")
+    scoring_s: float = Field(default=0.0, description="seconds spent in scorers")
+    total_s: float = Field(default=0.0, description="wall time of the whole run")
 
 
 class TTSMetadata(BaseModel):
@@ -50,7 +50,7 @@ class TTSMetadata(BaseModel):
     scorer: str = Field(description="scorer that ran (majority_vote for self_consistency)")
     selected_answer: str | None = Field(None, description="extracted final answer of the returned text")
     aggregated_score: float | None = Field(None, description="score of the returned candidate (higher is better)")
-    reasoning_steps: int = Field(0, description="reasoning steps in the returned candidate")
+    reasoning_steps: int = Field(default=0, description="reasoning steps in the returned candidate")
     consensus_score: float | None = Field(
         None, description="voting strategies: share of candidates that agree with the selected answer (1.0 = all)"
     )

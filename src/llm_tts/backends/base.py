@@ -87,10 +87,19 @@ class BackendCapabilities:
 class Backend(Protocol):
     """A generation backend. Implementations: transformers, vllm, openai-compatible HTTP."""
 
-    name: str
-    model_name: str
-    capabilities: BackendCapabilities
-    max_context_tokens: int
+    # Read-only here: a backend may hold them as attributes or compute them (the OpenAI backend
+    # knows its capabilities only after probing).
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> BackendCapabilities: ...
+
+    @property
+    def max_context_tokens(self) -> int: ...
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         """Token ids of the chat prompt, ready for the assistant's turn."""
@@ -118,7 +127,7 @@ class SubmittingBackend(Backend, Protocol):
     they finish instead of waiting for the slowest.
     """
 
-    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Future[list[Segment]]]:
+    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Sequence[Future[list[Segment]]]:
         """Start what ``generate`` does and return one future per prompt (its ``params.n``
         samples), resolved when that prompt's samples finish; ``cancel()`` stops it. Bad
         input raises here, before anything starts."""

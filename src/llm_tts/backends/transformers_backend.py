@@ -91,7 +91,7 @@ class TransformersBackend(LocalTokenizerMixin):
         return out
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
     # -- decoding loop --------------------------------------------------------------------
     def _generate_chunk(self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any) -> list[list[Segment]]:
@@ -128,8 +128,8 @@ class TransformersBackend(LocalTokenizerMixin):
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
                 token = sample_next_tokens(logits, params, generator)
-                chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if params.logprobs else None
-                top = torch.topk(logprobs, k, dim=-1) if k else None
+                chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if logprobs is not None and params.logprobs else None
+                top = torch.topk(logprobs, k, dim=-1) if logprobs is not None and k else None
                 loop.record(active, token.tolist(), chosen,
                             (top.indices.tolist(), top.values.tolist()) if top is not None else None,
                             torch.isin(token, eos).tolist())

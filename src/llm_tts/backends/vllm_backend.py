@@ -130,7 +130,7 @@ class VLLMBackend(LocalTokenizerMixin):
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         return [f.result() for f in self.submit(prompts, params)]
 
-    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Future[list[Segment]]]:
+    def submit(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Sequence[Future[list[Segment]]]:
         """One engine request per prompt (``n`` samples each); see :class:`SubmittingBackend`."""
         check_request(prompts, params, self.capabilities, self.max_context_tokens)
         check_token_ids(prompts, self.vocab_size)

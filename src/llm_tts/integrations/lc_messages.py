@@ -54,7 +54,7 @@ def _convert(i: int, m: BaseMessage) -> ChatMessage:
         role = _ROLE_ALIASES.get(m.role, m.role)
         if role not in ROLES:
             raise InvalidParameterError(f"messages[{i}].role", m.role, f"must be one of {', '.join(ROLES)}")
-        return ChatMessage(role=role, content=text_from_content(m.content, param=param), name=m.name)
+        return ChatMessage(role=role, content=text_from_content(m.content, param=param), name=m.name)  # type: ignore[arg-type]  # checked against ROLES above
     raise InvalidParameterError(f"messages[{i}]", type(m).__name__, "unsupported LangChain message type")
 
 

@@ -35,7 +35,8 @@ def remote_error(status: int, body: bytes) -> LLMTTSError:
     try:
         parsed = json.loads(body or b"{}")
         if isinstance(parsed, dict):
-            err = parsed.get("error") if isinstance(parsed.get("error"), dict) else parsed
+            inner = parsed.get("error")
+            err = inner if isinstance(inner, dict) else parsed
     except ValueError:
         pass
     message = str(err.get("message") or err.get("detail") or body[:300].decode("utf-8", "replace") or f"HTTP {status}")

@@ -61,8 +61,9 @@ def create_app(
     install_error_handlers(app, REQUEST_FIELDS)
     # Outermost first: auth before anything reads the body, then the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.api_key is not None:
-        app.add_middleware(APIKeyMiddleware, api_key=settings.api_key_value())
+    api_key = settings.api_key_value()
+    if api_key is not None:
+        app.add_middleware(APIKeyMiddleware, api_key=api_key)
     app.include_router(router)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app

@@ -58,7 +58,10 @@ class ChatCompletionRequest(TTSConfig):
     messages: list[RequestMessage] = Field(min_length=1, description="the chat so far; at least one message")
     stream: bool = Field(False, description="server-sent events: search progress, then the answer, then metadata")
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(None, description="stop strings that end the whole answer (a string or a list)")
+    # OpenAI also accepts one string; the config it becomes holds a list.
+    stop: str | list[str] | None = Field(  # type: ignore[assignment]
+        None, description="stop strings that end the whole answer (a string or a list)"
+    )
     max_completion_tokens: int | None = Field(
         None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens; max_tokens wins if both are set"
     )

@@ -124,7 +124,7 @@ class StrategyContext:
         self.completion_tokens += sum(len(s) for row in out for s in row)
         return out
 
-    def _await(self, futures: list[Future[list[Segment]]]) -> list[list[Segment]]:
+    def _await(self, futures: Sequence[Future[list[Segment]]]) -> list[list[Segment]]:
         """The futures' results, checking cancellation and the deadline while waiting; on
         either (or any error) the requests still running are cancelled."""
         try:
