@@ -75,7 +75,8 @@ def test_extract_answer(text, expected):
         ("The answer is 105, since 15 * 7 = 105.", "105"),
         ("The answer is (1, 2).", "(1, 2)"),
         ("The answer is B.", "B"),
-        ("We get 7 + 7 = 14. Then we double it to get 28", "28"),  # numbers after the equation: the last one
+        # The final equation's value, not the operands a model restates after it.
+        ("6 + 4 = 10. This is because 10 is the sum of 6 and 4.", "10"),
     ],
 )
 def test_extract_answer_returns_a_value_never_a_clause(text, expected):

@@ -9,7 +9,8 @@ An answer is a value, never a sentence. Extraction order (the first rule that fi
    expression with its units dropped, or a short word answer such as "Paris"). A phrase that
    states no value ("the answer is reached by adding 115 to ...") means no answer at all; a
    verdict ("the answer is correct") is no answer phrase and the next rule applies;
-3. the right-hand side of the last equation when no number follows it (``x = \\frac{3}{4}``);
+3. the right-hand side of the last equation, even when other numbers follow it in prose
+   ("6 + 4 = 10. This is the sum of 6 and 4" -> ``10``; ``x = \\frac{3}{4}`` -> ``\\frac{3}{4}``);
 4. the last number in the text (``-12``, ``3,000``, ``0.5``, ``1/2``).
 
 Equivalence: two answers that both look like mathematics are compared with ``math-verify``
@@ -194,16 +195,11 @@ def _leading_expression(s: str) -> tuple[str, str]:
 
 
 def _final_equation(text: str) -> str | None:
-    """The right-hand side of the last equation, when no number comes after it."""
+    """The value on the right-hand side of the last equation, if it is one."""
     equals = list(_EQUALS.finditer(text))
     if not equals:
         return None
-    after = text[equals[-1].end() :]
-    sentence = _first_sentence(after.lstrip())
-    tail = after.lstrip()[len(sentence) :]
-    if re.search(r"\d", tail):
-        return None  # the text goes on to other numbers: the last number rule decides
-    return _value(sentence)
+    return _value(_first_sentence(text[equals[-1].end() :].lstrip()))
 
 
 def _last_number(text: str) -> str | None:

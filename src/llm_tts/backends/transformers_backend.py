@@ -19,8 +19,10 @@ from llm_tts.backends.base import (
 )
 from llm_tts.backends.cpu_dtype import auto_cpu_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.engine_logs import quiet_engine_logs
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
+from llm_tts.startup import startup_step
 from llm_tts.types import Segment
 
 _STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
@@ -39,6 +41,7 @@ class TransformersBackend(LocalTokenizerMixin):
         dtype: str = "auto",
         max_batch_rows: int = 64,
     ) -> None:
+        quiet_engine_logs()
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -49,9 +52,11 @@ class TransformersBackend(LocalTokenizerMixin):
             self.dtype = getattr(torch, auto_cpu_dtype(path))
         self.model_name = display_name(model)
         self.model_path = path
+        dtype_name = str(self.dtype).removeprefix("torch.")
         try:
-            self.tokenizer = ChatTokenizer.from_folder(path)
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+            with startup_step(f"loading {self.model_name} with transformers ({self.device}, {dtype_name})"):
+                self.tokenizer = ChatTokenizer.from_folder(path)
+                self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
