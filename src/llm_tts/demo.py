@@ -86,16 +86,11 @@ def run_demo(
     seed: int = 0,
     backend: str = "auto",
     model: str | None = None,
-    out: Any = None,
 ) -> int:
     """Run the comparison, printing each method's line as it finishes, then the table."""
-    import sys
-
     from llm_tts.engine import TTSEngine
     from llm_tts.models import display_name
 
-    out = out or sys.stdout
-    say = lambda line="": print(line, file=out, flush=True)  # noqa: E731
     qs = arithmetic_questions(questions, seed)
     if question:
         qs.insert(0, Question(question, None))
@@ -103,22 +98,28 @@ def run_demo(
         qs = arithmetic_questions(1, seed)
     graded = sum(q.answer is not None for q in qs)
     started = time.perf_counter()
-    say(f"llm-tts demo: greedy decoding vs test-time scaling on {display_name(model)}")
+    _say(f"llm-tts demo: greedy decoding vs test-time scaling on {display_name(model)}")
     engine = TTSEngine.create(model, backend)  # converts the model once and starts the engine (progress on stderr)
     try:
-        say(f"start-up: {time.perf_counter() - started:.1f} s ({engine.backend.name} backend), not counted below")
-        say(f"{len(qs)} questions like {qs[-1].text!r} (seed {seed}), all at once through one engine:\n")
+        _say(f"start-up: {time.perf_counter() - started:.1f} s ({engine.backend.name} backend), not counted below")
+        asked = f"{graded} arithmetic questions (seed {seed})" if graded else "1 question"
+        _say(f"{'your question and ' if question and graded else ''}{asked}, all at once through one engine; "
+             f"each method's answer to the first:\n")
         rows = []
         for method in METHODS:
             row = _run(engine, method, qs)
             rows.append(row)
-            say(f"  {method.title:36} {_describe(row.replies[0], qs[0])}; all {len(qs)} questions in {row.seconds:.1f} s")
+            _say(f"  {method.title:36} {_describe(row.replies[0], qs[0])}; all {len(qs)} in {row.seconds:.1f} s")
         if graded:
-            say(f"\naccuracy on the {graded} generated questions:")
-            _table(rows, graded, say)
+            _say(f"\naccuracy on the {graded} generated questions:")
+            _table(rows, graded)
     finally:
         engine.close()
     return 0
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)  # flushed: each line shows as its method finishes, even through a pipe
 
 
 def _run(engine: TTSEngine, method: Method, questions: Sequence[Question]) -> Row:
@@ -162,9 +163,9 @@ def _is_right(answer: str | None, question: Question) -> bool:
     return answer is not None and question.answer is not None and answers_equivalent(answer, question.answer)
 
 
-def _table(rows: Sequence[Row], graded: int, say: Any) -> None:
+def _table(rows: Sequence[Row], graded: int) -> None:
     greedy_tokens = rows[0].tokens or 1
-    say(f"  {'method':36} {'accuracy':>12} {'tokens/question':>16} {'x greedy':>9} {'time':>8}")
+    _say(f"  {'method':36} {'accuracy':>12} {'tokens/question':>16} {'x greedy':>9} {'time':>8}")
     for r in rows:
         accuracy = f"{r.correct}/{graded} {r.correct / graded:4.0%}"
-        say(f"  {r.method.title:36} {accuracy:>12} {r.tokens / graded:16.0f} {r.tokens / greedy_tokens:9.1f} {r.seconds:7.1f}s")
+        _say(f"  {r.method.title:36} {accuracy:>12} {r.tokens / graded:16.0f} {r.tokens / greedy_tokens:9.1f} {r.seconds:7.1f}s")
