@@ -87,6 +87,7 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
         _remove_stale_temps(target)
         with startup_step(f"converting {gguf.name} to a safetensors folder in {target.parent} (once)"):
             _convert_in_child(gguf, target)
+        log.info("converted %s to %s", gguf.name, target)
     return target
 
 

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 from llm_tts.errors import CapabilityError, ContextLengthError, ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import Scorer, ScoreRequest, ScorerContext, register_scorer
+from llm_tts.startup import startup_step
 
 PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 STEP_SEPARATOR = "<extra_0>"
@@ -112,8 +113,9 @@ def _load(folder: Path, device: str, dtype: str) -> LoadedPRM:
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=_pick_dtype(dtype, dev)).to(dev).eval()
+        with startup_step(f"loading the PRM {folder.name} with transformers ({dev.type})"):
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=_pick_dtype(dtype, dev)).to(dev).eval()
     except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
         raise ModelLoadError(f"could not load PRM folder {str(folder)!r}: {e}") from e
     sep_id = tokenizer.convert_tokens_to_ids(STEP_SEPARATOR)

@@ -25,9 +25,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
+from llm_tts.engine_logs import quiet_engine_logs, vllm_engine_args
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import ScoreRequest
+from llm_tts.startup import startup_step
 from llm_tts.scorers.prm import PRM_ARCHITECTURE, STEP_SEPARATOR, LoadedPRM, PRMScorer, PRMStats, _Job
 
 DEFAULT_CPU_KV_CACHE_GIB = 0.5
@@ -45,6 +47,7 @@ class VLLMPRMEngine:
         from llm_tts.backends.vllm_loop import EngineLoop
 
         _check_prm_folder(folder)
+        quiet_engine_logs()
         _import_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -64,6 +67,7 @@ class VLLMPRMEngine:
             enable_prefix_caching=True,
             enforce_eager=True,
             disable_log_stats=False,
+            **vllm_engine_args(),
         )
         on_cpu = _cpu_only()
         if on_cpu:
@@ -73,7 +77,8 @@ class VLLMPRMEngine:
             args["block_size"] = CPU_BLOCK_SIZE
         self.stats = _EngineStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
-        self.engine = _start_engine(args, space, self.stats, folder)
+        with startup_step(f"starting the vLLM engine for the PRM {folder.name}"):
+            self.engine = _start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.loaded = LoadedPRM(
