@@ -129,6 +129,7 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_demo_shows_progress_answers_and_table_without_engine_logs(embedded_model_dir):
     pytest.importorskip("vllm")
     proc = subprocess.run(_cli("demo", "--questions", "2"), capture_output=True, text=True, env=_env(), timeout=600)
@@ -148,6 +149,7 @@ def test_demo_shows_progress_answers_and_table_without_engine_logs(embedded_mode
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_demo_verbose_shows_the_engine_logs(embedded_model_dir):
     pytest.importorskip("vllm")
     proc = subprocess.run(
@@ -159,6 +161,7 @@ def test_demo_verbose_shows_the_engine_logs(embedded_model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_serve_startup_reports_progress_without_engine_logs(embedded_model_dir):
     pytest.importorskip("vllm")
     with socket.socket() as s:
