@@ -44,10 +44,55 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # Seen in the demo's votes: an equation is not an answer, its right-hand side is.
+        ("\\boxed{9 * 7 = 63}", "63"),
+        ("The answer is 9 * 7 = 63", "63"),
+        ("9 * 7 = 63", "63"),
+        ("so 15 * 7 = 105.", "105"),
+        ("The answer is x = 5", "5"),
+        # A clause is not a value: no answer, not the last number in it.
+        ("The answer is reached by adding 115 to the result of 15 multiplied by 7", None),
+        ("The answer is that we need to add them", None),
+        # ... unless the clause ends on the value it computes.
+        ("The answer is 15 multiplied by 7, which is 105.", "105"),
+        # Values: negatives, decimals, fractions, LaTeX, trailing punctuation, units, remarks.
+        ("The answer is -7.", "-7"),
+        ("The answer is \u22127", "-7"),
+        ("The final answer is 0.5.", "0.5"),
+        ("The answer is 3/4.", "3/4"),
+        ("The answer is \\(\\frac{1}{2}\\).", "\\frac{1}{2}"),
+        ("The answer is $\\frac{\\sqrt{2}}{2}$.", "\\frac{\\sqrt{2}}{2}"),
+        ("The answer is 2^{10}.", "2^{10}"),
+        ("x = \\frac{3}{4}", "\\frac{3}{4}"),  # the last equation, not the 4 of its denominator
+        ("The answer is 63 apples.", "63"),
+        ("The answer is 63 \\text{ apples}.", "63"),
+        ("The answer is 63%.", "63%"),
+        ("The answer is simply 28.", "28"),
+        ("The answer is 14 (seven plus seven).", "14"),
+        ("The answer is 105, since 15 * 7 = 105.", "105"),
+        ("The answer is (1, 2).", "(1, 2)"),
+        ("The answer is B.", "B"),
+        # The final equation's value, not the operands a model restates after it.
+        ("6 + 4 = 10. This is because 10 is the sum of 6 and 4.", "10"),
+    ],
+)
+def test_extract_answer_returns_a_value_never_a_clause(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_equation_answers_vote_with_their_values():
+    # '9 * 7 = 63' used to be a group of its own; now it is a vote for 63.
+    answers = [extract_answer(t) for t in ["\\boxed{9 * 7 = 63}", "The answer is 63.", "\\boxed{63.0}"]]
+    assert vote(answers, [None] * 3).distribution == {"63": 3}
+
+
 def test_boxed_beats_phrase_beats_number():
     text = "The answer is 5. Actually 6 is right: \\boxed{7} and 8"
     assert extract_answer(text) == "7"
-    assert extract_answer("The answer is 5, not 6 or 8") == "5, not 6 or 8"
+    assert extract_answer("The answer is 5, not 6 or 8") == "5"  # a value, then a remark
     assert has_final_answer("\\boxed{3}") and has_final_answer("The answer is 3")
     assert not has_final_answer("3 + 4 = 7")
 

@@ -282,3 +282,16 @@ def test_prm_without_a_model_is_refused_before_generating(counting, monkeypatch)
             call(MESSAGES, cfg)
         assert "prm" in str(info.value)
     assert backend.calls == []
+
+
+def test_a_candidate_cut_by_a_limit_votes_only_with_an_answer_it_stated():
+    from llm_tts.strategies.base import Beam
+    from llm_tts.types import Segment, Trajectory
+
+    def beam(text: str, finish_reason: str) -> Beam:
+        seg = Segment(token_ids=(1,), text=text, finish_reason="length" if finish_reason == "length" else "eos")
+        return Beam(Trajectory((0,), (seg,)), finished=True, finish_reason=finish_reason)
+
+    assert beam("we add them: the sum of the sum of 7", "length").answer is None  # not "7"
+    assert beam("7 + 7 = 14, so the answer is 14. Let us also check", "length").answer == "14"
+    assert beam("the sum of 7 and 7 is 14", "stop").answer == "14"

@@ -1,10 +1,17 @@
 """Final-answer extraction and voting by mathematical equivalence.
 
-Extraction order (the first rule that finds something wins):
+An answer is a value, never a sentence. Extraction order (the first rule that finds something wins):
 
-1. the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces matched;
-2. the last "answer is X" / "answer: X" phrase (also "final answer"), up to the end of its line;
-3. the last number in the text (``-12``, ``3,000``, ``0.5``, ``1/2``).
+1. the last ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces matched; a box holding an
+   equation gives its right-hand side (``\\boxed{9 * 7 = 63}`` -> ``63``);
+2. the last "answer is X" / "answer: X" phrase (also "final answer"), up to the end of its
+   sentence: X is the value it states (the right-hand side of an equation in it, a number or
+   expression with its units dropped, or a short word answer such as "Paris"). A phrase that
+   states no value ("the answer is reached by adding 115 to ...") means no answer at all; a
+   verdict ("the answer is correct") is no answer phrase and the next rule applies;
+3. the right-hand side of the last equation, even when other numbers follow it in prose
+   ("6 + 4 = 10. This is the sum of 6 and 4" -> ``10``; ``x = \\frac{3}{4}`` -> ``\\frac{3}{4}``);
+4. the last number in the text (``-12``, ``3,000``, ``0.5``, ``1/2``).
 
 Equivalence: two answers that both look like mathematics are compared with ``math-verify``
 (``\\frac{1}{2}`` = ``0.5`` = ``1/2``); anything else is compared as a normalised string
@@ -26,6 +33,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 MAX_MATH_CHARS = 64  # longer answers are compared as strings: sympy work grows with size
+MAX_WORD_ANSWER_WORDS = 3  # "Paris", "New York City": longer prose is a clause, not a value
 _MAX_DIGITS = 30  # a literal longer than this is not worth a symbolic comparison
 
 # The "timeout disabled" warning is expected: we bound the input instead (see module doc).
@@ -33,25 +41,45 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_PHRASE = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*(.+)", re.IGNORECASE)
+_PHRASE = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*(.+)", re.IGNORECASE | re.DOTALL)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _LONG_LITERAL = re.compile(r"\d{%d,}" % (_MAX_DIGITS + 1))
 _EMPTY_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
+# The end of a sentence: a period before a space or the end, a newline, "?" or "!".
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|[?!](?=\s|$)")
+# "=" but not "<=", ">=", "!=", "==" parts; the last one splits an equation.
+_EQUALS = re.compile(r"(?<![<>!=])=(?!=)")
+# In a clause, the value it ends on: "..., which is 105", "... equals 63", "... to get 12".
+_CLAUSE_VERB = re.compile(r"\b(?:is|equals|gives|gets?|makes)\s+", re.IGNORECASE)
+# Characters of a value outside braces: digits, operators, brackets, LaTeX escapes.
+_VALUE_CHARS = set("0123456789.+-*/^()[]|%,:' \\_")
+# Words before a value that do not change it: "the answer is simply 28".
+_FILLER = re.compile(r"^(?:(?:simply|just|then|thus|therefore|so|exactly|clearly|now|equal to|given by)\s+)+", re.IGNORECASE)
+# After a value, a remark set apart by punctuation: "105, since 15 * 7 = 105", "5 (not 6)".
+_REMARK = re.compile(r"^(?:[,;(]|--|\u2014)")
+_UNIT = re.compile(r"\s*(?:[A-Za-z]+\.?|\\text\s*\{[^{}]*\}|%|\$)(?:\s+[A-Za-z]+)*\s*$")
 # "The answer is correct." judges an answer, it does not give one.
 _VERDICT_WORDS = frozenset({"correct", "incorrect", "wrong", "right", "below", "above", "as follows", "the following"})
+_UNICODE_MATH = str.maketrans({"\u2212": "-", "\u00d7": "*", "\u00f7": "/", "\u22c5": "*", "\u00b7": "*"})
 
 
 def extract_answer(text: str) -> str | None:
     """The final answer of ``text`` by the rules in the module doc, or None."""
-    return _boxed(text) or _phrase(text) or _last_number(text)
+    boxed = _boxed(text)
+    if boxed is not None:
+        return boxed
+    phrased, stated = _phrase(text)
+    if stated:
+        return phrased
+    return _final_equation(text) or _last_number(text)
 
 
 def has_final_answer(text: str) -> bool:
     """True when the text states an answer explicitly (boxed or phrased), not just a number."""
-    return bool(_boxed(text) or _phrase(text))
+    return _boxed(text) is not None or _phrase(text)[0] is not None
 
 
 def _boxed(text: str) -> str | None:
@@ -63,24 +91,119 @@ def _boxed(text: str) -> str | None:
             if depth == 0:
                 inner = _EMPTY_BOX.sub("", text[start:i]).strip()  # a template's empty box is no answer
                 if inner:
-                    return inner
+                    return _right_hand_side(inner)
                 break
     return None
 
 
-def _phrase(text: str) -> str | None:
+def _phrase(text: str) -> tuple[str | None, bool]:
+    """(value, stated): the value of the last answer phrase; stated is False when there is
+    no answer phrase or it is a verdict, True when the text states an answer (maybe no value)."""
     matches = list(_PHRASE.finditer(text))
     if not matches:
+        return None, False
+    rest = _EMPTY_BOX.sub("", matches[-1].group(1)).strip()
+    sentence = _first_sentence(rest)
+    bare = sentence.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
+    if not bare or bare.lower() in _VERDICT_WORDS:
+        return None, False
+    return _value(sentence), True
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first sentence end that is not inside braces or a number (3.5)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth <= 0 and _SENTENCE_END.match(text, i):
+            return text[:i]
+    return text
+
+
+def _right_hand_side(expr: str) -> str:
+    """The right-hand side of the last top-level "=" in ``expr`` (``expr`` itself without one)."""
+    depth, last = 0, -1
+    for i, ch in enumerate(expr):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0 and _EQUALS.match(expr, i):
+            last = i
+    rhs = expr[last + 1 :].strip() if last >= 0 else expr.strip()
+    return rhs or expr.strip()
+
+
+def _value(sentence: str) -> str | None:
+    """The value a sentence states, or None when it is a clause rather than a value."""
+    s = sentence.translate(_UNICODE_MATH).strip().strip("*").strip()
+    s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()  # \( ... \) and \[ ... \]
+    s = _right_hand_side(s).strip().strip("*").strip()
+    s = _FILLER.sub("", s.rstrip(".,;:!?").strip().strip("$").strip())
+    if not s:
         return None
-    ans = matches[-1].group(1).strip()
-    ans = re.split(r"\.\s|\n", ans)[0]
-    ans = _EMPTY_BOX.sub("", ans)
-    ans = ans.strip().strip("*").strip().rstrip(".").strip().strip("$").strip()
-    return ans if ans and ans.lower() not in _VERDICT_WORDS else None
+    expr, rest = _leading_expression(s)
+    if expr and (not rest or _UNIT.fullmatch(rest) or _REMARK.match(rest)):  # "63", "63 apples", "5, not 6"
+        return expr
+    if not re.search(r"\d", s) and len(s.split()) <= MAX_WORD_ANSWER_WORDS and not expr:
+        return s  # a word answer: "Paris", "B", "True"
+    verbs = list(_CLAUSE_VERB.finditer(s))  # "15 multiplied by 7, which is 105": the value it ends on
+    if verbs and verbs[-1].end() < len(s):
+        return _value(s[verbs[-1].end() :])
+    return None
+
+
+def _leading_expression(s: str) -> tuple[str, str]:
+    """Split ``s`` into a leading mathematical expression and the rest ("63 apples" -> "63", "apples")."""
+    i, braces, end = 0, 0, 0
+    open_parens: list[int] = []  # where each unclosed "(" of the expression starts
+    while i < len(s):
+        ch = s[i]
+        if ch == "{":
+            braces += 1
+        elif ch == "}":
+            braces -= 1
+            if braces < 0:
+                break
+        elif braces == 0:
+            if ch == "\\":
+                cmd = re.match(r"\\(?:[a-zA-Z]+|.)", s[i:])
+                if _TEXT_CMD.match(s, i):
+                    break  # \text{ apples}: units, not part of the value
+                i += len(cmd.group(0)) if cmd else 1
+                end = i
+                continue
+            if ch.isalpha():
+                # a single-letter variable (x, n) or a constant, not the start of a word
+                if (i + 1 < len(s) and s[i + 1].isalpha()) or (i > 0 and s[i - 1].isalpha()):
+                    break
+            elif ch == "," and not open_parens:
+                if not (i + 1 < len(s) and s[i + 1].isdigit() and i > 0 and s[i - 1].isdigit()):
+                    break  # "5, not 6": a list or a clause; "3,000" is a number
+            elif ch == "(":
+                open_parens.append(i)
+            elif ch == ")" and open_parens:
+                open_parens.pop()
+            elif ch not in _VALUE_CHARS:
+                break
+        i += 1
+        if not s[i - 1].isspace():
+            end = i
+    if open_parens:  # "14 (seven plus seven)": the value ends before the remark opens
+        end = open_parens[0]
+    expr = s[:end].strip()
+    if braces != 0 or not (re.search(r"[\d\\]", expr) or re.fullmatch(r"[A-Za-z]", expr)):
+        return "", s  # no digit, no LaTeX, no single variable: not a mathematical value
+    return expr, s[end:].strip()
+
+
+def _final_equation(text: str) -> str | None:
+    """The value on the right-hand side of the last equation, if it is one."""
+    equals = list(_EQUALS.finditer(text))
+    if not equals:
+        return None
+    return _value(_first_sentence(text[equals[-1].end() :].lstrip()))
 
 
 def _last_number(text: str) -> str | None:
-    found = _NUMBER.findall(text)
+    found = _NUMBER.findall(text.translate(_UNICODE_MATH))
     return re.sub(r"[,\s]", "", found[-1]) if found else None
 
 

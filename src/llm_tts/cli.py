@@ -11,20 +11,48 @@ from typing import Sequence
 def _demo(args: argparse.Namespace) -> int:
     from llm_tts.demo import run_demo
 
-    return run_demo(question=args.question, backend=args.backend, model=args.model)
+    return run_demo(args.question, questions=args.questions, seed=args.seed, backend=args.backend, model=args.model)
+
+
+def _verbose_flag() -> argparse.ArgumentParser:
+    flag = argparse.ArgumentParser(add_help=False)
+    flag.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show the engine libraries' logs (vLLM, transformers, torch); by default only errors",
+    )
+    return flag
+
+
+def _configure_logging(verbose: bool) -> None:
+    """--verbose configures logging at INFO: engine logs then flow into it (llm_tts.engine_logs)."""
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-tts", description="Test-time scaling for LLM reasoning")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="answer a question with a few strategies on the embedded model")
-    demo.add_argument("question", nargs="?", default="What is 15 * 7?")
+    from llm_tts.demo import DEFAULT_QUESTIONS
+
+    verbose = _verbose_flag()
+    demo = sub.add_parser(
+        "demo", parents=[verbose],
+        help="compare greedy decoding with test-time scaling strategies on arithmetic questions",
+    )
+    demo.add_argument("question", nargs="?", default=None, help="answer this question first (default: the first generated one)")
+    demo.add_argument(
+        "--questions", type=int, default=DEFAULT_QUESTIONS,
+        help="generated questions in the comparison (default %(default)s; 0: none)",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
     demo.add_argument("--backend", default="auto", help="auto, vllm or transformers")
     demo.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
     demo.set_defaults(func=_demo)
 
-    serve = sub.add_parser("serve", help="start the OpenAI-compatible service")
+    serve = sub.add_parser("serve", parents=[verbose], help="start the OpenAI-compatible service")
     from llm_tts.service.server import add_serve_arguments, run_serve
 
     add_serve_arguments(serve)
@@ -37,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (bench/bench_backend.py --omp-compare). Set before torch loads; an explicit value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
     return int(args.func(args) or 0)
 
 

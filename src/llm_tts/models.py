@@ -23,6 +23,7 @@ from pathlib import Path
 
 from llm_tts import errors
 from llm_tts.errors import ModelLoadError, ModelNotFoundError
+from llm_tts.startup import startup_step
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
         if _is_complete(target):  # another process finished while we waited
             return target
         _remove_stale_temps(target)
-        _convert_in_child(gguf, target)
+        with startup_step(f"converting {gguf.name} to a safetensors folder in {target.parent} (once)"):
+            _convert_in_child(gguf, target)
         log.info("converted %s to %s", gguf.name, target)
     return target
 

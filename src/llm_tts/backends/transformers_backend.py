@@ -25,8 +25,10 @@ from llm_tts.backends.base import (
 from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
 from llm_tts.backends.sampling import sample_next_tokens
 from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.engine_logs import quiet_engine_logs
 from llm_tts.errors import BackendUnavailableError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
+from llm_tts.startup import startup_step
 from llm_tts.types import Segment
 
 _STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
@@ -45,6 +47,7 @@ class TransformersBackend(LocalTokenizerMixin):
         dtype: str = "auto",
         max_batch_rows: int = 64,
     ) -> None:
+        quiet_engine_logs()  # before torch and transformers are imported: they warn from import on
         from transformers import AutoModelForCausalLM
 
         from llm_tts.backends.float32_head import use_float32_head
@@ -55,10 +58,12 @@ class TransformersBackend(LocalTokenizerMixin):
         self.dtype = torch_dtype(dtype, self.device, path)  # "auto" on a CPU: see llm_tts.backends.device
         self.model_name = display_name(model)
         self.model_path = path
+        dtype_name = str(self.dtype).removeprefix("torch.")
         try:
-            self.tokenizer = ChatTokenizer.from_folder(path)
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
-            use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
+            with startup_step(f"loading {self.model_name} with transformers ({self.device}, {dtype_name})"):
+                self.tokenizer = ChatTokenizer.from_folder(path)
+                self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+                use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)

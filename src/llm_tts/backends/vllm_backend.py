@@ -38,6 +38,7 @@ from llm_tts.backends.vllm_engine import (
     shutdown_engine,
     start_engine,
 )
+from llm_tts.engine_logs import quiet_engine_logs, vllm_engine_args
 from llm_tts.errors import (
     BackendUnavailableError,
     ContextLengthError,
@@ -46,6 +47,7 @@ from llm_tts.errors import (
     ModelLoadError,
 )
 from llm_tts.models import display_name, resolve_model
+from llm_tts.startup import startup_step
 from llm_tts.types import Segment
 
 log = logging.getLogger(__name__)
@@ -85,32 +87,37 @@ class VLLMBackend(LocalTokenizerMixin):
         path = resolve_model(model)
         self.model_name = display_name(model)
         self.model_path = path
+        quiet_engine_logs()  # before torch and vLLM are imported: they log from their import on
         self.on_cpu = not cuda_available()
         prepare_process(on_cpu=self.on_cpu)
         dtype = engine_dtype(dtype, path, on_cpu=self.on_cpu)  # float32 on a CPU without bfloat16 instructions
         self.dtype = dtype
-        require_vllm()  # a typed error here when vLLM is missing or broken
-        try:
-            self.tokenizer = ChatTokenizer.from_folder(path)
-        except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"could not load the tokenizer of model folder {str(path)!r}: {e}") from e
-        args: dict[str, Any] = dict(
-            model=str(path),
-            dtype=dtype,
-            max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=enforce_eager,  # no graph capture: starts in seconds; the CPU build needs it
-            logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
-            max_logprobs=20,
-            disable_log_stats=False,  # we read the prefix-cache statistics
-            **engine_kwargs,
-        )
-        if block_size is not None or self.on_cpu:
-            args["block_size"] = block_size or CPU_BLOCK_SIZE
-        self.stats = EngineStats()
-        self.engine = start_engine(args, kv_cache_space, self.stats, path)
+        where = "CPU" if self.on_cpu else "GPU"
+        with startup_step(f"starting the vLLM engine for {self.model_name} ({where}, {dtype})"):
+            require_vllm()  # a typed error here when vLLM is missing or broken
+            try:
+                self.tokenizer = ChatTokenizer.from_folder(path)
+            except Exception as e:  # noqa: BLE001
+                raise ModelLoadError(f"could not load the tokenizer of model folder {str(path)!r}: {e}") from e
+            args: dict[str, Any] = dict(
+                model=str(path),
+                dtype=dtype,
+                max_model_len=max_model_len,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_prefix_caching=enable_prefix_caching,
+                enforce_eager=enforce_eager,  # no graph capture: starts in seconds; the CPU build needs it
+                logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
+                max_logprobs=20,
+                disable_log_stats=False,  # we read the prefix-cache statistics
+                **engine_kwargs,
+            )
+            for key, value in vllm_engine_args().items():  # the user's engine_kwargs win
+                args.setdefault(key, value)
+            if block_size is not None or self.on_cpu:
+                args["block_size"] = block_size or CPU_BLOCK_SIZE
+            self.stats = EngineStats()
+            self.engine = start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
         gen_eos = self.engine.model_config.hf_config.eos_token_id

@@ -50,6 +50,10 @@ class Beam:
 
     @property
     def answer(self) -> str | None:
+        # A text cut by a limit never reached its conclusion: only an answer it stated counts,
+        # not the last number it happened to write ("the sum of the sum of 7").
+        if self.finish_reason == "length" and not has_final_answer(self.text):
+            return None
         return extract_answer(self.text)
 
     @property

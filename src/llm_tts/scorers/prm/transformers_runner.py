@@ -29,6 +29,7 @@ from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.scorers.prm.inputs import PRMInputs, PRMJob, PRMStats, PRMTokenizer, check_prm_folder
+from llm_tts.startup import startup_step
 
 
 @dataclass
@@ -82,8 +83,9 @@ def _load(folder: Path, device: Any, dtype: Any) -> LoadedPRM:
     from llm_tts.scorers.prm.model import Qwen2ForProcessRewardModel
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=dtype).to(device).eval()
+        with startup_step(f"loading the PRM {folder.name} with transformers ({device.type})"):
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=dtype).to(device).eval()
     except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
         raise ModelLoadError(f"could not load PRM folder {str(folder)!r}: {e}") from e
     return LoadedPRM(

@@ -29,10 +29,12 @@ from typing import Any
 from llm_tts.backends import vllm_engine
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.vllm_loop import EngineLoop
+from llm_tts.engine_logs import quiet_engine_logs, vllm_engine_args
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.scorers.prm.inputs import PRMInputs, PRMJob, PRMStats, PRMTokenizer, check_prm_folder
+from llm_tts.startup import startup_step
 
 DEFAULT_CPU_KV_CACHE_GIB = 0.5
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.2  # the policy engine holds the rest; lower its share to match
@@ -46,6 +48,7 @@ class VLLMPRMEngine:
         from transformers import AutoTokenizer
 
         check_prm_folder(folder)
+        quiet_engine_logs()
         vllm_engine.require_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -67,12 +70,14 @@ class VLLMPRMEngine:
             enable_prefix_caching=True,
             enforce_eager=True,
             disable_log_stats=False,
+            **vllm_engine_args(),
         )
         if on_cpu:
             args["block_size"] = vllm_engine.CPU_BLOCK_SIZE
         self.stats = vllm_engine.EngineStats()
         space = (kv_cache_space or DEFAULT_CPU_KV_CACHE_GIB) if on_cpu else None
-        self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
+        with startup_step(f"starting the vLLM engine for the PRM {folder.name}"):
+            self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
 
