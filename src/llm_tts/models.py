@@ -157,7 +157,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
                 "is it a complete llama-family GGUF file? Re-download it or pass a model folder"
             ) from e
         # save_pretrained refuses a GGUF-loaded model until the quantizer is gone.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as a module
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)

@@ -215,7 +215,7 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
             source = self._service().aiter(self._payload(chat, config, model, stream))
         else:
             # A first call may load a model (seconds): do that off the event loop too.
-            engine = self.engine or await asyncio.to_thread(self._engine_for, model)
+            engine = await asyncio.to_thread(self._engine_for, model)
             source = aiter_run(engine, chat, config, timeout=self.timeout)
         async with contextlib.aclosing(source):
             async for item in source:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import threading
 from dataclasses import replace
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Iterator
 
 import httpx
 from pydantic import SecretStr, ValidationError
@@ -125,7 +125,7 @@ class ServiceTransport:
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
 
-    async def aiter(self, payload: dict[str, Any]) -> AsyncIterator[RunItem]:
+    async def aiter(self, payload: dict[str, Any]) -> AsyncGenerator[RunItem, None]:
         client = self._async_client()
         request = client.build_request("POST", self.url, json=payload)
         try:
