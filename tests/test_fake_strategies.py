@@ -183,6 +183,18 @@ def test_fake_beam_search_keeps_the_best_beams_and_selects_the_best_finished():
     assert [(e.step, e.live_beams, e.finished) for e in run.events] == [(1, 2, 0), (2, 1, 1), (3, 0, 2)]
 
 
+def test_fake_beam_search_weighted_selection_votes_over_the_finished_beams():
+    script = {"": [f"x {boxed(3)}", f"y {boxed(3)}", boxed(4)]}
+    scores = {f"x {boxed(3)}": 0.4, f"y {boxed(3)}": 0.4, boxed(4): 0.7}
+    fields = dict(tts_beam_size=3, tts_candidates_per_step=1)
+    best = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores), **fields)
+    assert best.outcome.selected.answer == "4"  # the best single score
+    weighted = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores),
+                            tts_selection="weighted", **fields)
+    assert weighted.outcome.selected.answer == "3"  # 0.4 + 0.4 outweighs 0.7
+    assert weighted.outcome.vote is not None and weighted.outcome.vote.distribution == {"3": 2, "4": 1}
+
+
 def test_fake_beam_search_without_a_finished_beam_returns_the_best_open_one_marked_length():
     run = run_strategy("beam_search", FakeScriptedBackend(BEAM), FakeScriptedScorer(BEAM_SCORES),
                        tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=1)

@@ -59,7 +59,7 @@ class TTSConfig(BaseModel):
     tts_score_aggregation: Aggregation = Field("min", description="how step scores become a trajectory score")
     tts_window_size: int | None = Field(None, ge=1, description="aggregate only the last k step scores")
     tts_selection: Literal["best", "weighted"] = Field(
-        "best", description="offline_bon, dvts, particle_filtering: the 'best' scored candidate, or 'weighted' "
+        "best", description="offline_bon, beam_search, dvts, particle_filtering: the 'best' scored candidate, or 'weighted' "
         "(the best candidate of the answer with the largest sum of scores)"
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
