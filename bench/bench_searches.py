@@ -29,14 +29,16 @@ and the plot from such a file without an engine.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import math
 import os
 import random
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 SYSTEM = "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."
 SEARCHES = ("beam_search", "dvts", "particle_filtering")
@@ -68,7 +70,9 @@ def make_questions(count: int, seed: int) -> list[tuple[str, str]]:
             a, b = max(a, b) + 1, min(a, b)
             out.append((f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?", a - b))
         else:
-            out.append((f"{name} has {a} bags with {b} {item} in each bag. How many {item} does {name} have in all?", a * b))
+            out.append(
+                (f"{name} has {a} bags with {b} {item} in each bag. How many {item} does {name} have in all?", a * b)
+            )
     return [(q, str(v)) for q, v in out]
 
 
@@ -89,7 +93,9 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, dict[str, A
         ("greedy", "greedy", 1, dict(tts_strategy="self_consistency", num_paths=1, temperature=0.0))
     ]
     for n in args.budgets:
-        runs.append((f"self_consistency n={n}", "self_consistency", n, dict(tts_strategy="self_consistency", num_paths=n)))
+        runs.append(
+            (f"self_consistency n={n}", "self_consistency", n, dict(tts_strategy="self_consistency", num_paths=n))
+        )
     for variant in args.search_variants:
         overrides = json.loads(variant)
         tag = ",".join(f"{k.removeprefix('tts_')}={v}" for k, v in overrides.items())
@@ -97,11 +103,22 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, dict[str, A
         for strategy in SEARCHES:
             family = f"{strategy} {scorer}" + (f" [{tag}]" if tag else "")
             for n in args.budgets:
-                fields = {"tts_strategy": strategy, "tts_scorer": args.scorer, **search_fields(strategy, n), **overrides}
+                fields = {
+                    "tts_strategy": strategy,
+                    "tts_scorer": args.scorer,
+                    **search_fields(strategy, n),
+                    **overrides,
+                }
                 runs.append((f"{family} N={n}", family, n, fields))
     for scorer in args.pool_scorers:
-        runs.append((f"pool {scorer}", f"pool {scorer}", args.pool_size,
-                     dict(tts_strategy="offline_bon", tts_scorer=scorer, tts_num_trajectories=args.pool_size)))
+        runs.append(
+            (
+                f"pool {scorer}",
+                f"pool {scorer}",
+                args.pool_size,
+                dict(tts_strategy="offline_bon", tts_scorer=scorer, tts_num_trajectories=args.pool_size),
+            )
+        )
     return runs
 
 
@@ -116,8 +133,11 @@ def run_all(args: argparse.Namespace, questions: list[tuple[str, str]]) -> list[
     engine = TTSEngine.create(args.model, backend=args.backend, **options)
     common = dict(max_tokens=args.max_tokens, temperature=args.temperature)
     runs = plan_runs(args)
-    print(f"{len(questions)} questions x {len(runs)} runs, backend {engine.backend.name}: {engine.backend.model_name}, "
-          f"{common}, {args.concurrency} at once", flush=True)
+    print(
+        f"{len(questions)} questions x {len(runs)} runs, backend {engine.backend.name}: {engine.backend.model_name}, "
+        f"{common}, {args.concurrency} at once",
+        flush=True,
+    )
 
     def one(task: tuple[int, tuple[str, str, int, dict[str, Any]]]) -> dict[str, Any]:
         qi, (method, family, budget, fields) = task
@@ -128,12 +148,28 @@ def run_all(args: argparse.Namespace, questions: list[tuple[str, str]]) -> list[
         right = lambda a: bool(a is not None and answers_equivalent(a, gold))  # noqa: E731
         pool = family.startswith("pool")
         return dict(
-            method=method, family=family, budget=budget, question=qi, gold=gold, answer=m.selected_answer,
-            correct=right(m.selected_answer), tokens=m.usage.completion_tokens, seconds=m.timings.total_s,
-            scorer=m.scorer, pruned=sum(c.status == "pruned" for c in m.candidates), candidates=[
-                dict(answer=c.answer, correct=right(c.answer), score=c.score, step_scores=[round(x, 5) for x in c.step_scores],
-                     status=c.status, num_tokens=c.num_tokens, finish_reason=c.finish_reason,
-                     **({"text": c.text} if pool else {}))
+            method=method,
+            family=family,
+            budget=budget,
+            question=qi,
+            gold=gold,
+            answer=m.selected_answer,
+            correct=right(m.selected_answer),
+            tokens=m.usage.completion_tokens,
+            seconds=m.timings.total_s,
+            scorer=m.scorer,
+            pruned=sum(c.status == "pruned" for c in m.candidates),
+            candidates=[
+                dict(
+                    answer=c.answer,
+                    correct=right(c.answer),
+                    score=c.score,
+                    step_scores=[round(x, 5) for x in c.step_scores],
+                    status=c.status,
+                    num_tokens=c.num_tokens,
+                    finish_reason=c.finish_reason,
+                    **({"text": c.text} if pool else {}),
+                )
                 for c in m.candidates
                 if pool or c.status != "pruned"  # the searches' pruned candidates: only counted (size)
             ],
@@ -164,7 +200,10 @@ def run_all(args: argparse.Namespace, questions: list[tuple[str, str]]) -> list[
     if log:
         log.close()
     if len(records) < len(tasks):
-        print(f"  --time-limit {args.time_limit:.0f} s: {len(tasks) - len(records)} of {len(tasks)} runs skipped", flush=True)
+        print(
+            f"  --time-limit {args.time_limit:.0f} s: {len(tasks) - len(records)} of {len(tasks)} runs skipped",
+            flush=True,
+        )
     engine.close()
     return records
 
@@ -197,6 +236,11 @@ def finished(candidates: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in candidates if c["answer"] is not None]
 
 
+def add_feature(features: dict[str, tuple[list[float], list[float]]], name: str, value: float, correct: bool) -> None:
+    """Record ``value`` of feature ``name`` for a right (first list) or wrong (second) candidate."""
+    features.setdefault(name, ([], []))[0 if correct else 1].append(value)
+
+
 def scorer_power(records: list[dict[str, Any]]) -> list[tuple[str, str, float | None, int, int]]:
     """(scorer, feature, AUROC, correct, wrong) over every finished pool candidate."""
     from llm_tts.answers import group_answers
@@ -207,9 +251,7 @@ def scorer_power(records: list[dict[str, Any]]) -> list[tuple[str, str, float | 
         mine = [r for r in pools if r["family"] == family]
         scorer = family.removeprefix("pool ")
         features: dict[str, tuple[list[float], list[float]]] = {}
-
-        def add(name: str, value: float, correct: bool) -> None:
-            features.setdefault(name, ([], []))[0 if correct else 1].append(value)
+        add = functools.partial(add_feature, features)
 
         for r in mine:
             cands = r["candidates"]
@@ -283,19 +325,32 @@ def accuracy_table(records: list[dict[str, Any]]) -> list[tuple[str, str, int, f
     rows = []
     for method, rs in by.items():
         n = len(rs)
-        rows.append((method, rs[0]["family"], rs[0]["budget"], sum(r["correct"] for r in rs) / n,
-                     sum(r["tokens"] for r in rs) / n, sum(r["seconds"] for r in rs) / n, n))
+        rows.append(
+            (
+                method,
+                rs[0]["family"],
+                rs[0]["budget"],
+                sum(r["correct"] for r in rs) / n,
+                sum(r["tokens"] for r in rs) / n,
+                sum(r["seconds"] for r in rs) / n,
+                n,
+            )
+        )
     return sorted(rows, key=lambda row: (row[1] != "greedy", row[1], row[2]))
 
 
-def report(records: list[dict[str, Any]], budgets: Sequence[int], out: str | None) -> None:
+def report(records: list[dict[str, Any]], budgets: Sequence[int], out: str | None, plotted: Sequence[str] = ()) -> None:
     rows = accuracy_table(records)
-    print(f"\n(a) accuracy and generated tokens per question\n{'method':58} {'acc':>6} {'tokens/q':>9} {'s/q':>6} {'n':>5}")
+    print(
+        f"\n(a) accuracy and generated tokens per question\n{'method':58} {'acc':>6} {'tokens/q':>9} {'s/q':>6} {'n':>5}"
+    )
     for method, _, _, acc, tok, sec, n in rows:
         print(f"{method:58} {acc:6.3f} {tok:9.1f} {sec:6.2f} {n:5d}")
     power = scorer_power(records)
     if power:
-        print(f"\n(b) AUROC, correct vs wrong finished pool candidates\n{'scorer':14} {'feature':20} {'AUROC':>6} {'right':>6} {'wrong':>6}")
+        print(
+            f"\n(b) AUROC, correct vs wrong finished pool candidates\n{'scorer':14} {'feature':20} {'AUROC':>6} {'right':>6} {'wrong':>6}"
+        )
         for scorer, name, value, p, n in power:
             print(f"{scorer:14} {name:20} {'-' if value is None else f'{value:.3f}':>6} {p:6d} {n:6d}")
         print(f"\n(b2) selection among disjoint N-subsets of the pools\n{'rule':34} {'N':>3} {'acc':>6} {'subsets':>8}")
@@ -303,11 +358,13 @@ def report(records: list[dict[str, Any]], budgets: Sequence[int], out: str | Non
             print(f"{rule:34} {n:3d} {acc:6.3f} {count:8d}")
     searched = search_power(records)
     if searched:
-        print(f"\n(b3) AUROC of each search's own score over its finished, unpruned candidates\n{'search':58} {'AUROC':>6} {'right':>6} {'wrong':>6}")
+        print(
+            f"\n(b3) AUROC of each search's own score over its finished, unpruned candidates\n{'search':58} {'AUROC':>6} {'right':>6} {'wrong':>6}"
+        )
         for family, value, p, n in searched:
             print(f"{family:58} {'-' if value is None else f'{value:.3f}':>6} {p:6d} {n:6d}")
     if out:
-        plot(rows, os.path.join(out, "searches.png"))
+        plot([row for row in rows if not plotted or row[1] in plotted], os.path.join(out, "searches.png"))
 
 
 def plot(rows: list[tuple[str, str, int, float, float, float, int]], path: str) -> None:
@@ -319,11 +376,19 @@ def plot(rows: list[tuple[str, str, int, float, float, float, int]], path: str) 
     except ImportError:
         print("\nmatplotlib is not installed: no plot (the table above has the same numbers)")
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family in dict.fromkeys(row[1] for row in rows):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab20").colors
+    for k, family in enumerate(dict.fromkeys(row[1] for row in rows)):
         pts = sorted((tok, acc, budget) for _, fam, budget, acc, tok, _, _ in rows if fam == family)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if family != "greedy" else "*",
-                markersize=6 if family != "greedy" else 14, label=family)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="o" if family != "greedy" else "*",
+            markersize=6 if family != "greedy" else 14,
+            label=family,
+            color=colors[k % len(colors)],
+            linestyle="--" if "[" in family else "-",
+        )
         for tok, acc, budget in pts:
             if family != "greedy":
                 ax.annotate(str(budget), (tok, acc), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -344,8 +409,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--scorer", default="entropy", help="the scorer every search uses")
-    ap.add_argument("--search-variants", nargs="+", default=["{}"],
-                    help="JSON config overrides, one search family per variant, e.g. '{\"tts_selection\": \"weighted\"}'")
+    ap.add_argument(
+        "--search-variants",
+        nargs="+",
+        default=["{}"],
+        help='JSON config overrides, one search family per variant, e.g. \'{"tts_selection": "weighted"}\'',
+    )
     ap.add_argument("--pool-scorers", nargs="*", default=list(SCORERS), help="scorers for the AUROC pools (none: skip)")
     ap.add_argument("--pool-size", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -356,8 +425,11 @@ def main() -> int:
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.6)
     ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True, help="vLLM enforce_eager")
     ap.add_argument("--time-limit", type=float, default=math.inf, help="seconds after which no new run starts")
-    ap.add_argument("--out", default=None, help="folder for records.jsonl (one line per run, written as runs end) and searches.png")
+    ap.add_argument(
+        "--out", default=None, help="folder for records.jsonl (one line per run, written as runs end) and searches.png"
+    )
     ap.add_argument("--from-records", default=None, help="re-analyse a records.jsonl[.gz] instead of running")
+    ap.add_argument("--plot-families", nargs="*", default=[], help="plot only these families (default: all)")
     args = ap.parse_args()
 
     if args.from_records:
@@ -367,7 +439,7 @@ def main() -> int:
         if args.out:
             os.makedirs(args.out, exist_ok=True)
         records = run_all(args, make_questions(args.questions, args.seed))
-    report(records, args.budgets, args.out)
+    report(records, args.budgets, args.out, args.plot_families)
     return 0
 
 

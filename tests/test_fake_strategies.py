@@ -187,7 +187,7 @@ def test_fake_beam_search_weighted_selection_votes_over_the_finished_beams():
     script = {"": [f"x {boxed(3)}", f"y {boxed(3)}", boxed(4)]}
     scores = {f"x {boxed(3)}": 0.4, f"y {boxed(3)}": 0.4, boxed(4): 0.7}
     fields = dict(tts_beam_size=3, tts_candidates_per_step=1)
-    best = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores), **fields)
+    best = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores), tts_selection="best", **fields)
     assert best.outcome.selected.answer == "4"  # the best single score
     weighted = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores),
                             tts_selection="weighted", **fields)
@@ -231,8 +231,8 @@ def test_fake_beam_search_max_tokens_cuts_the_step_and_finishes_the_beam():
 @pytest.mark.parametrize("strategy, script, config, expected", [
     ("self_consistency", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"num_paths": 3},
      [("3", "kept"), ("4", "kept"), ("3", "selected")]),  # 3 wins the vote; its most confident path is returned
-    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"tts_num_trajectories": 3},
-     [("3", "kept"), ("4", "selected"), ("3", "kept")]),
+    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"tts_num_trajectories": 3,
+     "tts_selection": "best"}, [("3", "kept"), ("4", "selected"), ("3", "kept")]),
     ("online_bon", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9), Out(boxed(3), 0.2)]},
      {"tts_candidates_per_step": 2}, [("4", "selected"), (None, "pruned"), ("3", "pruned")]),
     ("beam_search", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9)], "s" + D: [Out(boxed(3), 0.2)]},

@@ -8,8 +8,8 @@ finished (an answer, end of sequence, ``max_tokens``) are set aside; the best un
 fill the beams left (``tts_beam_size`` minus finished), the rest are pruned. The search stops
 when ``tts_beam_size`` candidates have finished, no beam is left, or after ``tts_max_steps``
 (beams still open are then marked "length"). The answer is chosen among the finished
-candidates (the open beams when none finished) by ``tts_selection``: the best aggregated score,
-or the heaviest answer by summed scores ("weighted").
+candidates (the open beams when none finished) by ``tts_selection``: the heaviest answer by
+summed scores ("weighted", the default), or the best aggregated score ("best").
 """
 
 from __future__ import annotations
