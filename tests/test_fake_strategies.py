@@ -195,6 +195,20 @@ def test_fake_beam_search_weighted_selection_votes_over_the_finished_beams():
     assert weighted.outcome.vote is not None and weighted.outcome.vote.distribution == {"3": 2, "4": 1}
 
 
+@pytest.mark.parametrize("strategy, fields", [
+    ("offline_bon", {"tts_num_trajectories": 3}),
+    ("beam_search", {"tts_beam_size": 3, "tts_candidates_per_step": 1}),
+    ("dvts", {"tts_num_subtrees": 3, "tts_candidates_per_step": 1}),
+    ("particle_filtering", {"tts_num_particles": 3}),
+])
+def test_fake_scored_strategies_vote_weighted_by_default(strategy, fields):
+    script = {"": [f"x {boxed(3)}", f"y {boxed(3)}", boxed(4)]}
+    scores = {f"x {boxed(3)}": 0.4, f"y {boxed(3)}": 0.4, boxed(4): 0.7}
+    run = run_strategy(strategy, FakeScriptedBackend(script), FakeScriptedScorer(scores), **fields)
+    assert run.outcome.selected.answer == "3"  # 0.4 + 0.4 outweighs the single best score, 0.7
+    assert run.outcome.vote is not None and run.outcome.vote.group_weights == pytest.approx({"3": 0.8, "4": 0.7})
+
+
 def test_fake_beam_search_without_a_finished_beam_returns_the_best_open_one_marked_length():
     run = run_strategy("beam_search", FakeScriptedBackend(BEAM), FakeScriptedScorer(BEAM_SCORES),
                        tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=1)
