@@ -28,10 +28,10 @@ case "${1:?tests, bench or searches}" in
     done
     ;;
   searches)
-    $py bench/bench_searches.py --questions 300 --time-limit "${3:-300}" --concurrency 384 --no-eager --out /tmp/searches \
+    $py bench/bench_searches.py --questions 300 --time-limit "${3:-300}" --concurrency 128 --no-eager --out /tmp/searches \
       --search-variants '{}' '{"tts_selection": "weighted"}' '{"tts_score_aggregation": "mean"}' \
         '{"tts_score_aggregation": "mean", "tts_selection": "weighted"}' \
-      2>&1 | grep -v "^INFO\|^(EngineCore\|^(MainProcess\|WARNING" | tee "$out/searches.log"
+      2>&1 | grep --line-buffered -v "^INFO\|^(EngineCore\|^(MainProcess\|WARNING" | tee "$out/searches.log"
     gzip -c /tmp/searches/records.jsonl > "$out/records.jsonl.gz"
     cp /tmp/searches/searches.png "$out/" 2>/dev/null
     ;;
