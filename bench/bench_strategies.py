@@ -30,7 +30,7 @@ def methods(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("greedy", dict(tts_strategy="self_consistency", num_paths=1, temperature=0.0)),
         (f"self_consistency n={n}", dict(tts_strategy="self_consistency", num_paths=n)),
-        (f"offline_bon n={n} entropy", dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="entropy")),
+        (f"offline_bon n={n} entropy best", dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="entropy", tts_selection="best")),
         (f"offline_bon n={n} weighted", dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="perplexity", tts_selection="weighted")),
         (f"online_bon k={n} entropy", dict(tts_strategy="online_bon", tts_candidates_per_step=n, tts_scorer="entropy")),
         (f"beam_search {n // 2}x2 entropy", dict(tts_strategy="beam_search", tts_beam_size=max(1, n // 2), tts_candidates_per_step=2, tts_scorer="entropy")),

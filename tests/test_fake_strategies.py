@@ -183,6 +183,32 @@ def test_fake_beam_search_keeps_the_best_beams_and_selects_the_best_finished():
     assert [(e.step, e.live_beams, e.finished) for e in run.events] == [(1, 2, 0), (2, 1, 1), (3, 0, 2)]
 
 
+def test_fake_beam_search_weighted_selection_votes_over_the_finished_beams():
+    script = {"": [f"x {boxed(3)}", f"y {boxed(3)}", boxed(4)]}
+    scores = {f"x {boxed(3)}": 0.4, f"y {boxed(3)}": 0.4, boxed(4): 0.7}
+    fields = dict(tts_beam_size=3, tts_candidates_per_step=1)
+    best = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores), tts_selection="best", **fields)
+    assert best.outcome.selected.answer == "4"  # the best single score
+    weighted = run_strategy("beam_search", FakeScriptedBackend(script), FakeScriptedScorer(scores),
+                            tts_selection="weighted", **fields)
+    assert weighted.outcome.selected.answer == "3"  # 0.4 + 0.4 outweighs 0.7
+    assert weighted.outcome.vote is not None and weighted.outcome.vote.distribution == {"3": 2, "4": 1}
+
+
+@pytest.mark.parametrize("strategy, fields", [
+    ("offline_bon", {"tts_num_trajectories": 3}),
+    ("beam_search", {"tts_beam_size": 3, "tts_candidates_per_step": 1}),
+    ("dvts", {"tts_num_subtrees": 3, "tts_candidates_per_step": 1}),
+    ("particle_filtering", {"tts_num_particles": 3}),
+])
+def test_fake_scored_strategies_vote_weighted_by_default(strategy, fields):
+    script = {"": [f"x {boxed(3)}", f"y {boxed(3)}", boxed(4)]}
+    scores = {f"x {boxed(3)}": 0.4, f"y {boxed(3)}": 0.4, boxed(4): 0.7}
+    run = run_strategy(strategy, FakeScriptedBackend(script), FakeScriptedScorer(scores), **fields)
+    assert run.outcome.selected.answer == "3"  # 0.4 + 0.4 outweighs the single best score, 0.7
+    assert run.outcome.vote is not None and run.outcome.vote.group_weights == pytest.approx({"3": 0.8, "4": 0.7})
+
+
 def test_fake_beam_search_without_a_finished_beam_returns_the_best_open_one_marked_length():
     run = run_strategy("beam_search", FakeScriptedBackend(BEAM), FakeScriptedScorer(BEAM_SCORES),
                        tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=1)
@@ -219,8 +245,8 @@ def test_fake_beam_search_max_tokens_cuts_the_step_and_finishes_the_beam():
 @pytest.mark.parametrize("strategy, script, config, expected", [
     ("self_consistency", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"num_paths": 3},
      [("3", "kept"), ("4", "kept"), ("3", "selected")]),  # 3 wins the vote; its most confident path is returned
-    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"tts_num_trajectories": 3},
-     [("3", "kept"), ("4", "selected"), ("3", "kept")]),
+    ("offline_bon", {"": [Out(boxed(3), 0.4), Out(boxed(4), 0.8), Out(boxed(3), 0.5)]}, {"tts_num_trajectories": 3,
+     "tts_selection": "best"}, [("3", "kept"), ("4", "selected"), ("3", "kept")]),
     ("online_bon", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9), Out(boxed(3), 0.2)]},
      {"tts_candidates_per_step": 2}, [("4", "selected"), (None, "pruned"), ("3", "pruned")]),
     ("beam_search", {"": [Out("s" + D, 0.3), Out("t" + D, 0.6)], "t" + D: [Out(boxed(4), 0.9)], "s" + D: [Out(boxed(3), 0.2)]},

@@ -59,8 +59,9 @@ class TTSConfig(BaseModel):
     tts_score_aggregation: Aggregation = Field("min", description="how step scores become a trajectory score")
     tts_window_size: int | None = Field(None, ge=1, description="aggregate only the last k step scores")
     tts_selection: Literal["best", "weighted"] = Field(
-        "best", description="offline_bon, dvts, particle_filtering: the 'best' scored candidate, or 'weighted' "
-        "(the best candidate of the answer with the largest sum of scores)"
+        "weighted", description="offline_bon, beam_search, dvts, particle_filtering: 'weighted' (default: the best "
+        "candidate of the answer with the largest sum of scores, a vote weighted by score) or 'best' (the best scored "
+        "candidate alone; scorers tell right from wrong too weakly for that on small models, see docs/benchmarks.md)"
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")

@@ -7,14 +7,23 @@ aggregated score (``tts_score_aggregation`` over ``tts_window_size`` steps). Can
 finished (an answer, end of sequence, ``max_tokens``) are set aside; the best unfinished ones
 fill the beams left (``tts_beam_size`` minus finished), the rest are pruned. The search stops
 when ``tts_beam_size`` candidates have finished, no beam is left, or after ``tts_max_steps``
-(beams still open are then marked "length"). The best finished candidate is returned, or the
-best open beam when none finished.
+(beams still open are then marked "length"). The answer is chosen among the finished
+candidates (the open beams when none finished) by ``tts_selection``: the heaviest answer by
+summed scores ("weighted", the default), or the best aggregated score ("best").
 """
 
 from __future__ import annotations
 
 from llm_tts.config import MAX_BEAM_SIZE
-from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, best_of, best_score, dedupe, register_strategy
+from llm_tts.strategies.base import (
+    Beam,
+    StrategyContext,
+    StrategyOutcome,
+    best_score,
+    dedupe,
+    register_strategy,
+    select_finished,
+)
 from llm_tts.types import Trajectory
 
 
@@ -41,6 +50,5 @@ def beam_search(ctx: StrategyContext) -> StrategyOutcome:
         b.finished, b.finish_reason = True, "length"  # out of steps before an answer
     for b in pruned:
         b.status = "pruned"
-    chosen = best_of(finished or live)
-    chosen.status = "selected"
-    return StrategyOutcome([*finished, *live, *pruned], chosen)
+    chosen, vote = select_finished(finished or live, c.tts_selection)
+    return StrategyOutcome([*finished, *live, *pruned], chosen, vote)

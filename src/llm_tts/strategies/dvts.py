@@ -9,8 +9,8 @@ siblings share the prefix, so the new step is what differs; the first wins a tie
 rest. A subtree ends when its leaf states an answer, ends the sequence or hits ``max_tokens``;
 after ``tts_max_steps`` open leaves are marked "length". Subtrees never compete with each other,
 which keeps the search diverse where beam search collapses onto one prefix. The answer is the
-leaf with the best aggregated score, or (``tts_selection="weighted"``) the heaviest answer
-among the leaves by summed scores.
+heaviest answer among the leaves by summed scores (``tts_selection="weighted"``, the default),
+or the leaf with the best aggregated score (``"best"``).
 """
 
 from __future__ import annotations

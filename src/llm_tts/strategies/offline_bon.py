@@ -1,12 +1,12 @@
-"""Offline best-of-N: N whole trajectories, each step scored, the best trajectory returned.
+"""Offline best-of-N: N whole trajectories, each step scored, the answer chosen by a weighted vote.
 
 All ``tts_num_trajectories`` come from ONE backend call (n = N); each is split into steps at
 ``tts_step_delimiter`` on token boundaries, every step of every trajectory is scored in ONE
 scorer call, and step scores are aggregated with ``tts_score_aggregation`` over the last
-``tts_window_size`` steps. ``tts_selection="best"`` returns the highest aggregated score (first
-on a tie); ``"weighted"`` is weighted best-of-N: scores are summed per equivalent answer
-(:func:`llm_tts.answers.vote` with ``weighted=True``) and the best trajectory of the heaviest
-answer is returned.
+``tts_window_size`` steps. ``tts_selection="weighted"`` (the default) is weighted best-of-N:
+scores are summed per equivalent answer (:func:`llm_tts.answers.vote` with ``weighted=True``)
+and the best trajectory of the heaviest answer is returned; ``"best"`` returns the highest
+aggregated score (first on a tie), which loses to the vote when the scorer is weak (issue 17).
 """
 
 from __future__ import annotations

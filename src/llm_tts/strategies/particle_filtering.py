@@ -10,8 +10,8 @@ continues as two particles; one never drawn is pruned. The draws extend by one s
 backend call. Unlike beam search's hard top-k, a weak partial answer keeps a chance to survive,
 which keeps the search from collapsing early. Resampling uses ``random.Random(seed)``, so a run
 is reproducible wherever the backend is. After ``tts_max_steps`` open particles are marked
-"length". The answer is chosen among the finished particles by ``tts_selection``: the best
-aggregated score, or the heaviest answer by summed scores ("weighted").
+"length". The answer is chosen among the finished particles by ``tts_selection``: the heaviest
+answer by summed scores ("weighted", the default), or the best aggregated score ("best").
 """
 
 from __future__ import annotations
