@@ -232,9 +232,14 @@ def _cut(seg: Segment, budget: int, backend: Backend) -> Segment:
     )
 
 
+def score_key(beam: Beam) -> float:
+    """A beam's score for ranking: unscored beams rank last."""
+    return -math.inf if beam.score is None else beam.score
+
+
 def best_of(beams: Sequence[Beam]) -> Beam:
     """The highest-scoring beam; the first one on a tie (unscored beams rank last)."""
-    return max(enumerate(beams), key=lambda ib: (-math.inf if ib[1].score is None else ib[1].score, -ib[0]))[1]
+    return max(enumerate(beams), key=lambda ib: (score_key(ib[1]), -ib[0]))[1]
 
 
 def select_finished(beams: Sequence[Beam], selection: Literal["best", "weighted"]) -> tuple[Beam, Vote | None]:

@@ -22,6 +22,7 @@ from llm_tts.strategies.base import (
     best_score,
     dedupe,
     register_strategy,
+    score_key,
     select_finished,
 )
 from llm_tts.types import Trajectory
@@ -37,7 +38,7 @@ def beam_search(ctx: StrategyContext) -> StrategyOutcome:
         n = c.tts_candidates_per_step * (c.tts_beam_size if step == 1 else 1)
         candidates = dedupe(ctx.expand(live, n))
         ctx.score(candidates)
-        candidates.sort(key=lambda b: b.score, reverse=True)  # stable: first on a tie
+        candidates.sort(key=score_key, reverse=True)  # stable: first on a tie
         finished += [b for b in candidates if b.finished]
         open_ = [b for b in candidates if not b.finished]
         room = max(0, c.tts_beam_size - len(finished))
