@@ -57,8 +57,13 @@ print(json.dumps({"tok_s": len(seg) / (time.perf_counter() - t)}))
 
 
 def run_child(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})},
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -80,8 +85,10 @@ def main() -> None:
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--omp-compare", action="store_true")
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    )
 
     # -- load time: cold (fresh cache) and warm, each in a fresh process ----------------------
     if not args.skip_cold:
@@ -89,11 +96,17 @@ def main() -> None:
             cold = run_child(_LOAD, env={"LLM_TTS_CACHE": cache})
             warm = run_child(_LOAD, env={"LLM_TTS_CACHE": cache})
         cold_total, warm_total = cold["ensure_s"] + cold["load_s"], warm["ensure_s"] + warm["load_s"]
-        print(f"load cold: {cold_total:7.2f} s  (conversion {cold['ensure_s']:.2f} s + load {cold['load_s']:.2f} s; "
-              f"peak RSS {cold['peak_rss_mb']:.0f} MB)")
-        print(f"load warm: {warm_total:7.2f} s  (cache check {warm['ensure_s']:.3f} s + load {warm['load_s']:.2f} s; "
-              f"peak RSS {warm['peak_rss_mb']:.0f} MB)")
-        print(f"  ratio cold/warm: {cold_total / warm_total:.1f}x   (python imports, not counted: {warm['import_s']:.1f} s)")
+        print(
+            f"load cold: {cold_total:7.2f} s  (conversion {cold['ensure_s']:.2f} s + load {cold['load_s']:.2f} s; "
+            f"peak RSS {cold['peak_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"load warm: {warm_total:7.2f} s  (cache check {warm['ensure_s']:.3f} s + load {warm['load_s']:.2f} s; "
+            f"peak RSS {warm['peak_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"  ratio cold/warm: {cold_total / warm_total:.1f}x   (python imports, not counted: {warm['import_s']:.1f} s)"
+        )
 
     # -- throughput: our loop vs model.generate at batch 1 and 8 -------------------------------
     import torch
@@ -106,8 +119,10 @@ def main() -> None:
     p = backend.render_chat([ChatMessage(role="user", content=QUESTION)])
     n_max = args.max_tokens
     backend.generate([p], SamplingParams(temperature=0.0, max_tokens=2))  # warm-up
-    print(f"throughput: prompt {len(p)} tokens, up to {n_max} new tokens, sampling at temperature 1 "
-          f"(seed 0), device {backend.device}, dtype {backend.dtype}")
+    print(
+        f"throughput: prompt {len(p)} tokens, up to {n_max} new tokens, sampling at temperature 1 "
+        f"(seed 0), device {backend.device}, dtype {backend.dtype}"
+    )
 
     def ours(batch: int) -> int:
         rows = backend.generate([p], SamplingParams(n=batch, temperature=1.0, max_tokens=n_max, seed=0))
@@ -117,20 +132,32 @@ def main() -> None:
         ids = torch.tensor([p], device=backend.device)
         with torch.inference_mode():
             out = backend.model.generate(
-                ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                max_new_tokens=n_max, num_return_sequences=batch, pad_token_id=backend.tokenizer.pad_token_id,
-                output_scores=True, return_dict_in_generate=True,  # it, too, must hand back per-token scores
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=n_max,
+                num_return_sequences=batch,
+                pad_token_id=backend.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,  # it, too, must hand back per-token scores
             )
-        new = out.sequences[:, len(p):]
-        return int((new != backend.tokenizer.pad_token_id).sum()) + int((new == backend.tokenizer.pad_token_id).any(1).sum())
+        new = out.sequences[:, len(p) :]
+        return int((new != backend.tokenizer.pad_token_id).sum()) + int(
+            (new == backend.tokenizer.pad_token_id).any(1).sum()
+        )
 
     results = {}
     for batch in (1, 8):
-        ours_tps, ours_tok = tok_per_s(lambda: ours(batch))
-        hf_tps, hf_tok = tok_per_s(lambda: hf_generate(batch))
+        ours_tps, ours_tok = tok_per_s(lambda b=batch: ours(b))
+        hf_tps, hf_tok = tok_per_s(lambda b=batch: hf_generate(b))
         results[batch] = ours_tps
-        print(f"batch {batch}: ours {ours_tps:7.1f} tok/s ({ours_tok} tokens)   model.generate {hf_tps:7.1f} tok/s "
-              f"({hf_tok} tokens)   ratio ours/generate {ours_tps / hf_tps:.2f}")
+        print(
+            f"batch {batch}: ours {ours_tps:7.1f} tok/s ({ours_tok} tokens)   model.generate {hf_tps:7.1f} tok/s "
+            f"({hf_tok} tokens)   ratio ours/generate {ours_tps / hf_tps:.2f}"
+        )
     print(f"  ratio batch8/batch1 throughput (ours): {results[8] / results[1]:.2f}x")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (model + batch-8 decoding + generate baseline): {peak_mb:.0f} MB")
@@ -139,8 +166,10 @@ def main() -> None:
         tokens = str(min(n_max, 8))
         passive = run_child(_DECODE, QUESTION, tokens, env={"OMP_WAIT_POLICY": "PASSIVE"})["tok_s"]
         active = run_child(_DECODE, QUESTION, tokens, env={"OMP_WAIT_POLICY": "ACTIVE"})["tok_s"]
-        print(f"OMP_WAIT_POLICY batch 1 greedy: PASSIVE {passive:.2f} tok/s, ACTIVE {active:.2f} tok/s, "
-              f"ratio PASSIVE/ACTIVE {passive / active:.1f}x")
+        print(
+            f"OMP_WAIT_POLICY batch 1 greedy: PASSIVE {passive:.2f} tok/s, ACTIVE {active:.2f} tok/s, "
+            f"ratio PASSIVE/ACTIVE {passive / active:.1f}x"
+        )
 
 
 if __name__ == "__main__":

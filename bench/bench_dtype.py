@@ -57,7 +57,9 @@ def main() -> None:
     from llm_tts.backends.cpu_dtype import auto_cpu_dtype, cpu_has_native_bf16
     from llm_tts.models import ensure_embedded_model
 
-    print(f"native bfloat16 on this CPU: {cpu_has_native_bf16()}; dtype='auto' picks {auto_cpu_dtype(ensure_embedded_model())}")
+    print(
+        f"native bfloat16 on this CPU: {cpu_has_native_bf16()}; dtype='auto' picks {auto_cpu_dtype(ensure_embedded_model())}"
+    )
     for name in args.backends:
         backends = {dt: make(name, dt) for dt in ("bfloat16", "float32")}
         for b in backends.values():
@@ -68,8 +70,11 @@ def main() -> None:
                 runs[dt].append(timings(b, args.width, args.max_tokens, salt=r))
         med = {dt: (statistics.median(p for p, _ in v), statistics.median(t for _, t in v)) for dt, v in runs.items()}
         (bp, bt), (fp, ft) = med["bfloat16"], med["float32"]
-        print(f"{name}: prefill {bp * 1000:.0f} ms bf16 vs {fp * 1000:.0f} ms fp32 ({bp / fp:.1f}x faster in fp32); "
-              f"decoding {args.width} x {args.max_tokens} tokens {bt:.0f} vs {ft:.0f} tok/s ({ft / bt:.1f}x)", flush=True)
+        print(
+            f"{name}: prefill {bp * 1000:.0f} ms bf16 vs {fp * 1000:.0f} ms fp32 ({bp / fp:.1f}x faster in fp32); "
+            f"decoding {args.width} x {args.max_tokens} tokens {bt:.0f} vs {ft:.0f} tok/s ({ft / bt:.1f}x)",
+            flush=True,
+        )
         for b in backends.values():
             b.close()
 

@@ -20,8 +20,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loopback launcher
 
@@ -44,25 +44,32 @@ def run(base_url: str, args: argparse.Namespace) -> None:
     from llm_tts.engine import TTSEngine
     from llm_tts.messages import ChatMessage
 
-    question = [ChatMessage(role="user", content="What is 17 * 23? Think step by step and put the answer in \\boxed{}.")]
+    question = [
+        ChatMessage(role="user", content="What is 17 * 23? Think step by step and put the answer in \\boxed{}.")
+    ]
     options = dict(base_url=base_url, provider="vllm", max_concurrency=args.paths, extra_body={"ignore_eos": True})
     backend = OpenAIBackend(**options)
     fan_out = OpenAIBackend(**options, server_n=False)  # as on a server without n
     engine = TTSEngine(backend)
     prompt = backend.render_chat(question)
     one = SamplingParams(n=1, temperature=0.7, max_tokens=args.max_tokens)
-    config = TTSConfig.create(tts_strategy="self_consistency", num_paths=args.paths, max_tokens=args.max_tokens, temperature=0.7)
+    config = TTSConfig.create(
+        tts_strategy="self_consistency", num_paths=args.paths, max_tokens=args.max_tokens, temperature=0.7
+    )
     print(f"server {base_url}, model {backend.model_name}, probe {backend.probe}")
     for warm in (backend, fan_out):  # probe both before timing anything
         warm.generate([prompt], one)
 
     n = args.paths
-    times = timed_rounds({
-        "one request (baseline)": lambda: backend.generate([prompt], one),
-        f"self_consistency N={n}, one request with n={n}": lambda: engine.run(question, config),
-        f"self_consistency N={n}, {n} parallel requests": lambda: TTSEngine(fan_out).run(question, config),
-        f"{n} requests one after another": lambda: [backend.generate([prompt], one) for _ in range(n)],
-    }, args.repeats)
+    times = timed_rounds(
+        {
+            "one request (baseline)": lambda: backend.generate([prompt], one),
+            f"self_consistency N={n}, one request with n={n}": lambda: engine.run(question, config),
+            f"self_consistency N={n}, {n} parallel requests": lambda: TTSEngine(fan_out).run(question, config),
+            f"{n} requests one after another": lambda: [backend.generate([prompt], one) for _ in range(n)],
+        },
+        args.repeats,
+    )
     backend.close()
     fan_out.close()
 
@@ -86,9 +93,8 @@ def main() -> int:
     if args.base_url:
         run(args.base_url, args)
         return 0
-    from vllm_serve import start_vllm_server, stop_vllm_server
-
     from llm_tts.models import ensure_embedded_model
+    from vllm_serve import start_vllm_server, stop_vllm_server
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_vllm_server(ensure_embedded_model(), Path(tmp) / "server.log", omp_threads=args.omp_threads)

@@ -30,10 +30,8 @@ with the other's work.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May? Think step by step."
 
@@ -85,7 +83,9 @@ def plain_sampling_rate(backend, prompt_ids, width: int, tokens: int) -> tuple[f
     per_sample = max(1, -(-tokens // width))
     backend.reset_engine_stats()
     start, cpu = time.perf_counter(), time.process_time()
-    (row,) = backend.generate([prompt_ids], SamplingParams(n=width, temperature=0.8, max_tokens=per_sample, top_logprobs=ENTROPY_TOP_K))
+    (row,) = backend.generate(
+        [prompt_ids], SamplingParams(n=width, temperature=0.8, max_tokens=per_sample, top_logprobs=ENTROPY_TOP_K)
+    )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     done = sum(len(s) for s in row)
     return done / wall, done / cpu, backend.engine_stats()["engine_steps"]
@@ -146,8 +146,13 @@ def main() -> None:
     from llm_tts.engine import TTSEngine
     from llm_tts.messages import ChatMessage
 
-    backend = VLLMBackend(args.model, dtype=args.dtype, max_model_len=2048, kv_cache_space=args.kv_cache_space,
-                          gpu_memory_utilization=args.gpu_memory_utilization)
+    backend = VLLMBackend(
+        args.model,
+        dtype=args.dtype,
+        max_model_len=2048,
+        kv_cache_space=args.kv_cache_space,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+    )
     engine = TTSEngine(backend)
     messages = [ChatMessage(role="user", content=QUESTION)]
     config = beam_config(args)
@@ -164,10 +169,25 @@ def main() -> None:
             c_wall, c_cpu, c_tokens = run_concurrent_searches(engine, messages, config, args.concurrent)
             c_rate, c_cpu_rate, _ = plain_sampling_rate(backend, prompt_ids, width * args.concurrent, c_tokens)
             concurrent.append((c_wall / (c_tokens / c_rate), c_cpu / (c_tokens / c_cpu_rate)))
-            print(f"repeat {r}: {args.concurrent} concurrent searches {c_wall:.2f}s wall / {c_cpu:.2f}s CPU for {c_tokens} tokens; "
-                  f"plain sampling of those tokens {c_tokens / c_rate:.2f}s wall / {c_tokens / c_cpu_rate:.2f}s CPU", flush=True)
-        rows.append(dict(wall=wall, cpu=stats["cpu_s"], tokens=tokens, plain=tokens / rate, plain_cpu=tokens / cpu_rate,
-                         n_wall=n_wall, n_cpu=n_cpu, n_tokens=n_tokens, stats=stats, plain_steps=plain_steps))
+            print(
+                f"repeat {r}: {args.concurrent} concurrent searches {c_wall:.2f}s wall / {c_cpu:.2f}s CPU for {c_tokens} tokens; "
+                f"plain sampling of those tokens {c_tokens / c_rate:.2f}s wall / {c_tokens / c_cpu_rate:.2f}s CPU",
+                flush=True,
+            )
+        rows.append(
+            dict(
+                wall=wall,
+                cpu=stats["cpu_s"],
+                tokens=tokens,
+                plain=tokens / rate,
+                plain_cpu=tokens / cpu_rate,
+                n_wall=n_wall,
+                n_cpu=n_cpu,
+                n_tokens=n_tokens,
+                stats=stats,
+                plain_steps=plain_steps,
+            )
+        )
         print(
             f"repeat {r}: beam search {wall:.2f}s wall / {stats['cpu_s']:.2f}s CPU for {tokens} tokens "
             f"in {stats['engine_steps']} engine steps ({stats['mean_running']:.1f} sequences per step); "
@@ -186,16 +206,24 @@ def main() -> None:
     naive_cpu = med(x["n_cpu"] for x in rows) / med(x["cpu"] for x in rows)
     naive_per_token = med((x["n_wall"] / x["n_tokens"]) / (x["wall"] / x["tokens"]) for x in rows)
     print()
-    print(f"config: beam {args.beams}, {args.candidates} candidates/step, <= {args.steps} steps of <= {args.step_tokens} tokens, "
-          f"{args.dtype}, {args.repeats} repeats (medians); CPU = this process's CPU seconds (robust to other load)")
-    print(f"1. search overhead (beam search / plain sampling of the same tokens): {overhead:.2f} wall, {overhead_cpu:.2f} CPU  (target <= 1.3); "
-          f"engine steps {med(x['stats']['engine_steps'] / x['plain_steps'] for x in rows):.2f}x plain's")
+    print(
+        f"config: beam {args.beams}, {args.candidates} candidates/step, <= {args.steps} steps of <= {args.step_tokens} tokens, "
+        f"{args.dtype}, {args.repeats} repeats (medians); CPU = this process's CPU seconds (robust to other load)"
+    )
+    print(
+        f"1. search overhead (beam search / plain sampling of the same tokens): {overhead:.2f} wall, {overhead_cpu:.2f} CPU  (target <= 1.3); "
+        f"engine steps {med(x['stats']['engine_steps'] / x['plain_steps'] for x in rows):.2f}x plain's"
+    )
     if concurrent:
-        print(f"1b. {args.concurrent} searches at once (service-style), same ratio:       "
-              f"{med(w for w, _ in concurrent):.2f} wall, {med(c for _, c in concurrent):.2f} CPU")
+        print(
+            f"1b. {args.concurrent} searches at once (service-style), same ratio:       "
+            f"{med(w for w, _ in concurrent):.2f} wall, {med(c for _, c in concurrent):.2f} CPU"
+        )
     print(f"2. prefix-cache hits / prompt tokens submitted during beam search:  {hits:.1%}  (target >= 80%)")
-    print(f"3. naive (re-render + re-tokenise, one call per beam) / ours:       {naive_ratio:.2f}x wall, {naive_cpu:.2f}x CPU "
-          f"(wall per generated token: {naive_per_token:.2f}x)")
+    print(
+        f"3. naive (re-render + re-tokenise, one call per beam) / ours:       {naive_ratio:.2f}x wall, {naive_cpu:.2f}x CPU "
+        f"(wall per generated token: {naive_per_token:.2f}x)"
+    )
     engine.close()
 
 

@@ -27,8 +27,10 @@ import threading
 import time
 from typing import Any
 
-QUESTIONS = [f"What is {a} + {b}? Put the answer in \\boxed{{}}." for a, b in
-             [(12, 30), (7, 8), (21, 21), (5, 60), (33, 9), (14, 14), (45, 11), (9, 90)]]
+QUESTIONS = [
+    f"What is {a} + {b}? Put the answer in \\boxed{{}}."
+    for a, b in [(12, 30), (7, 8), (21, 21), (5, 60), (33, 9), (14, 14), (45, 11), (9, 90)]
+]
 
 
 def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
@@ -70,8 +72,13 @@ def bench_latency(engine: Any, url: str, repeats: int) -> None:
             engine_s = r.json()["choices"][0]["tts_metadata"]["timings"]["total_s"]
 
             t = time.perf_counter()
-            out = sdk.chat.completions.create(model=engine.backend.model_name, messages=messages, max_tokens=1,
-                                              temperature=0.0, extra_body={"num_paths": 1})
+            out = sdk.chat.completions.create(
+                model=engine.backend.model_name,
+                messages=messages,
+                max_tokens=1,
+                temperature=0.0,
+                extra_body={"num_paths": 1},
+            )
             t_sdk = time.perf_counter() - t
             sdk_engine_s = out.choices[0].model_extra["tts_metadata"]["timings"]["total_s"]
             if i >= 3:
@@ -83,18 +90,30 @@ def bench_latency(engine: Any, url: str, repeats: int) -> None:
     ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     print(f"(1) latency, median of {repeats} tiny requests (1 path, 1 token):")
     print(f"    in-process engine.run          {ms(local):8.2f} ms  (baseline)")
-    print(f"    HTTP, httpx keep-alive         {ms(http):8.2f} ms  ratio {statistics.median(http) / statistics.median(local):.3f}")
-    print(f"    HTTP, openai SDK               {ms(via_sdk):8.2f} ms  ratio {statistics.median(via_sdk) / statistics.median(local):.3f}")
-    print(f"    added by the HTTP layer (wall - engine total_s): httpx {ms(overhead):.2f} ms, SDK {ms(sdk_overhead):.2f} ms"
-          f"  [target < 10 ms]")
+    print(
+        f"    HTTP, httpx keep-alive         {ms(http):8.2f} ms  ratio {statistics.median(http) / statistics.median(local):.3f}"
+    )
+    print(
+        f"    HTTP, openai SDK               {ms(via_sdk):8.2f} ms  ratio {statistics.median(via_sdk) / statistics.median(local):.3f}"
+    )
+    print(
+        f"    added by the HTTP layer (wall - engine total_s): httpx {ms(overhead):.2f} ms, SDK {ms(sdk_overhead):.2f} ms"
+        f"  [target < 10 ms]"
+    )
 
 
 def bench_throughput(url: str, model: str, paths: int, max_tokens: int) -> None:
     import httpx
 
     def body(q: str) -> dict[str, Any]:
-        return {"model": model, "messages": [{"role": "user", "content": q}], "tts_strategy": "self_consistency",
-                "num_paths": paths, "max_tokens": max_tokens, "temperature": 0.7}
+        return {
+            "model": model,
+            "messages": [{"role": "user", "content": q}],
+            "tts_strategy": "self_consistency",
+            "num_paths": paths,
+            "max_tokens": max_tokens,
+            "temperature": 0.7,
+        }
 
     with httpx.Client(base_url=url, timeout=600) as client:  # warm-up
         client.post("/v1/chat/completions", json=body(QUESTIONS[0])).raise_for_status()
@@ -125,8 +144,16 @@ def bench_offline_vs_service(engine: Any, url: str, requests: int, paths: int, m
     from llm_tts.messages import coerce_messages
 
     questions = [f"What is {a} + {a * 7 % 50}? Put the answer in \\boxed{{}}." for a in range(requests)]
-    body = lambda q: {"model": engine.backend.model_name, "messages": [{"role": "user", "content": q}],  # noqa: E731
-                      "tts_strategy": "self_consistency", "num_paths": paths, "max_tokens": max_tokens, "temperature": 0.7}
+
+    def body(q: str) -> dict[str, Any]:
+        return {
+            "model": engine.backend.model_name,
+            "messages": [{"role": "user", "content": q}],
+            "tts_strategy": "self_consistency",
+            "num_paths": paths,
+            "max_tokens": max_tokens,
+            "temperature": 0.7,
+        }
 
     async def serve_all() -> int:
         async with httpx.AsyncClient(base_url=url, timeout=600) as client:
@@ -147,7 +174,9 @@ def bench_offline_vs_service(engine: Any, url: str, requests: int, paths: int, m
         results.append((offline_tokens / offline_s, served_tokens / served_s, offline_tokens, served_tokens))
     offline_tps = max(r[0] for r in results)
     served_tps = max(r[1] for r in results)
-    print(f"(3) {requests} concurrent self_consistency requests (num_paths={paths}, max_tokens={max_tokens}) vs one offline batch:")
+    print(
+        f"(3) {requests} concurrent self_consistency requests (num_paths={paths}, max_tokens={max_tokens}) vs one offline batch:"
+    )
     print(f"    offline generate, one call   {offline_tps:9.1f} tok/s  (baseline; {results[-1][2]} tokens)")
     print(f"    through the service          {served_tps:9.1f} tok/s  ({results[-1][3]} tokens)")
     print(f"    ratio service / offline: {served_tps / offline_tps:.3f}  [target >= 0.8]")
@@ -161,7 +190,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--batch-requests", type=int, default=0, help="(3): this many concurrent requests vs one offline batch")
+    parser.add_argument(
+        "--batch-requests", type=int, default=0, help="(3): this many concurrent requests vs one offline batch"
+    )
     parser.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     args = parser.parse_args()
 

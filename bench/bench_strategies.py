@@ -30,17 +30,33 @@ def methods(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("greedy", dict(tts_strategy="self_consistency", num_paths=1, temperature=0.0)),
         (f"self_consistency n={n}", dict(tts_strategy="self_consistency", num_paths=n)),
-        (f"offline_bon n={n} entropy best", dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="entropy", tts_selection="best")),
-        (f"offline_bon n={n} weighted", dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="perplexity", tts_selection="weighted")),
+        (
+            f"offline_bon n={n} entropy best",
+            dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="entropy", tts_selection="best"),
+        ),
+        (
+            f"offline_bon n={n} weighted",
+            dict(tts_strategy="offline_bon", tts_num_trajectories=n, tts_scorer="perplexity", tts_selection="weighted"),
+        ),
         (f"online_bon k={n} entropy", dict(tts_strategy="online_bon", tts_candidates_per_step=n, tts_scorer="entropy")),
-        (f"beam_search {n // 2}x2 entropy", dict(tts_strategy="beam_search", tts_beam_size=max(1, n // 2), tts_candidates_per_step=2, tts_scorer="entropy")),
+        (
+            f"beam_search {n // 2}x2 entropy",
+            dict(
+                tts_strategy="beam_search",
+                tts_beam_size=max(1, n // 2),
+                tts_candidates_per_step=2,
+                tts_scorer="entropy",
+            ),
+        ),
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=10)
-    parser.add_argument("--max-operand", type=int, default=9, help="9: 'What is 3 + 4?' (SmolLM2-135M gets two-digit sums wrong)")
+    parser.add_argument(
+        "--max-operand", type=int, default=9, help="9: 'What is 3 + 4?' (SmolLM2-135M gets two-digit sums wrong)"
+    )
     parser.add_argument("--size", type=int, default=4, help="paths / trajectories / candidates per step")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--step-max-tokens", type=int, default=32)
@@ -55,7 +71,12 @@ def main() -> int:
 
     engine = TTSEngine.create(backend=args.backend)
     questions = make_questions(args.questions, args.seed, args.max_operand)
-    common = dict(max_tokens=args.max_tokens, tts_step_max_tokens=args.step_max_tokens, tts_max_steps=args.max_steps, seed=args.seed)
+    common = dict(
+        max_tokens=args.max_tokens,
+        tts_step_max_tokens=args.step_max_tokens,
+        tts_max_steps=args.max_steps,
+        seed=args.seed,
+    )
     print(f"{len(questions)} questions, backend {engine.backend.name}: {engine.backend.model_name}, {common}")
     rows = []
     for title, fields in methods(args):

@@ -24,22 +24,27 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tiny_prm import make_tiny_prm  # noqa: E402
-
-from llm_tts.scorers.base import ScoreRequest  # noqa: E402
-from llm_tts.scorers.prm import PRMScorer, PRMStats  # noqa: E402
-from llm_tts.types import Segment, Step  # noqa: E402
+from llm_tts.scorers.base import ScoreRequest
+from llm_tts.scorers.prm import PRMScorer, PRMStats
+from llm_tts.types import Segment, Step
+from tiny_prm import make_tiny_prm
 
 SMOLLM2_135M = dict(
-    hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
     initializer_range=0.02,  # the usual init: activations stay tame over 30 layers
 )
 QUESTION = "A train travels 60 km in the first hour and 45 km in the second hour. What is its average speed?"
 
 
 def step_text(beam: int, i: int) -> str:
-    return (f"Step {i + 1}: on path {beam} we take the distance so far, {60 + 7 * i + beam} km, add the next "
-            f"part of {5 + i} km and divide by {i + 2} hours to get {(65 + 8 * i + beam) / (i + 2):.2f} km/h.\n\n")
+    return (
+        f"Step {i + 1}: on path {beam} we take the distance so far, {60 + 7 * i + beam} km, add the next "
+        f"part of {5 + i} km and divide by {i + 2} hours to get {(65 + 8 * i + beam) / (i + 2):.2f} km/h.\n\n"
+    )
 
 
 def run(scorers: dict[str, PRMScorer], beams: int, rounds: int) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -65,7 +70,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--beams", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--dtype", default="float32", help="PRM dtype (float32 is faster than bf16 on CPUs without bf16 units)")
+    ap.add_argument(
+        "--dtype", default="float32", help="PRM dtype (float32 is faster than bf16 on CPUs without bf16 units)"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,13 +89,19 @@ def main() -> None:
         seconds, scores = run(scorers, args.beams, args.rounds)
     base, inc = scorers["from scratch"], scorers["incremental"]
     diff = max(abs(a - b) for a, b in zip(scores["from scratch"], scores["incremental"]))
-    print(f"PRM {SMOLLM2_135M['num_hidden_layers']} layers x {SMOLLM2_135M['hidden_size']} (random weights, {args.dtype}, "
-          f"CPU, {args.threads} thread(s)); {args.beams} beams x {args.rounds} rounds, one scorer call per round")
+    print(
+        f"PRM {SMOLLM2_135M['num_hidden_layers']} layers x {SMOLLM2_135M['hidden_size']} (random weights, {args.dtype}, "
+        f"CPU, {args.threads} thread(s)); {args.beams} beams x {args.rounds} rounds, one scorer call per round"
+    )
     for name, s in scorers.items():
-        print(f"{name:13s}: {s.stats.computed_tokens:6d} tokens computed, {s.stats.reused_tokens:6d} reused, "
-              f"{seconds[name]:7.2f} s")
-    print(f"ratio from-scratch / incremental: tokens {base.stats.computed_tokens / inc.stats.computed_tokens:.2f}x, "
-          f"time {seconds['from scratch'] / seconds['incremental']:.2f}x; max |score difference| {diff:.2e}")
+        print(
+            f"{name:13s}: {s.stats.computed_tokens:6d} tokens computed, {s.stats.reused_tokens:6d} reused, "
+            f"{seconds[name]:7.2f} s"
+        )
+    print(
+        f"ratio from-scratch / incremental: tokens {base.stats.computed_tokens / inc.stats.computed_tokens:.2f}x, "
+        f"time {seconds['from scratch'] / seconds['incremental']:.2f}x; max |score difference| {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

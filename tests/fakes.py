@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams
 from llm_tts.config import TTSConfig
-from llm_tts.messages import ChatMessage
 from llm_tts.events import ProgressEvent
+from llm_tts.messages import ChatMessage
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.strategies import StrategyContext, StrategyOutcome, get_strategy
 from llm_tts.types import Segment
@@ -89,7 +89,9 @@ class FakeScriptedBackend:
     def _outputs(self, prefix: str, n: int) -> list[Out]:
         outs = self.script.get(prefix)
         if outs is None or len(outs) < n:
-            raise AssertionError(f"the script has {0 if outs is None else len(outs)} continuations of {prefix!r}, asked for {n}")
+            raise AssertionError(
+                f"the script has {0 if outs is None else len(outs)} continuations of {prefix!r}, asked for {n}"
+            )
         return outs[:n]
 
     def _segment(self, out: Out, params: SamplingParams) -> Segment:

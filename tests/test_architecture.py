@@ -35,7 +35,9 @@ def _private_imports() -> list[str]:
             if isinstance(node, (ast.ImportFrom, ast.Import)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 for name in names:
-                    if name.startswith("llm_tts") and any(p.startswith("_") and not p.startswith("__") for p in name.split(".")):
+                    if name.startswith("llm_tts") and any(
+                        p.startswith("_") and not p.startswith("__") for p in name.split(".")
+                    ):
                         found.append(f"{_module_name(path)}: imports private module {name}")
     return found
 

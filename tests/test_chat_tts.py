@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.load import dumpd
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import ChatMessage as LCChatMessage
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.messages import AIMessage, ChatMessage as LCChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from llm_tts.config import TTSConfig
 from llm_tts.errors import DeadlineExceededError, InvalidParameterError, UnknownNameError
@@ -171,8 +172,17 @@ def test_per_call_overrides_and_bind_change_the_run(llm):
 
 
 def test_stream_yields_progress_then_the_answer_then_metadata(llm):
-    chunks = list(llm.stream(Q, tts_strategy="beam_search", tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=2,
-                             tts_step_max_tokens=6, tts_scorer="entropy"))
+    chunks = list(
+        llm.stream(
+            Q,
+            tts_strategy="beam_search",
+            tts_beam_size=2,
+            tts_candidates_per_step=2,
+            tts_max_steps=2,
+            tts_step_max_tokens=6,
+            tts_scorer="entropy",
+        )
+    )
     progress = [c for c in chunks if "tts_progress" in c.response_metadata]
     assert progress, "beam search reports its steps"
     assert all(c.content == "" for c in progress)
@@ -206,8 +216,15 @@ class _Recorder(BaseCallbackHandler):
 
 def test_callbacks_see_the_run_and_its_progress_as_custom_events(llm):
     rec = _Recorder()
-    llm.invoke(Q, config={"callbacks": [rec]}, tts_strategy="beam_search", tts_beam_size=2, tts_candidates_per_step=2,
-               tts_max_steps=2, tts_step_max_tokens=6)
+    llm.invoke(
+        Q,
+        config={"callbacks": [rec]},
+        tts_strategy="beam_search",
+        tts_beam_size=2,
+        tts_candidates_per_step=2,
+        tts_max_steps=2,
+        tts_step_max_tokens=6,
+    )
     kinds = [k for k, _ in rec.events]
     assert kinds[0] == "start" and kinds[-1] == "end"
     progress = [d for k, d in rec.events if k == "tts_progress"]
@@ -219,12 +236,7 @@ async def test_astream_events_of_a_chain_carry_progress_as_custom_events(llm):
     # stream()/astream() give a chat model no run manager, so inside a chain the progress goes to
     # the chain's run as custom events, and to the model's run as stream chunks.
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | llm
-    events = [
-        ev
-        async for ev in chain.astream_events(
-            {"q": Q}, version="v2"
-        )
-    ]
+    events = [ev async for ev in chain.astream_events({"q": Q}, version="v2")]
     custom = [ev for ev in events if ev["event"] == "on_custom_event"]
     assert custom and all(ev["name"] == "tts_progress" for ev in custom)
     assert {"step", "live_beams", "best_score"} <= set(custom[0]["data"])

@@ -139,8 +139,9 @@ class _FlakyProxy:
             await send({"type": "http.response.body", "body": error})
             return
         async with httpx.AsyncClient(timeout=300) as client:
-            upstream = await client.post(self.target + scope["path"], content=body,
-                                         headers={"content-type": "application/json"})
+            upstream = await client.post(
+                self.target + scope["path"], content=body, headers={"content-type": "application/json"}
+            )
         headers = [(b"content-type", upstream.headers["content-type"].encode())]
         await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": upstream.content})

@@ -38,7 +38,9 @@ def test_runnable_parallel_over_strategies(llm):
         "offline_bon": {"tts_num_trajectories": 2, "tts_scorer": "entropy"},
         "beam_search": {"tts_beam_size": 2, "tts_candidates_per_step": 2, "tts_max_steps": 2, "tts_step_max_tokens": 4},
     }
-    fan_out = RunnableParallel({name: PROMPT | llm.bind(tts_strategy=name, **extra) for name, extra in strategies.items()})
+    fan_out = RunnableParallel(
+        {name: PROMPT | llm.bind(tts_strategy=name, **extra) for name, extra in strategies.items()}
+    )
     results = fan_out.invoke(QUESTION)
     assert set(results) == set(strategies)
     for name, msg in results.items():

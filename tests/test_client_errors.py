@@ -66,8 +66,14 @@ def test_a_429_decodes_to_its_class_in_a_process_that_never_imported_the_service
     slot = app.state.tts.serving.slots.acquire()  # the one run slot is busy: the next request gets 429
     try:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-        out = subprocess.run([sys.executable, "-c", CLIENT, f"{url}/v1"], capture_output=True, text=True, env=env,
-                             timeout=300, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CLIENT, f"{url}/v1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=True,
+        )
     finally:
         slot.release()
     seen = json.loads(out.stdout.strip().splitlines()[-1])

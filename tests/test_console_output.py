@@ -20,8 +20,13 @@ import pytest
 
 # Environment through which a user asks for engine logs: cleared so the default is what is tested.
 _ASKING_ENV = (
-    "VLLM_CONFIGURE_LOGGING", "VLLM_LOGGING_LEVEL", "VLLM_LOGGING_CONFIG_PATH", "TRANSFORMERS_VERBOSITY",
-    "TORCH_CPP_LOG_LEVEL", "TORCH_LOGS", "PYTHONWARNINGS",
+    "VLLM_CONFIGURE_LOGGING",
+    "VLLM_LOGGING_LEVEL",
+    "VLLM_LOGGING_CONFIG_PATH",
+    "TRANSFORMERS_VERBOSITY",
+    "TORCH_CPP_LOG_LEVEL",
+    "TORCH_LOGS",
+    "PYTHONWARNINGS",
 )
 # Signs of engine logs: vLLM's record prefix and config dump, torch's C++ warnings, load bars.
 ENGINE_LOG_SIGNS = re.compile(
@@ -63,8 +68,12 @@ def test_engine_logs_are_quieted_when_nobody_asked():
     proc = _python(_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {
-        "vllm": logging_level("ERROR"), "transformers": logging_level("ERROR"), "torch_cpp": "ERROR",
-        "torch_warnings_ignored": True, "vllm_configures_logging": False, "tqdm": False,
+        "vllm": logging_level("ERROR"),
+        "transformers": logging_level("ERROR"),
+        "torch_cpp": "ERROR",
+        "torch_warnings_ignored": True,
+        "vllm_configures_logging": False,
+        "tqdm": False,
     }
 
 
@@ -78,8 +87,12 @@ def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs():
     assert proc.returncode == 0, proc.stderr
     # Nothing changed; vLLM is told not to install its own handler, so its records reach the user's.
     assert json.loads(proc.stdout) == {
-        "vllm": logging_level("NOTSET"), "transformers": logging_level("WARNING"), "torch_cpp": None,
-        "torch_warnings_ignored": False, "vllm_configures_logging": False, "tqdm": True,
+        "vllm": logging_level("NOTSET"),
+        "transformers": logging_level("WARNING"),
+        "torch_cpp": None,
+        "torch_warnings_ignored": False,
+        "vllm_configures_logging": False,
+        "tqdm": True,
     }
 
 
@@ -113,7 +126,8 @@ def test_startup_steps_print_once_with_or_without_a_logging_configuration():
     configured = _python("import logging\nlogging.basicConfig(format='%(name)s|%(message)s', level=logging.INFO)", step)
     assert configured.returncode == 0, configured.stderr
     assert configured.stderr.splitlines() == [
-        "llm_tts.startup|warming up ...", next(l for l in configured.stderr.splitlines() if "done in" in l)
+        "llm_tts.startup|warming up ...",
+        next(line for line in configured.stderr.splitlines() if "done in" in line),
     ]
 
 
@@ -138,7 +152,8 @@ def test_demo_shows_progress_answers_and_table_without_engine_logs(embedded_mode
     # stderr holds our progress lines and nothing else.
     assert proc.stderr.splitlines() == [
         "llm-tts: starting the vLLM engine for SmolLM2-135M-Instruct (CPU, "
-        + proc.stderr.split("(CPU, ", 1)[1].split(")", 1)[0] + ") ...",
+        + proc.stderr.split("(CPU, ", 1)[1].split(")", 1)[0]
+        + ") ...",
         next(line for line in proc.stderr.splitlines() if "done in" in line),
     ]
     out = proc.stdout
@@ -169,7 +184,10 @@ def test_serve_startup_reports_progress_without_engine_logs(embedded_model_dir):
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         _cli("serve", "--backend", "vllm", "--port", str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
     )
     lines: list[str] = []
     try:

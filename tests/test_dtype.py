@@ -35,7 +35,9 @@ def test_without_the_env_the_cpu_rule_decides(monkeypatch, tmp_path):
 @pytest.mark.parametrize("bad", ["float16", "fp32", "BFLOAT16", "auto"])
 def test_a_bad_cpu_dtype_env_is_a_typed_error(monkeypatch, tmp_path, bad):
     monkeypatch.setenv(CPU_DTYPE_ENV, bad)
-    with pytest.raises(InvalidParameterError, match=rf"{CPU_DTYPE_ENV}='{bad}' is invalid: must be 'bfloat16' or 'float32'") as e:
+    with pytest.raises(
+        InvalidParameterError, match=rf"{CPU_DTYPE_ENV}='{bad}' is invalid: must be 'bfloat16' or 'float32'"
+    ) as e:
         auto_cpu_dtype(tmp_path)
     assert e.value.param == CPU_DTYPE_ENV
 
@@ -46,8 +48,15 @@ def tiny_llama(dtype: torch.dtype) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).to(dtype).eval()
 
 

@@ -8,8 +8,8 @@ The same searches run against the embedded model in tests/test_strategies.py.
 from __future__ import annotations
 
 import pytest
-from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 
+from fakes import FakeScriptedBackend, FakeScriptedScorer, run_strategy
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
@@ -32,17 +32,24 @@ DVTS_SCRIPT = {
     f"b{D}e{D}": [boxed(5), boxed(6)],
 }
 DVTS_SCORES = {
-    "a" + D: 0.2, "b" + D: 0.8,  # subtree 0 keeps b
-    "c" + D: 0.7, "d" + D: 0.7,  # subtree 1: a tie, the first (c) is kept
-    f"b{D}{boxed(5)}": 0.1, f"b{D}e{D}": 0.9,  # subtree 0 continues with e
-    f"c{D}{boxed(7)}": 0.6, f"c{D}{boxed(9)}": 0.3,  # subtree 1 finishes with 7
-    f"b{D}e{D}{boxed(5)}": 0.5, f"b{D}e{D}{boxed(6)}": 0.4,
+    "a" + D: 0.2,
+    "b" + D: 0.8,  # subtree 0 keeps b
+    "c" + D: 0.7,
+    "d" + D: 0.7,  # subtree 1: a tie, the first (c) is kept
+    f"b{D}{boxed(5)}": 0.1,
+    f"b{D}e{D}": 0.9,  # subtree 0 continues with e
+    f"c{D}{boxed(7)}": 0.6,
+    f"c{D}{boxed(9)}": 0.3,  # subtree 1 finishes with 7
+    f"b{D}e{D}{boxed(5)}": 0.5,
+    f"b{D}e{D}{boxed(6)}": 0.4,
 }
 
 
 def test_fake_dvts_keeps_each_subtrees_best_step_in_one_call_per_step():
     backend, scorer = FakeScriptedBackend(DVTS_SCRIPT), FakeScriptedScorer(DVTS_SCORES)
-    run = run_strategy("dvts", backend, scorer, tts_num_subtrees=2, tts_candidates_per_step=2, tts_score_aggregation="min")
+    run = run_strategy(
+        "dvts", backend, scorer, tts_num_subtrees=2, tts_candidates_per_step=2, tts_score_aggregation="min"
+    )
 
     assert [(c.prefixes, c.n) for c in backend.calls] == [
         (("",), 4),  # all subtrees' first steps in ONE call
@@ -61,8 +68,14 @@ def test_fake_dvts_keeps_each_subtrees_best_step_in_one_call_per_step():
 def test_fake_dvts_weighted_selection_votes_over_the_leaves():
     script = {"": [boxed(3), boxed(4), boxed(3), boxed(5), boxed(4), boxed(6)]}
     scores = {boxed(3): 0.4, boxed(4): 0.5, boxed(5): 0.1, boxed(6): 0.9}
-    run = run_strategy("dvts", FakeScriptedBackend(script), FakeScriptedScorer(scores),
-                       tts_num_subtrees=3, tts_candidates_per_step=2, tts_selection="weighted")
+    run = run_strategy(
+        "dvts",
+        FakeScriptedBackend(script),
+        FakeScriptedScorer(scores),
+        tts_num_subtrees=3,
+        tts_candidates_per_step=2,
+        tts_selection="weighted",
+    )
     # the subtrees keep 4 (0.5 > 0.4), 3 (0.4 > 0.1) and 6 (0.9 > 0.5): one vote each, 6 weighs most
     leaves = [(b.answer, b.status) for b in run.outcome.candidates if b.status != "pruned"]
     assert leaves == [("4", "kept"), ("3", "kept"), ("6", "selected")]
@@ -110,10 +123,17 @@ def test_fake_particle_filtering_is_reproducible_for_a_seed_and_varies_without_o
 def test_fake_particle_filtering_marks_open_particles_length_after_max_steps():
     script = {"": ["a" + D, "b" + D]}
     scores = {"a" + D: 0.6, "b" + D: 0.4}
-    run = run_strategy("particle_filtering", FakeScriptedBackend(script), FakeScriptedScorer(scores),
-                       tts_num_particles=2, tts_max_steps=1)
+    run = run_strategy(
+        "particle_filtering",
+        FakeScriptedBackend(script),
+        FakeScriptedScorer(scores),
+        tts_num_particles=2,
+        tts_max_steps=1,
+    )
     assert [(b.text, b.status, b.finish_reason) for b in run.outcome.candidates] == [
-        ("a" + D, "selected", "length"), ("b" + D, "kept", "length")]
+        ("a" + D, "selected", "length"),
+        ("b" + D, "kept", "length"),
+    ]
 
 
 def test_resampling_weights_use_logits_for_probabilities_and_raw_scores_otherwise():
@@ -128,9 +148,17 @@ def test_resampling_weights_use_logits_for_probabilities_and_raw_scores_otherwis
 # -- budgets -------------------------------------------------------------------------------------
 def test_fake_budget_maps_onto_each_searchs_main_size():
     engine = TTSEngine(FakeScriptedBackend({}))
-    plan = engine.plan([{"role": "user", "content": "hi"}], TTSConfig.create(tts_strategy="dvts", tts_budget=12, tts_candidates_per_step=4))
+    plan = engine.plan(
+        [{"role": "user", "content": "hi"}],
+        TTSConfig.create(tts_strategy="dvts", tts_budget=12, tts_candidates_per_step=4),
+    )
     assert plan.config.tts_num_subtrees == 3
-    plan = engine.plan([{"role": "user", "content": "hi"}], TTSConfig.create(tts_strategy="particle_filtering", tts_budget=12))
+    plan = engine.plan(
+        [{"role": "user", "content": "hi"}], TTSConfig.create(tts_strategy="particle_filtering", tts_budget=12)
+    )
     assert plan.config.tts_num_particles == 12
     with pytest.raises(InvalidParameterError, match="tts_budget"):
-        engine.plan([{"role": "user", "content": "hi"}], TTSConfig.create(tts_strategy="dvts", tts_budget=64, tts_candidates_per_step=1))
+        engine.plan(
+            [{"role": "user", "content": "hi"}],
+            TTSConfig.create(tts_strategy="dvts", tts_budget=64, tts_candidates_per_step=1),
+        )

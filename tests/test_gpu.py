@@ -22,12 +22,21 @@ pytestmark = [
 ]
 
 MESSAGES = [
-    {"role": "system", "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."},
+    {
+        "role": "system",
+        "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}.",
+    },
     {"role": "user", "content": "What is 2 + 3?"},
 ]
 SMALL = dict(
-    num_paths=4, tts_num_trajectories=4, tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=3,
-    tts_step_max_tokens=32, max_tokens=96, seed=0,
+    num_paths=4,
+    tts_num_trajectories=4,
+    tts_beam_size=2,
+    tts_candidates_per_step=2,
+    tts_max_steps=3,
+    tts_step_max_tokens=32,
+    max_tokens=96,
+    seed=0,
 )
 
 
@@ -99,7 +108,7 @@ def test_every_strategy_with_every_scorer_on_cuda(cuda_vllm, tiny_prm_dir, strat
     md = result.metadata
     assert (md.strategy, md.scorer, md.backend) == (strategy, scorer, "vllm")
     assert result.text and md.usage.completion_tokens > 0
-    assert [c for c in md.candidates if c.status == "selected"][0].text == result.text
+    assert next(c for c in md.candidates if c.status == "selected").text == result.text
 
 
 def test_service_on_vllm_serves_concurrent_requests(cuda_vllm, serve_app):

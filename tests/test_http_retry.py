@@ -109,8 +109,9 @@ def test_the_loop_retries_max_retries_times_then_reraises():
     assert attempts == 1
 
 
-@pytest.mark.parametrize("field, value", [("max_retries", -1), ("max_retries", True), ("max_backoff", -0.5),
-                                          ("max_retry_after", "long")])
+@pytest.mark.parametrize(
+    "field, value", [("max_retries", -1), ("max_retries", True), ("max_backoff", -0.5), ("max_retry_after", "long")]
+)
 def test_bad_policy_values_are_typed_errors(field, value):
     with pytest.raises(InvalidParameterError, match=field):
         RetryPolicy(**{field: value})

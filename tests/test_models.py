@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -51,8 +50,13 @@ def fresh_cache(tmp_path_factory):
     env = {**os.environ, "LLM_TTS_CACHE": str(cache)}
     ready = [cache.parent / f"{cache.name}-ready-{i}" for i in range(2)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", _CONVERTER, str(ready[i]), str(ready[1 - i])], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _CONVERTER, str(ready[i]), str(ready[1 - i])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     results = []
@@ -168,7 +172,9 @@ def empty_hub_cache(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.mark.parametrize("var, value", [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "1")])
+@pytest.mark.parametrize(
+    "var, value", [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "1")]
+)
 def test_hub_id_offline_mode_fails_at_once_saying_what_to_do(empty_hub_cache, monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ModelNotFoundError) as e:
@@ -186,7 +192,9 @@ def test_hub_id_with_unreachable_hub_fails_fast(empty_hub_cache, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: connections are refused
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(ModelNotFoundError, match=rf"'someorg/somemodel' .*127\.0\.0\.1:{port} is unreachable.*hf download"):
+    with pytest.raises(
+        ModelNotFoundError, match=rf"'someorg/somemodel' .*127\.0\.0\.1:{port} is unreachable.*hf download"
+    ):
         models.resolve_model("someorg/somemodel")
 
 

@@ -24,7 +24,9 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
         out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
     )
     # The first in-process call says what it is doing (on stderr, which the notebook shows).
-    assert re.search(r"llm-tts: loading SmolLM2-135M-Instruct with transformers .*: done in \d+\.\d s", text), text[:2000]
+    assert re.search(r"llm-tts: loading SmolLM2-135M-Instruct with transformers .*: done in \d+\.\d s", text), text[
+        :2000
+    ]
     assert "tts_metadata keys match in-process: True" in text
     assert "service stopped: True" in text
     assert "strategy: beam_search" in text

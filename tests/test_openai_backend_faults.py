@@ -107,17 +107,34 @@ class FakeAPI:
 
     def completion(self, body: dict) -> dict:
         n = body.get("n", 1) if self.honour_n else 1
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(ANSWER_PIECES)}, "finish_reason": "stop"}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": "".join(ANSWER_PIECES)},
+            "finish_reason": "stop",
+        }
         if body.get("logprobs"):
             k = body.get("top_logprobs", 0)
-            choice["logprobs"] = {"content": [
-                {"token": p, "logprob": -0.1 * (i + 1), "bytes": list(p.encode()),
-                 "top_logprobs": [{"token": p, "logprob": -0.1 * (i + 1), "bytes": list(p.encode())},
-                                  {"token": "x", "logprob": -3.0, "bytes": [120]}][:k]}
-                for i, p in enumerate(ANSWER_PIECES)]}
-        return {"id": "fake", "object": "chat.completion", "model": body.get("model"),
-                "choices": [{**choice, "index": i} for i in range(n)],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7 * n, "total_tokens": 11 + 7 * n}}
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": p,
+                        "logprob": -0.1 * (i + 1),
+                        "bytes": list(p.encode()),
+                        "top_logprobs": [
+                            {"token": p, "logprob": -0.1 * (i + 1), "bytes": list(p.encode())},
+                            {"token": "x", "logprob": -3.0, "bytes": [120]},
+                        ][:k],
+                    }
+                    for i, p in enumerate(ANSWER_PIECES)
+                ]
+            }
+        return {
+            "id": "fake",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [{**choice, "index": i} for i in range(n)],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7 * n, "total_tokens": 11 + 7 * n},
+        }
 
     def chat_requests(self) -> list[dict]:
         return [b for p, _, b in self.requests if p == "/v1/chat/completions"]
@@ -169,7 +186,9 @@ def test_fake_500s_exhaust_retries_with_a_clear_error(fake):
     backend = backend_for(fake, max_retries=2)
     before = len(fake.chat_requests())
     fake.script = [("status", 500, {}, "upstream exploded")] * 5
-    with pytest.raises(RemoteAPIError, match=r"HTTP 500 after 3 attempt\(s\) \(retries exhausted\): upstream exploded") as info:
+    with pytest.raises(
+        RemoteAPIError, match=r"HTTP 500 after 3 attempt\(s\) \(retries exhausted\): upstream exploded"
+    ) as info:
         one_sample(backend)
     assert info.value.status == 500 and info.value.http_status == 502
     assert len(fake.chat_requests()) - before == 3
@@ -178,7 +197,9 @@ def test_fake_500s_exhaust_retries_with_a_clear_error(fake):
 def test_fake_slow_response_times_out_after_retries(fake):
     backend = backend_for(fake, timeout=0.3, max_retries=1)
     fake.script = [("sleep", 2.0), ("sleep", 2.0)]
-    with pytest.raises(RemoteTimeoutError, match=r"timed out .*timeout=0.3s.* after 2 attempt\(s\); raise the backend's timeout="):
+    with pytest.raises(
+        RemoteTimeoutError, match=r"timed out .*timeout=0.3s.* after 2 attempt\(s\); raise the backend's timeout="
+    ):
         one_sample(backend)
 
 
@@ -208,7 +229,9 @@ def test_fake_nothing_listening_says_check_the_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    backend = OpenAIBackend(base_url=f"http://127.0.0.1:{port}/v1", provider="openai", api_key="k", max_retries=1, **FAST)
+    backend = OpenAIBackend(
+        base_url=f"http://127.0.0.1:{port}/v1", provider="openai", api_key="k", max_retries=1, **FAST
+    )
     with pytest.raises(RemoteAPIError, match="ConnectError.*is the server running and the base_url right"):
         backend.capabilities
 
@@ -286,7 +309,7 @@ def test_fake_endpoint_honouring_n_with_logprobs_uses_one_request():
         seg = row[0]
         assert backend.token_texts(seg.token_ids) == ANSWER_PIECES
         assert seg.logprobs == pytest.approx((-0.1, -0.2, -0.3, -0.4, -0.5))
-        assert [sorted(t.values(), reverse=True) for t in seg.top_logprobs][0] == pytest.approx([-0.1, -3.0])
+        assert next(sorted(t.values(), reverse=True) for t in seg.top_logprobs) == pytest.approx([-0.1, -3.0])
         with pytest.raises(CapabilityError, match="continuation"):
             backend.generate([list(backend.render_chat(QUESTION)) + list(seg.token_ids)], SamplingParams(max_tokens=4))
     finally:

@@ -39,8 +39,9 @@ def test_probe_sees_a_chat_only_api_without_logprobs_or_n(over_service):
 def test_self_consistency_runs_over_the_service_with_its_usage(over_service):
     engine = TTSEngine(over_service)
     with metered() as usage:
-        result = engine.run(QUESTION, TTSConfig.create(tts_strategy="self_consistency", num_paths=2, max_tokens=24,
-                                                      temperature=0.7))
+        result = engine.run(
+            QUESTION, TTSConfig.create(tts_strategy="self_consistency", num_paths=2, max_tokens=24, temperature=0.7)
+        )
     meta = result.metadata
     assert meta.backend == "openai" and len(meta.candidates) == 2
     assert usage.requests == 2  # n=2 fanned out: the service takes n=1 only
@@ -51,12 +52,15 @@ def test_self_consistency_runs_over_the_service_with_its_usage(over_service):
 def test_logprob_scorers_over_the_service_fail_naming_logprobs(over_service):
     engine = TTSEngine(over_service)
     with pytest.raises(CapabilityError, match="logprobs"):
-        engine.run(QUESTION, TTSConfig.create(tts_strategy="offline_bon", tts_scorer="perplexity", tts_num_trajectories=2))
+        engine.run(
+            QUESTION, TTSConfig.create(tts_strategy="offline_bon", tts_scorer="perplexity", tts_num_trajectories=2)
+        )
 
 
 def test_a_request_the_service_refuses_shows_its_message(service_url):
-    backend = OpenAIBackend(base_url=f"{service_url}/v1", extra_body={"tts_strategy": "no_such_strategy"},
-                            max_retries=0)
+    backend = OpenAIBackend(
+        base_url=f"{service_url}/v1", extra_body={"tts_strategy": "no_such_strategy"}, max_retries=0
+    )
     try:
         with pytest.raises(RemoteAPIError, match="no_such_strategy") as info:
             backend.capabilities

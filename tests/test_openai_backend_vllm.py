@@ -78,10 +78,10 @@ def test_generate_keeps_exact_tokens_logprobs_stops_and_api_usage(remote):
 def test_continuation_from_token_ids_is_exact(remote):
     prompt = remote.render_chat(QUESTION)
     greedy = SamplingParams(n=1, temperature=0.0, max_tokens=16)
-    (whole,), = remote.generate([prompt], greedy)
+    ((whole,),) = remote.generate([prompt], greedy)
     head = whole.token_ids[:8]
     with metered() as usage:
-        (rest,), = remote.generate([list(prompt) + list(head)], SamplingParams(n=1, temperature=0.0, max_tokens=8))
+        ((rest,),) = remote.generate([list(prompt) + list(head)], SamplingParams(n=1, temperature=0.0, max_tokens=8))
     assert usage.prompt_tokens == len(prompt) + 8  # the server took our ids, not re-tokenised text
     assert head + rest.token_ids == whole.token_ids
     assert rest.logprobs == pytest.approx(whole.logprobs[8:], abs=1e-3)
@@ -101,7 +101,7 @@ def test_server_tokenizer_matches_the_local_one(vllm_server_url, remote, local_t
         assert isinstance(backend.tokenizer, ServerTokenizer)
         prompt = backend.render_chat(QUESTION)
         assert prompt == local_tokenizer.render_chat(QUESTION)
-        (seg,), = backend.generate([prompt], SamplingParams(n=1, temperature=0.0, max_tokens=12))
+        ((seg,),) = backend.generate([prompt], SamplingParams(n=1, temperature=0.0, max_tokens=12))
         assert backend.token_texts(seg.token_ids) == local_tokenizer.token_texts(seg.token_ids)
         assert backend.decode(seg.token_ids) == local_tokenizer.decode(seg.token_ids) == seg.text
     finally:
@@ -141,14 +141,29 @@ STRATEGIES = [
     dict(tts_strategy="self_consistency", num_paths=3, max_tokens=40),
     dict(tts_strategy="offline_bon", tts_scorer="entropy", tts_num_trajectories=3, max_tokens=40),
     dict(tts_strategy="offline_bon", tts_scorer="llm_judge", tts_num_trajectories=2, max_tokens=24),
-    dict(tts_strategy="online_bon", tts_scorer="perplexity", tts_candidates_per_step=2, tts_max_steps=2,
-         tts_step_max_tokens=16, max_tokens=40),
-    dict(tts_strategy="beam_search", tts_scorer="sequence_prob", tts_beam_size=2, tts_candidates_per_step=2,
-         tts_max_steps=2, tts_step_max_tokens=16, max_tokens=40),
+    dict(
+        tts_strategy="online_bon",
+        tts_scorer="perplexity",
+        tts_candidates_per_step=2,
+        tts_max_steps=2,
+        tts_step_max_tokens=16,
+        max_tokens=40,
+    ),
+    dict(
+        tts_strategy="beam_search",
+        tts_scorer="sequence_prob",
+        tts_beam_size=2,
+        tts_candidates_per_step=2,
+        tts_max_steps=2,
+        tts_step_max_tokens=16,
+        max_tokens=40,
+    ),
 ]
 
 
-@pytest.mark.parametrize("fields", STRATEGIES, ids=[f"{f['tts_strategy']}-{f.get('tts_scorer', 'vote')}" for f in STRATEGIES])
+@pytest.mark.parametrize(
+    "fields", STRATEGIES, ids=[f"{f['tts_strategy']}-{f.get('tts_scorer', 'vote')}" for f in STRATEGIES]
+)
 def test_every_strategy_runs_end_to_end_over_the_api(remote, fields):
     from llm_tts.engine import TTSEngine
 
@@ -184,6 +199,15 @@ def test_chat_only_api_runs_self_consistency_and_refuses_step_strategies(remote_
     # The API rendered the prompt: its own prompt count (per request) is what usage reports.
     assert usage.requests and result.metadata.usage.prompt_tokens == usage.prompt_tokens // usage.requests > 1
     with metered() as refused, pytest.raises(CapabilityError, match="continuation"):
-        engine.run(QUESTION, TTSConfig.create(tts_strategy="online_bon", tts_scorer="perplexity", tts_candidates_per_step=2,
-                                              tts_max_steps=2, tts_step_max_tokens=8, max_tokens=16))
+        engine.run(
+            QUESTION,
+            TTSConfig.create(
+                tts_strategy="online_bon",
+                tts_scorer="perplexity",
+                tts_candidates_per_step=2,
+                tts_max_steps=2,
+                tts_step_max_tokens=8,
+                max_tokens=16,
+            ),
+        )
     assert refused.requests == 0  # refused before anything was generated

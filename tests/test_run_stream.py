@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from recording_engine import RecordingEngine
 
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSResult
@@ -20,17 +19,32 @@ from llm_tts.integrations.run_items import Reply
 from llm_tts.messages import coerce_messages
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunStream
+from recording_engine import RecordingEngine
 
 QUESTION = coerce_messages([{"role": "user", "content": "What is 2 + 3? Answer briefly."}])
 BEAMS = TTSConfig.create(
-    tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=3,
-    tts_step_max_tokens=8, max_tokens=24, temperature=0.0, seed=7,
+    tts_strategy="beam_search",
+    tts_scorer="entropy",
+    tts_beam_size=2,
+    tts_candidates_per_step=2,
+    tts_max_steps=3,
+    tts_step_max_tokens=8,
+    max_tokens=24,
+    temperature=0.0,
+    seed=7,
 )
 # A search that would run for minutes if nothing stopped it (an essay: no early end of sequence).
 ESSAY = coerce_messages([{"role": "user", "content": "Write a very long, detailed essay on the history of Rome."}])
 LONG_SEARCH = TTSConfig.create(
-    tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=200,
-    tts_step_max_tokens=4, tts_step_delimiter="\n\n\n\n", max_tokens=4000, temperature=1.0,
+    tts_strategy="beam_search",
+    tts_scorer="entropy",
+    tts_beam_size=2,
+    tts_candidates_per_step=2,
+    tts_max_steps=200,
+    tts_step_max_tokens=4,
+    tts_step_delimiter="\n\n\n\n",
+    max_tokens=4000,
+    temperature=1.0,
 )
 
 

@@ -20,8 +20,13 @@ LN = math.log
 
 def seg(logprobs, top=None, ids=None, **kw) -> Segment:
     ids = ids or tuple(range(100, 100 + len(logprobs)))
-    return Segment(token_ids=tuple(ids), text="x" * len(ids), logprobs=tuple(logprobs),
-                   top_logprobs=None if top is None else tuple(top), **kw)
+    return Segment(
+        token_ids=tuple(ids),
+        text="x" * len(ids),
+        logprobs=tuple(logprobs),
+        top_logprobs=None if top is None else tuple(top),
+        **kw,
+    )
 
 
 def whole(segment: Segment) -> Step:

@@ -10,12 +10,12 @@ import threading
 import httpx
 import openai
 import pytest
-from recording_engine import RecordingEngine
 
 from llm_tts.config import TTSConfig
 from llm_tts.errors import DeadlineExceededError, RunCancelledError
 from llm_tts.messages import coerce_messages
 from llm_tts.service import ServiceSettings, create_app
+from recording_engine import RecordingEngine
 
 MODEL = "SmolLM2-135M-Instruct"
 TINY = {"max_tokens": 16, "temperature": 0.0, "seed": 7}
@@ -23,8 +23,14 @@ QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
 # A search that would run for minutes if nothing stopped it (an essay: no early end of sequence).
 ESSAY = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome, with many sections."}]
 LONG_SEARCH = {
-    "tts_strategy": "beam_search", "tts_scorer": "entropy", "tts_beam_size": 2, "tts_candidates_per_step": 2,
-    "tts_max_steps": 200, "tts_step_max_tokens": 4, "tts_step_delimiter": "\n\n\n\n", "max_tokens": 4000,
+    "tts_strategy": "beam_search",
+    "tts_scorer": "entropy",
+    "tts_beam_size": 2,
+    "tts_candidates_per_step": 2,
+    "tts_max_steps": 200,
+    "tts_step_max_tokens": 4,
+    "tts_step_delimiter": "\n\n\n\n",
+    "max_tokens": 4000,
     "temperature": 1.0,
 }
 
@@ -51,8 +57,9 @@ def metadata_of(choice) -> dict:
 
 
 def test_sdk_plain_request_matches_the_engine_in_process(sdk, tts_engine):
-    out = sdk.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, temperature=0.0, seed=7,
-                                      extra_body={"num_paths": 2})
+    out = sdk.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=16, temperature=0.0, seed=7, extra_body={"num_paths": 2}
+    )
     local = in_process(tts_engine, QUESTION, num_paths=2, **TINY)
     choice = out.choices[0]
     assert choice.message.role == "assistant"
@@ -71,7 +78,10 @@ def test_sdk_plain_request_matches_the_engine_in_process(sdk, tts_engine):
 
 def test_extra_body_selects_strategy_and_scorer(sdk):
     out = sdk.chat.completions.create(
-        model="smollm2", messages=QUESTION, max_tokens=16, temperature=0.8,
+        model="smollm2",
+        messages=QUESTION,
+        max_tokens=16,
+        temperature=0.8,
         extra_body={"tts_strategy": "offline_bon", "tts_num_trajectories": 2, "tts_scorer": "perplexity"},
     )
     md = metadata_of(out.choices[0])
@@ -84,8 +94,9 @@ def test_extra_body_selects_strategy_and_scorer(sdk):
 
 def test_path_form_sets_strategy_and_scorer(service_url):
     client = openai.OpenAI(base_url=f"{service_url}/v1/offline_bon/entropy", api_key="x", max_retries=0)
-    out = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12,
-                                         extra_body={"tts_num_trajectories": 2})
+    out = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=12, extra_body={"tts_num_trajectories": 2}
+    )
     md = metadata_of(out.choices[0])
     assert (md["strategy"], md["scorer"]) == ("offline_bon", "entropy")
     client = openai.OpenAI(base_url=f"{service_url}/v1/self_consistency", api_key="x", max_retries=0)
@@ -95,13 +106,27 @@ def test_path_form_sets_strategy_and_scorer(service_url):
 
 def test_streaming_with_the_sdk(sdk):
     stream = sdk.chat.completions.create(
-        model=MODEL, messages=QUESTION, stream=True, max_tokens=24, temperature=0.8,
-        extra_body={"tts_strategy": "beam_search", "tts_scorer": "entropy", "tts_beam_size": 2,
-                    "tts_candidates_per_step": 2, "tts_max_steps": 3, "tts_step_max_tokens": 8},
+        model=MODEL,
+        messages=QUESTION,
+        stream=True,
+        max_tokens=24,
+        temperature=0.8,
+        extra_body={
+            "tts_strategy": "beam_search",
+            "tts_scorer": "entropy",
+            "tts_beam_size": 2,
+            "tts_candidates_per_step": 2,
+            "tts_max_steps": 3,
+            "tts_step_max_tokens": 8,
+        },
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    progress = [c.choices[0].model_extra["tts_progress"] for c in chunks if c.choices and "tts_progress" in c.choices[0].model_extra]
+    progress = [
+        c.choices[0].model_extra["tts_progress"]
+        for c in chunks
+        if c.choices and "tts_progress" in c.choices[0].model_extra
+    ]
     assert progress and all(p["strategy"] == "beam_search" for p in progress)
     assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -123,7 +148,7 @@ def test_raw_sse_format(service_url):
         events = [line for line in r.iter_lines() if line]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
-    payloads = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    payloads = [json.loads(e[len("data: ") :]) for e in events[:-1]]
     assert all(p["object"] == "chat.completion.chunk" for p in payloads)
     assert "tts_metadata" in payloads[-1]["choices"][0] and "usage" in payloads[-1]
 
@@ -132,8 +157,9 @@ def test_async_client_concurrent_requests_get_their_own_answers(service_url, tts
     questions = ["What is 2 + 3?", "What is 10 - 4?", "Name a primary color.", "What is 3 * 3?"]
 
     async def ask(client, q):
-        out = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}],
-                                                   extra_body={"num_paths": 2}, **TINY)
+        out = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": q}], extra_body={"num_paths": 2}, **TINY
+        )
         return out.choices[0].message.content
 
     async def main():
@@ -148,16 +174,18 @@ def test_async_client_concurrent_requests_get_their_own_answers(service_url, tts
 def test_event_loop_serves_while_a_search_runs(recording):
     url, engine = recording
     body = {"messages": ESSAY, "stream": True, **LONG_SEARCH}
-    with httpx.Client(base_url=url, timeout=120) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body) as r:
-            lines = r.iter_lines()
-            assert next(line for line in lines if line.startswith("data: "))  # the run has started
-            health = client.get("/health").json()  # answered while the search is running
-            assert health["active_requests"] == 1 and health["max_concurrency"] == 1
-            busy = client.post("/v1/chat/completions", json={"messages": QUESTION, **TINY})
-            assert busy.status_code == 429
-            assert busy.headers["Retry-After"] == "2"
-            assert busy.json()["error"]["code"] == "rate_limit_exceeded"
+    with (
+        httpx.Client(base_url=url, timeout=120) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # the run has started
+        health = client.get("/health").json()  # answered while the search is running
+        assert health["active_requests"] == 1 and health["max_concurrency"] == 1
+        busy = client.post("/v1/chat/completions", json={"messages": QUESTION, **TINY})
+        assert busy.status_code == 429
+        assert busy.headers["Retry-After"] == "2"
+        assert busy.json()["error"]["code"] == "rate_limit_exceeded"
         # leaving the block closed the connection mid-search: the run must stop
     ended = engine.ended.get(timeout=120)
     assert isinstance(ended, RunCancelledError), ended
@@ -167,7 +195,9 @@ def test_event_loop_serves_while_a_search_runs(recording):
 def test_disconnect_cancels_a_non_streaming_run(recording):
     url, engine = recording
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/v1/chat/completions", json={"messages": ESSAY, **LONG_SEARCH}, timeout=httpx.Timeout(60, read=3))
+        httpx.post(
+            f"{url}/v1/chat/completions", json={"messages": ESSAY, **LONG_SEARCH}, timeout=httpx.Timeout(60, read=3)
+        )
     ended = engine.ended.get(timeout=120)
     assert isinstance(ended, RunCancelledError), ended
     wait_until_idle(url)
@@ -175,7 +205,9 @@ def test_disconnect_cancels_a_non_streaming_run(recording):
 
 def test_deadline_ends_a_runaway_search(recording):
     url, engine = recording
-    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": ESSAY, **LONG_SEARCH, "tts_deadline": 1.5}, timeout=120)
+    r = httpx.post(
+        f"{url}/v1/chat/completions", json={"messages": ESSAY, **LONG_SEARCH, "tts_deadline": 1.5}, timeout=120
+    )
     assert r.status_code == 408, r.text
     error = r.json()["error"]
     assert error["code"] == "deadline_exceeded" and "deadline" in error["message"]
@@ -186,8 +218,9 @@ def test_deadline_ends_a_runaway_search(recording):
 def test_deadline_while_streaming_is_an_error_event_the_sdk_raises(recording):
     url, engine = recording
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
-    stream = client.chat.completions.create(model=MODEL, messages=ESSAY, stream=True,
-                                            extra_body={**LONG_SEARCH, "tts_deadline": 1.5})
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ESSAY, stream=True, extra_body={**LONG_SEARCH, "tts_deadline": 1.5}
+    )
     with pytest.raises(openai.APIError, match="deadline"):
         list(stream)
     assert isinstance(engine.ended.get(timeout=120), DeadlineExceededError)

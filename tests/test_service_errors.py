@@ -57,12 +57,18 @@ BAD_BODIES = [
     pytest.param({"max_tokens": 4}, "messages", "invalid_parameter", id="missing-messages"),
     pytest.param(msgs(messages=[]), "messages", "invalid_parameter", id="empty-messages"),
     pytest.param(msgs(messages="hi"), "messages", "invalid_parameter", id="messages-not-a-list"),
-    pytest.param(msgs(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", "invalid_parameter", id="unknown-role"),
+    pytest.param(
+        msgs(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", "invalid_parameter", id="unknown-role"
+    ),
     pytest.param(msgs(messages=[{"content": "x"}]), "messages[0].role", "invalid_parameter", id="missing-role"),
-    pytest.param(msgs(messages=[{"role": "user", "content": 5}]), "messages[0].content", "invalid_parameter", id="content-int"),
+    pytest.param(
+        msgs(messages=[{"role": "user", "content": 5}]), "messages[0].content", "invalid_parameter", id="content-int"
+    ),
     pytest.param(
         msgs(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-        "messages[0].content", "invalid_parameter", id="image-content",
+        "messages[0].content",
+        "invalid_parameter",
+        id="image-content",
     ),
     pytest.param(msgs(num_paths=0), "num_paths", "invalid_parameter", id="num-paths-zero"),
     pytest.param(msgs(num_paths=65), "num_paths", "invalid_parameter", id="num-paths-over-cap"),
@@ -88,7 +94,12 @@ BAD_BODIES = [
     pytest.param(msgs(num_paths=5), "num_paths", "invalid_parameter", id="over-server-budget"),
     pytest.param(msgs(tts_budget=9), "tts_budget", "invalid_parameter", id="tts-budget-over-server-budget"),
     pytest.param(msgs(max_tokens=17), "max_tokens", "invalid_parameter", id="over-server-max-tokens"),
-    pytest.param({"messages": GOOD["messages"], "max_completion_tokens": 17}, "max_tokens", "invalid_parameter", id="over-server-max-completion-tokens"),
+    pytest.param(
+        {"messages": GOOD["messages"], "max_completion_tokens": 17},
+        "max_tokens",
+        "invalid_parameter",
+        id="over-server-max-completion-tokens",
+    ),
 ]
 
 
@@ -121,13 +132,17 @@ def test_form_body_says_to_send_json(client):
 
 def test_unknown_strategy_and_scorer_in_path(client):
     assert_error(client.post("/v1/monte_carlo/chat/completions", json=GOOD), 400, "tts_strategy", "unknown_name")
-    error = assert_error(client.post("/v1/offline_bon/vibes/chat/completions", json=GOOD), 400, "tts_scorer", "unknown_name")
+    error = assert_error(
+        client.post("/v1/offline_bon/vibes/chat/completions", json=GOOD), 400, "tts_scorer", "unknown_name"
+    )
     assert "entropy" in error["message"]  # lists the valid scorers
 
 
 def test_path_and_body_that_disagree(client):
     body = msgs(tts_strategy="beam_search")
-    assert_error(client.post("/v1/self_consistency/chat/completions", json=body), 400, "tts_strategy", "invalid_parameter")
+    assert_error(
+        client.post("/v1/self_consistency/chat/completions", json=body), 400, "tts_strategy", "invalid_parameter"
+    )
 
 
 def test_unknown_model_is_404(client):
@@ -176,8 +191,12 @@ def test_defaults_over_the_server_limits_are_lowered_to_them(client):
 def test_sdk_raises_typed_errors_with_the_field(strict_url):
     client = openai.OpenAI(base_url=f"{strict_url}/v1", api_key=UPSTREAM_SECRET, max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "hi"}],
-                                       max_tokens=4, extra_body={"tts_strategy": "nope"})
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            extra_body={"tts_strategy": "nope"},
+        )
     assert info.value.body["param"] == "tts_strategy"
     assert info.value.code == "unknown_name"
     with pytest.raises(openai.NotFoundError):
@@ -188,7 +207,9 @@ def test_sdk_raises_typed_errors_with_the_field(strict_url):
 def test_api_key_required_on_v1(auth_url):
     with httpx.Client(base_url=auth_url, timeout=60) as c:
         for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": SERVER_KEY}):
-            error = assert_error(c.post("/v1/chat/completions", json=GOOD, headers=headers), 401, None, "invalid_api_key")
+            error = assert_error(
+                c.post("/v1/chat/completions", json=GOOD, headers=headers), 401, None, "invalid_api_key"
+            )
             assert "wrong-key" not in error["message"]
             assert_error(c.get("/v1/models", headers=headers), 401, None, "invalid_api_key")
         # 401 comes before the body is parsed: an unauthenticated client learns nothing more.
@@ -200,8 +221,13 @@ def test_api_key_required_on_v1(auth_url):
 def test_api_key_accepted(auth_url):
     client = openai.OpenAI(base_url=f"{auth_url}/v1", api_key=SERVER_KEY, max_retries=0)
     assert [m.id for m in client.models.list()] == ["SmolLM2-135M-Instruct"]
-    out = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}],
-                                         max_tokens=4, temperature=0, extra_body={"num_paths": 1})
+    out = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        temperature=0,
+        extra_body={"num_paths": 1},
+    )
     assert out.choices[0].message.content
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{auth_url}/v1", api_key="nope", max_retries=0).models.list()

@@ -34,7 +34,9 @@ schema = schemathesis.openapi.from_dict(create_app(settings=ServiceSettings()).o
 )
 def test_no_input_makes_a_server_error(fuzz_url, case):
     response = case.call(base_url=fuzz_url, timeout=120)
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    )
     if response.status_code >= 400:
         error = response.json()["error"]
         assert error["message"] and error["type"] and error["code"], response.text

@@ -20,8 +20,14 @@ from llm_tts.service.serving import ChatCompletionStream, ServingChat
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
 TINY = {"max_tokens": 16, "temperature": 0.0, "seed": 7}
-BEAMS = {"tts_strategy": "beam_search", "tts_scorer": "entropy", "tts_beam_size": 2, "tts_candidates_per_step": 2,
-         "tts_max_steps": 3, "tts_step_max_tokens": 8}
+BEAMS = {
+    "tts_strategy": "beam_search",
+    "tts_scorer": "entropy",
+    "tts_beam_size": 2,
+    "tts_candidates_per_step": 2,
+    "tts_max_steps": 3,
+    "tts_step_max_tokens": 8,
+}
 
 
 def request(**fields) -> ChatCompletionRequest:
@@ -34,8 +40,9 @@ def test_a_streamed_request_renders_its_chat_once(serve_app, tts_engine, hf_back
     monkeypatch.setattr(hf_backend, "render_chat", lambda msgs: renders.append(msgs) or render(msgs))
     url = serve_app(create_app(tts_engine, ServiceSettings()))
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
-    chunks = list(client.chat.completions.create(messages=QUESTION, model="smollm2", stream=True, max_tokens=24,
-                                                 extra_body=BEAMS))
+    chunks = list(
+        client.chat.completions.create(messages=QUESTION, model="smollm2", stream=True, max_tokens=24, extra_body=BEAMS)
+    )
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert len(renders) == 1  # checked before the 200, then run from the same plan
 
@@ -57,8 +64,9 @@ def test_serving_streams_sse_events_and_path_fields_set_the_strategy(tts_engine)
     serving = ServingChat(tts_engine, ServiceSettings())
 
     async def main():
-        stream = await serving.create_chat_completion(request(stream=True, max_tokens=24, **BEAMS),
-                                                      path_fields={"tts_strategy": "beam_search"})
+        stream = await serving.create_chat_completion(
+            request(stream=True, max_tokens=24, **BEAMS), path_fields={"tts_strategy": "beam_search"}
+        )
         assert isinstance(stream, ChatCompletionStream)
         try:
             return [event async for event in stream]
@@ -70,7 +78,7 @@ def test_serving_streams_sse_events_and_path_fields_set_the_strategy(tts_engine)
     finally:
         serving.close()
     assert events[-1] == "data: [DONE]\n\n"
-    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    chunks = [json.loads(e[len("data: ") :]) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     progress = [c["choices"][0]["tts_progress"] for c in chunks if "tts_progress" in c["choices"][0]]
     assert progress and all(p["strategy"] == "beam_search" for p in progress)
@@ -85,8 +93,11 @@ def test_serving_raises_typed_errors(tts_engine):
         with pytest.raises(InvalidParameterError, match="num_paths"):
             asyncio.run(serving.create_chat_completion(request(num_paths=5)))
         with pytest.raises(InvalidParameterError, match="tts_strategy"):
-            asyncio.run(serving.create_chat_completion(request(tts_strategy="offline_bon"),
-                                                       path_fields={"tts_strategy": "beam_search"}))
+            asyncio.run(
+                serving.create_chat_completion(
+                    request(tts_strategy="offline_bon"), path_fields={"tts_strategy": "beam_search"}
+                )
+            )
         assert serving.slots.active == 0
     finally:
         serving.close()
@@ -96,8 +107,14 @@ def test_a_stream_closed_before_its_first_event_frees_its_slot(tts_engine):
     """The run starts before the response does; closing the unread stream stops it (no slot leak)."""
     serving = ServingChat(tts_engine, ServiceSettings(max_concurrency=1, retry_after_s=3))
     essay = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome."}]
-    long_search = {**BEAMS, "tts_max_steps": 200, "tts_step_max_tokens": 4, "max_tokens": 4000,
-                   "tts_step_delimiter": "\n\n\n\n", "temperature": 1.0}
+    long_search = {
+        **BEAMS,
+        "tts_max_steps": 200,
+        "tts_step_max_tokens": 4,
+        "max_tokens": 4000,
+        "tts_step_delimiter": "\n\n\n\n",
+        "temperature": 1.0,
+    }
 
     async def main():
         stream = await serving.create_chat_completion(ChatCompletionRequest(messages=essay, stream=True, **long_search))

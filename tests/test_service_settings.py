@@ -16,9 +16,20 @@ from llm_tts.service.settings import ServiceSettings, settings_fields
 NOT_A_VALUE = "not-a-value"
 # A valid value for each setting, to check that the flag an error names really sets it.
 GOOD = {
-    "model": "some/model", "backend": "vllm", "prm_model": "some/prm", "api_key": "k", "max_concurrency": "3",
-    "deadline_s": "7.5", "max_body_bytes": "4096", "max_budget": "5", "max_tokens": "9", "retry_after_s": "2",
-    "dtype": "float32", "max_model_len": "512", "gpu_memory_utilization": "0.5", "tensor_parallel_size": "2",
+    "model": "some/model",
+    "backend": "vllm",
+    "prm_model": "some/prm",
+    "api_key": "k",
+    "max_concurrency": "3",
+    "deadline_s": "7.5",
+    "max_body_bytes": "4096",
+    "max_budget": "5",
+    "max_tokens": "9",
+    "retry_after_s": "2",
+    "dtype": "float32",
+    "max_model_len": "512",
+    "gpu_memory_utilization": "0.5",
+    "tensor_parallel_size": "2",
     "kv_cache_space": "1.5",
 }
 
@@ -68,12 +79,16 @@ def test_help_shows_each_default_from_its_field(capsys):
 def test_backend_options_from_env_and_flags():
     env = {"LLM_TTS_DTYPE": "bfloat16", "LLM_TTS_MAX_MODEL_LEN": "1024", "LLM_TTS_KV_CACHE_SPACE": "3"}
     settings = ServiceSettings.from_args(
-        build_parser().parse_args(["serve", "--max-model-len", "512", "--tensor-parallel-size", "2",
-                                   "--gpu-memory-utilization", "0.7"]),
+        build_parser().parse_args(
+            ["serve", "--max-model-len", "512", "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.7"]
+        ),
         environ=env,
     )
     assert settings.backend_options() == {  # the flag wins over the variable; unset ones are left out
-        "dtype": "bfloat16", "max_model_len": 512, "gpu_memory_utilization": 0.7, "tensor_parallel_size": 2,
+        "dtype": "bfloat16",
+        "max_model_len": 512,
+        "gpu_memory_utilization": 0.7,
+        "tensor_parallel_size": 2,
         "kv_cache_space": 3.0,
     }
     assert ServiceSettings().backend_options() == {}
@@ -82,14 +97,20 @@ def test_backend_options_from_env_and_flags():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--gpu-memory-utilization", "1.5"],
-         r"gpu_memory_utilization=.*less than or equal to 1 .*--gpu-memory-utilization"),
+        (
+            ["--gpu-memory-utilization", "1.5"],
+            r"gpu_memory_utilization=.*less than or equal to 1 .*--gpu-memory-utilization",
+        ),
         (["--max-model-len", "8"], r"max_model_len=.*greater than or equal to 16 .*--max-model-len"),
         (["--dtype", "int8"], r"dtype='int8'.*'auto', 'bfloat16', 'float16' or 'float32' .*--dtype"),
-        (["--kv-cache-space", "lots"],
-         r"kv_cache_space='lots'.*number .*--kv-cache-space or env LLM_TTS_KV_CACHE_SPACE"),
-        (["--backend", "transformers", "--max-model-len", "512"],
-         r"max_model_len=512 .*only the vllm backend takes it, not backend 'transformers' \(flag --max-model-len"),
+        (
+            ["--kv-cache-space", "lots"],
+            r"kv_cache_space='lots'.*number .*--kv-cache-space or env LLM_TTS_KV_CACHE_SPACE",
+        ),
+        (
+            ["--backend", "transformers", "--max-model-len", "512"],
+            r"max_model_len=512 .*only the vllm backend takes it, not backend 'transformers' \(flag --max-model-len",
+        ),
         (["--backend", "openai", "--dtype", "float32"], r"dtype='float32' .*not backend 'openai' \(flag --dtype"),
     ],
 )
@@ -118,8 +139,10 @@ def test_vllm_options_reach_the_vllm_backend(serve_app, embedded_model_dir):
     pytest.importorskip("vllm")
     from llm_tts.service import create_app
 
-    app = create_app(settings=serve("--backend", "vllm", "--dtype", "float32", "--max-model-len", "512",
-                                    "--kv-cache-space", "0.5"), close_engine=True)
+    app = create_app(
+        settings=serve("--backend", "vllm", "--dtype", "float32", "--max-model-len", "512", "--kv-cache-space", "0.5"),
+        close_engine=True,
+    )
     url = serve_app(app)
     assert httpx.get(f"{url}/health").json()["backend"] == "vllm"
     assert app.state.tts.serving.engine.backend.max_context_tokens == 512

@@ -28,15 +28,25 @@ from llm_tts.messages import coerce_messages
 from llm_tts.progress import RunControl
 
 MESSAGES = [
-    {"role": "system", "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."},
+    {
+        "role": "system",
+        "content": "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}.",
+    },
     {"role": "user", "content": "What is 2 + 3?"},
 ]
 STRATEGIES = ["self_consistency", "offline_bon", "online_bon", "beam_search", "dvts", "particle_filtering"]
 STEP_SCORERS = ["entropy", "perplexity", "sequence_prob", "llm_judge", "prm"]
 SMALL = dict(
-    num_paths=2, tts_num_trajectories=2, tts_beam_size=2, tts_candidates_per_step=2, tts_max_steps=2,
-    tts_num_subtrees=2, tts_num_particles=2,
-    tts_step_max_tokens=8, max_tokens=16, seed=0,
+    num_paths=2,
+    tts_num_trajectories=2,
+    tts_beam_size=2,
+    tts_candidates_per_step=2,
+    tts_max_steps=2,
+    tts_num_subtrees=2,
+    tts_num_particles=2,
+    tts_step_max_tokens=8,
+    max_tokens=16,
+    seed=0,
 )
 
 
@@ -152,13 +162,25 @@ def test_every_candidate_of_a_step_is_one_generate_call(counting, strategy, expe
 
 @pytest.mark.parametrize(
     "strategy, budget, expected_n",
-    [("self_consistency", 3, 3), ("offline_bon", 3, 3), ("online_bon", 3, 3), ("beam_search", 3, 3),
-     ("dvts", 3, 3), ("particle_filtering", 3, 3)],
+    [
+        ("self_consistency", 3, 3),
+        ("offline_bon", 3, 3),
+        ("online_bon", 3, 3),
+        ("beam_search", 3, 3),
+        ("dvts", 3, 3),
+        ("particle_filtering", 3, 3),
+    ],
 )
 def test_budget_maps_onto_the_main_size(counting, strategy, budget, expected_n):
     backend, eng = counting
-    cfg = _config(tts_strategy=strategy, tts_scorer="perplexity", tts_budget=budget, tts_candidates_per_step=1,
-                  tts_max_steps=1, max_tokens=4)
+    cfg = _config(
+        tts_strategy=strategy,
+        tts_scorer="perplexity",
+        tts_budget=budget,
+        tts_candidates_per_step=1,
+        tts_max_steps=1,
+        max_tokens=4,
+    )
     eng.run(MESSAGES, cfg)
     assert backend.calls[0][1] == expected_n
 
@@ -173,7 +195,9 @@ def test_seed_makes_runs_reproducible(engine):
 
 def test_max_tokens_bounds_trajectories_and_cut_steps_are_marked(counting):
     backend, eng = counting
-    cfg = _config(tts_strategy="beam_search", tts_scorer="perplexity", tts_step_max_tokens=4, max_tokens=6, tts_max_steps=3)
+    cfg = _config(
+        tts_strategy="beam_search", tts_scorer="perplexity", tts_step_max_tokens=4, max_tokens=6, tts_max_steps=3
+    )
     md = eng.run(MESSAGES, cfg).metadata
     assert all(c.num_tokens <= 6 for c in md.candidates)
     # 4-token steps rarely reach a blank line: they are marked as cut, not passed off as steps.
@@ -191,13 +215,26 @@ def test_cancel_between_steps_stops_the_search(counting):
         control.cancel()
 
     with pytest.raises(RunCancelledError):
-        eng.run(MESSAGES, _config(tts_strategy="online_bon", tts_max_steps=5), progress=cancel_after_first_step, control=control)
+        eng.run(
+            MESSAGES,
+            _config(tts_strategy="online_bon", tts_max_steps=5),
+            progress=cancel_after_first_step,
+            control=control,
+        )
     assert len(backend.calls) == 1
 
 
 def test_weighted_best_of_n_reports_the_vote(engine):
-    md = engine.run(MESSAGES, _config(tts_strategy="offline_bon", tts_scorer="perplexity", tts_selection="weighted",
-                                      tts_num_trajectories=3, max_tokens=24)).metadata
+    md = engine.run(
+        MESSAGES,
+        _config(
+            tts_strategy="offline_bon",
+            tts_scorer="perplexity",
+            tts_selection="weighted",
+            tts_num_trajectories=3,
+            max_tokens=24,
+        ),
+    ).metadata
     assert md.answer_distribution is not None and md.consensus_score is not None
     if md.selected_answer is not None:
         assert md.consensus_score == pytest.approx(md.answer_distribution[md.selected_answer] / 3)
@@ -209,7 +246,7 @@ def test_run_from_a_worker_thread(engine):
     def work():
         try:
             out["result"] = engine.run(MESSAGES, _config(num_paths=2, max_tokens=12))
-        except Exception as e:  # recorded, then asserted on the main thread
+        except Exception as e:  # noqa: BLE001  (recorded, then asserted on the main thread)
             out["error"] = e
 
     t = threading.Thread(target=work)
@@ -221,10 +258,26 @@ def test_run_from_a_worker_thread(engine):
 
 # -- bad input: typed errors, nothing generated ------------------------------------------------
 BAD = [
-    (dict(tts_strategy="tree_search"), UnknownNameError, ["tree_search", "beam_search", "offline_bon", "online_bon", "self_consistency"]),
-    (dict(tts_scorer="bleu"), UnknownNameError, ["bleu", "entropy", "llm_judge", "majority_vote", "perplexity", "prm", "sequence_prob"]),
-    (dict(tts_strategy="beam_search", tts_scorer="majority_vote"), InvalidParameterError, ["majority_vote", "self_consistency", "entropy"]),
-    (dict(tts_strategy="beam_search", tts_budget=17), InvalidParameterError, ["tts_budget", "17", "16", "tts_beam_size"]),
+    (
+        dict(tts_strategy="tree_search"),
+        UnknownNameError,
+        ["tree_search", "beam_search", "offline_bon", "online_bon", "self_consistency"],
+    ),
+    (
+        dict(tts_scorer="bleu"),
+        UnknownNameError,
+        ["bleu", "entropy", "llm_judge", "majority_vote", "perplexity", "prm", "sequence_prob"],
+    ),
+    (
+        dict(tts_strategy="beam_search", tts_scorer="majority_vote"),
+        InvalidParameterError,
+        ["majority_vote", "self_consistency", "entropy"],
+    ),
+    (
+        dict(tts_strategy="beam_search", tts_budget=17),
+        InvalidParameterError,
+        ["tts_budget", "17", "16", "tts_beam_size"],
+    ),
     (dict(tts_budget=65), InvalidParameterError, ["tts_budget", "65", "64", "num_paths"]),
 ]
 

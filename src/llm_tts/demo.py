@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
@@ -37,12 +38,23 @@ METHODS: tuple[Method, ...] = (
     Method("self-consistency, 8 paths", {"tts_strategy": "self_consistency", "num_paths": 8}),
     Method(
         "best-of-8, perplexity-weighted vote",
-        {"tts_strategy": "offline_bon", "tts_num_trajectories": 8, "tts_scorer": "perplexity", "tts_selection": "weighted"},
+        {
+            "tts_strategy": "offline_bon",
+            "tts_num_trajectories": 8,
+            "tts_scorer": "perplexity",
+            "tts_selection": "weighted",
+        },
     ),
     Method(
         "beam search 4x2, entropy",
-        {"tts_strategy": "beam_search", "tts_beam_size": 4, "tts_candidates_per_step": 2, "tts_scorer": "entropy",
-         "tts_max_steps": 4, "tts_step_max_tokens": 48},
+        {
+            "tts_strategy": "beam_search",
+            "tts_beam_size": 4,
+            "tts_candidates_per_step": 2,
+            "tts_scorer": "entropy",
+            "tts_max_steps": 4,
+            "tts_step_max_tokens": 48,
+        },
     ),
 )
 
@@ -103,8 +115,10 @@ def run_demo(
     try:
         _say(f"start-up: {time.perf_counter() - started:.1f} s ({engine.backend.name} backend), not counted below")
         asked = f"{graded} arithmetic questions (seed {seed})" if graded else "1 question"
-        _say(f"{'your question and ' if question and graded else ''}{asked}, all at once through one engine; "
-             f"each method's answer to the first:\n")
+        _say(
+            f"{'your question and ' if question and graded else ''}{asked}, all at once through one engine; "
+            f"each method's answer to the first:\n"
+        )
         rows = []
         for method in METHODS:
             row = _run(engine, method, qs)
@@ -168,4 +182,6 @@ def _table(rows: Sequence[Row], graded: int) -> None:
     _say(f"  {'method':36} {'accuracy':>12} {'tokens/question':>16} {'x greedy':>9} {'time':>8}")
     for r in rows:
         accuracy = f"{r.correct}/{graded} {r.correct / graded:4.0%}"
-        _say(f"  {r.method.title:36} {accuracy:>12} {r.tokens / graded:16.0f} {r.tokens / greedy_tokens:9.1f} {r.seconds:7.1f}s")
+        _say(
+            f"  {r.method.title:36} {accuracy:>12} {r.tokens / graded:16.0f} {r.tokens / greedy_tokens:9.1f} {r.seconds:7.1f}s"
+        )

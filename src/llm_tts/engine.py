@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
+import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.backends.base import Backend, check_prompts_fit
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
@@ -22,7 +24,6 @@ from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
-import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
 from llm_tts.types import Trajectory
@@ -50,7 +51,9 @@ class TTSEngine:
         self._scorers_lock = threading.Lock()
 
     @classmethod
-    def create(cls, model: str | None = None, backend: str = "auto", *, prm_model: str | None = None, **backend_options: Any) -> TTSEngine:
+    def create(
+        cls, model: str | None = None, backend: str = "auto", *, prm_model: str | None = None, **backend_options: Any
+    ) -> TTSEngine:
         from llm_tts.backends import create_backend
 
         return cls(create_backend(backend, model, **backend_options), prm_model=prm_model)
@@ -75,7 +78,13 @@ class TTSEngine:
     ) -> TTSResult:
         """Run a planned request: the selected text and its metadata (total_s counts from planning)."""
         ctx = StrategyContext(
-            plan.spec.name, self.backend, plan.scorer, plan.config, plan.prompt_ids, question_of(plan.messages), progress,
+            plan.spec.name,
+            self.backend,
+            plan.scorer,
+            plan.config,
+            plan.prompt_ids,
+            question_of(plan.messages),
+            progress,
             control,
         )
         with metered() as api:
@@ -184,7 +193,9 @@ def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:
         size = spec.size_for_budget(config, config.tts_budget)
         if size > spec.size_cap:
             raise InvalidParameterError(
-                "tts_budget", config.tts_budget, f"sets {spec.size_field}={size}, which must be <= {spec.size_cap} for {spec.name}"
+                "tts_budget",
+                config.tts_budget,
+                f"sets {spec.size_field}={size}, which must be <= {spec.size_cap} for {spec.name}",
             )
         config = config.model_copy(update={spec.size_field: size})
     size = getattr(config, spec.size_field)
@@ -202,7 +213,9 @@ def _resolve_scorer(spec: StrategySpec, requested: str | None) -> str:
     if name == VOTING_SCORER and spec.needs_scorer:
         step_scorers = ", ".join(s for s in valid if s != VOTING_SCORER)
         raise InvalidParameterError(
-            "tts_scorer", name, f"{VOTING_SCORER} only works with self_consistency; {spec.name} needs one of: {step_scorers}"
+            "tts_scorer",
+            name,
+            f"{VOTING_SCORER} only works with self_consistency; {spec.name} needs one of: {step_scorers}",
         )
     return name
 
@@ -211,7 +224,9 @@ def _check_capabilities(scorer: Scorer, backend: Backend) -> None:
     """A scorer the backend cannot feed is refused before anything is generated."""
     caps = backend.capabilities
     if scorer.needs_logprobs and not caps.logprobs:
-        raise CapabilityError(f"scorer {scorer.name!r} needs token logprobs, which backend {backend.name!r} cannot return")
+        raise CapabilityError(
+            f"scorer {scorer.name!r} needs token logprobs, which backend {backend.name!r} cannot return"
+        )
     if scorer.top_logprobs_needed > caps.max_top_logprobs:
         raise CapabilityError(
             f"scorer {scorer.name!r} needs top_logprobs={scorer.top_logprobs_needed} but backend {backend.name!r} "

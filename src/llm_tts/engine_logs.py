@@ -21,6 +21,7 @@ sees the next engine's logs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -104,7 +105,6 @@ def vllm_engine_args() -> dict[str, Any]:
 
 
 def _configure_transformers_logging() -> None:
-    try:
+    # transformers is a dependency; a broken install is reported where it is used
+    with contextlib.suppress(ImportError):
         importlib.import_module("transformers.utils.logging").get_logger()  # installs its handler and level once
-    except ImportError:  # transformers is a dependency; a broken install is reported where it is used
-        pass

@@ -9,8 +9,9 @@ client raises does not depend on which modules it happened to import).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 
 class LLMTTSError(Exception):
@@ -187,15 +188,31 @@ class ServiceError(LLMTTSError):
     code = "service_error"
 
 
-ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType({
-    cls.code: cls
-    for cls in (
-        InvalidParameterError, UnknownNameError, EmptyMessagesError, ContextLengthError, ModelNotFoundError,
-        ModelLoadError, BackendUnavailableError, CapabilityError, DeadlineExceededError, RunCancelledError,
-        RemoteAPIError, RemoteTimeoutError, AuthenticationError, RequestTooLargeError, TooManyRequestsError,
-        MalformedJSONError, InternalError, ServiceError,
-    )
-})
+ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
+    {
+        cls.code: cls
+        for cls in (
+            InvalidParameterError,
+            UnknownNameError,
+            EmptyMessagesError,
+            ContextLengthError,
+            ModelNotFoundError,
+            ModelLoadError,
+            BackendUnavailableError,
+            CapabilityError,
+            DeadlineExceededError,
+            RunCancelledError,
+            RemoteAPIError,
+            RemoteTimeoutError,
+            AuthenticationError,
+            RequestTooLargeError,
+            TooManyRequestsError,
+            MalformedJSONError,
+            InternalError,
+            ServiceError,
+        )
+    }
+)
 """Every error code the service sends, to the class a client raises for it."""
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 from tenacity import (
@@ -37,7 +38,11 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 SHOULD_RETRY_HEADER = "x-should-retry"
 # A retry can fix these: nothing was answered (the server may not even have seen the request).
 CONNECTION_FAILURES: tuple[type[httpx.TransportError], ...] = (
-    httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError, httpx.ConnectTimeout, httpx.PoolTimeout,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
 )
 TIMEOUTS: tuple[type[httpx.TransportError], ...] = (httpx.ReadTimeout, httpx.WriteTimeout)
 
@@ -112,7 +117,9 @@ class RetryPolicy:
 
     def _loop_options(self) -> dict[str, Any]:
         return dict(
-            stop=stop_after_attempt(self.max_retries + 1), wait=self.wait, retry=retry_if_exception(self.retries_error),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self.wait,
+            retry=retry_if_exception(self.retries_error),
             reraise=True,
         )
 

@@ -21,10 +21,13 @@ class CandidateInfo(BaseModel):
     finish_reason: Literal["stop", "length"] = Field(
         "stop", description="'length' when a limit (max_tokens, tts_max_steps) ended it before an answer"
     )
-    truncated_steps: int = Field(default=0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter")
+    truncated_steps: int = Field(
+        default=0, description="steps cut by tts_step_max_tokens instead of ending at the delimiter"
+    )
     resampled: int | None = Field(
-        None, description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
-        "(0: dropped at its first resampling); None for other strategies"
+        None,
+        description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
+        "(0: dropped at its first resampling); None for other strategies",
     )
 
 

@@ -151,7 +151,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
-        except Exception as e:  # noqa: BLE001 - any loader failure means the same thing
+        except Exception as e:
             raise ModelLoadError(
                 f"could not load GGUF {str(gguf)!r}: {type(e).__name__}: {e}; "
                 "is it a complete llama-family GGUF file? Re-download it or pass a model folder"
@@ -242,7 +242,7 @@ def _resolve_hub_id(repo_id: str) -> Path:
         raise ModelNotFoundError(_offline_message(repo_id, f"{endpoint} is unreachable: {reason}"))
     try:
         return Path(snapshot_download(repo_id, etag_timeout=5))
-    except Exception as e:  # noqa: BLE001 - network, auth or missing repo
+    except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelNotFoundError(_offline_message(repo_id, f"{type(e).__name__}: {first_line}")) from e
 

@@ -175,4 +175,3 @@ class RunStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -12,8 +12,8 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from llm_tts.engine_logs import logging_configured
 

@@ -8,8 +8,9 @@ so a beam is extended by appending token ids, never by re-tokenising text.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from llm_tts.errors import InvalidParameterError
 
@@ -160,6 +161,7 @@ def split_steps(
     in the step it closes and every step starts on a token boundary. ``decode`` gives each
     step's exact text (pieces of a multi-byte character do not decode on their own).
     """
+
     def text_of(a: int, b: int) -> str:
         return decode(segment.token_ids[a:b]) if decode else "".join(token_texts[a:b])
 

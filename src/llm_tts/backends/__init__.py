@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llm_tts.backends.base import Backend, BackendCapabilities, SamplingParams
 from llm_tts.errors import BackendUnavailableError, ModelLoadError, UnknownNameError
@@ -58,4 +59,4 @@ def create_backend(name: str = "auto", model: str | None = None, **options: Any)
     return factory(model, **options)
 
 
-__all__ = ["Backend", "BackendCapabilities", "SamplingParams", "create_backend", "BACKENDS", "vllm_available"]
+__all__ = ["BACKENDS", "Backend", "BackendCapabilities", "SamplingParams", "create_backend", "vllm_available"]

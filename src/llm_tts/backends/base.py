@@ -8,10 +8,11 @@ which backend they run on; they hand every candidate of a step to one ``generate
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import Future
-from numbers import Integral
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from numbers import Integral
+from typing import Any, Protocol, runtime_checkable
 
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
@@ -36,7 +37,7 @@ class SamplingParams:
     top_logprobs: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str) or isinstance(self.stop, list):
+        if isinstance(self.stop, (str, list)):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         self.validate()
 
@@ -164,7 +165,7 @@ def check_token_ids(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
     """
     for i, p in enumerate(prompts):
         try:
-            ok = 0 <= min(p) and max(p) < vocab_size and all(isinstance(t, Integral) for t in p)
+            ok = min(p) >= 0 and max(p) < vocab_size and all(isinstance(t, Integral) for t in p)
         except TypeError:  # not comparable with ints
             ok = False
         if not ok:

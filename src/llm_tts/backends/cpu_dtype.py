@@ -65,7 +65,10 @@ def auto_cpu_dtype(model_folder: Path) -> str:
     fp32_bytes = 2 * sum(f.stat().st_size for f in Path(model_folder).glob("*.safetensors"))  # stored as 16-bit
     ram = _total_ram()
     if ram is not None and fp32_bytes > _RAM_SHARE * ram:
-        log.info("this CPU has no bfloat16 instructions, but float32 weights (%.1f GB) would not fit: using bfloat16", fp32_bytes / 1e9)
+        log.info(
+            "this CPU has no bfloat16 instructions, but float32 weights (%.1f GB) would not fit: using bfloat16",
+            fp32_bytes / 1e9,
+        )
         return "bfloat16"
     log.info("this CPU has no bfloat16 instructions (AVX512-BF16, AMX): running in float32, which is faster here")
     return "float32"

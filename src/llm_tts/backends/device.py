@@ -50,7 +50,9 @@ def parse_dtype(dtype: str) -> Any:
         return None
     value = getattr(torch, str(dtype), None)
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise InvalidParameterError("dtype", dtype, "must be 'auto' or a float dtype name such as 'bfloat16', 'float32'")
+        raise InvalidParameterError(
+            "dtype", dtype, "must be 'auto' or a float dtype name such as 'bfloat16', 'float32'"
+        )
     return value
 
 

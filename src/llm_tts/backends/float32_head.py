@@ -39,8 +39,9 @@ def use_float32_head(model: Any) -> bool:
     head = model.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear) or head.weight.dtype == torch.float32:
         return False
-    copy = Float32Head(head.in_features, head.out_features, bias=head.bias is not None,
-                       device=head.weight.device, dtype=torch.float32)
+    copy = Float32Head(
+        head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device, dtype=torch.float32
+    )
     with torch.no_grad():
         copy.weight.copy_(head.weight)
         if head.bias is not None:

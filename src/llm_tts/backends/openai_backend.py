@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import httpx
 
@@ -90,8 +91,13 @@ class OpenAIBackend:
         self.api_key_env = self.defaults.api_key_env
         key = api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
         self.http = RemoteHTTP(
-            self.base_url, api_key=key, timeout=timeout, connect_timeout=connect_timeout,
-            max_concurrency=max_concurrency, headers=headers, transport=transport,
+            self.base_url,
+            api_key=key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_concurrency=max_concurrency,
+            headers=headers,
+            transport=transport,
             retry=RetryPolicy(max_retries, initial_backoff, max_backoff, max_retry_after),
         )
         seed = self.defaults.seed if send_seed is None else send_seed
@@ -169,18 +175,21 @@ class OpenAIBackend:
     def _setup(self) -> tuple[Discovery, Dialect]:
         with self._setup_lock:
             if self._found is None or self._dialect is None:
-                found = discover(self.endpoint, self._requested_model, self._tokenizer_option, self._max_context_option,
-                                 self._pmap)
+                found = discover(
+                    self.endpoint, self._requested_model, self._tokenizer_option, self._max_context_option, self._pmap
+                )
                 self._dialect = (
-                    TokenDialect(self.endpoint, found, found.tokenizer) if found.tokenizer is not None
+                    TokenDialect(self.endpoint, found, found.tokenizer)
+                    if found.tokenizer is not None
                     else ChatDialect(self.endpoint, found, self.vocab)
                 )  # chosen here, once: nothing after this asks which mode the endpoint is in
                 self._found = found
             return self._found, self._dialect
 
     # -- requests -------------------------------------------------------------------------
-    def _split_samples(self, probe: Probe, counts_each: bool, index: int, body: dict[str, Any],
-                       params: SamplingParams) -> list[_Job]:
+    def _split_samples(
+        self, probe: Probe, counts_each: bool, index: int, body: dict[str, Any], params: SamplingParams
+    ) -> list[_Job]:
         """One request with ``n`` where the server honours it and each sample's tokens are known,
         else ``n`` requests (seeds offset so they differ). vLLM refuses n > 1 when greedy."""
         if params.n == 1 or (self.server_n and probe.n and not params.greedy and counts_each):

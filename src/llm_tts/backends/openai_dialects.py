@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, SamplingParams, check_prompts_fit
 from llm_tts.backends.openai_endpoint import TOKEN_ID_PREFIX, Endpoint, RemoteTokenizer, finish_of, prompt_text
@@ -67,7 +68,11 @@ class TokenDialect:
         self.probe = found.probe
         self.tokenizer = tokenizer
         self.capabilities = _capabilities(
-            endpoint, found, token_prompts=found.probe.token_prompts, continuation=True, chat_only=False,
+            endpoint,
+            found,
+            token_prompts=found.probe.token_prompts,
+            continuation=True,
+            chat_only=False,
             exact_token_ids=found.probe.exact_ids,
         )
 
@@ -108,7 +113,7 @@ class TokenDialect:
         tokens = lp.get("tokens") or []
         ids = choice.get("token_ids")
         if ids is None and tokens and all(str(t).startswith(TOKEN_ID_PREFIX) for t in tokens):
-            ids = [int(str(t)[len(TOKEN_ID_PREFIX):]) for t in tokens]
+            ids = [int(str(t)[len(TOKEN_ID_PREFIX) :]) for t in tokens]
         if ids is None:  # the server returns no ids: re-tokenising its text is the best left
             ids = tok.encode(choice.get("text") or "")
         ids = [int(t) for t in ids]
@@ -134,7 +139,7 @@ class TokenDialect:
         for key, value in (entries or {}).items():
             key = str(key)
             if key.startswith(TOKEN_ID_PREFIX):
-                out[int(key[len(TOKEN_ID_PREFIX):])] = float(value)
+                out[int(key[len(TOKEN_ID_PREFIX) :])] = float(value)
             else:
                 ids = self.tokenizer.encode(key)
                 if len(ids) == 1:

@@ -6,8 +6,9 @@ build on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -38,10 +39,12 @@ class ProviderDefaults:
 
 
 PROVIDERS: dict[str, ProviderDefaults] = {
-    "openai": ProviderDefaults("https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini", False, False, True,
-                               "max_completion_tokens", 4),
-    "openrouter": ProviderDefaults("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "openai/gpt-4o-mini",
-                                   False, True, True, "max_tokens", 4),
+    "openai": ProviderDefaults(
+        "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini", False, False, True, "max_completion_tokens", 4
+    ),
+    "openrouter": ProviderDefaults(
+        "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "openai/gpt-4o-mini", False, True, True, "max_tokens", 4
+    ),
     "vllm": ProviderDefaults("http://127.0.0.1:8000/v1", "VLLM_API_KEY", None, True, True, False, "max_tokens", 64),
 }
 

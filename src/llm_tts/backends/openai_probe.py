@@ -99,8 +99,10 @@ def _pick_tokenizer(
         if option == "auto":
             return server  # the folder named by the server is not what it runs: trust the server
         raise InvalidParameterError(
-            "tokenizer", str(option), f"renders chats differently from the model served at {endpoint.base_url} "
-            "(compared with its /tokenize); name the served model's own tokenizer folder, or use tokenizer='server'"
+            "tokenizer",
+            str(option),
+            f"renders chats differently from the model served at {endpoint.base_url} "
+            "(compared with its /tokenize); name the served model's own tokenizer folder, or use tokenizer='server'",
         )
     return local if local is not None else (server if server_ids is not None else None)
 
@@ -125,9 +127,18 @@ def _probe_tokens(endpoint: Endpoint, model: str, tokenizer: RemoteTokenizer) ->
     prompt = tokenizer.render_chat(PROBE_CHAT)
     for token_prompts in (True, False):
         for n, k in ((2, 2), (1, 2), (2, 0), (1, 0)):
-            body = {"model": model, "prompt": prompt if token_prompts else prompt_text(tokenizer, prompt),
-                    "max_tokens": 2, "temperature": 1.0, "n": n, "stop": ["\n\n"], "include_stop_str_in_output": True,
-                    "return_token_ids": True, "return_tokens_as_token_ids": True, **({"logprobs": k} if k else {})}
+            body = {
+                "model": model,
+                "prompt": prompt if token_prompts else prompt_text(tokenizer, prompt),
+                "max_tokens": 2,
+                "temperature": 1.0,
+                "n": n,
+                "stop": ["\n\n"],
+                "include_stop_str_in_output": True,
+                "return_token_ids": True,
+                "return_tokens_as_token_ids": True,
+                **({"logprobs": k} if k else {}),
+            }
             resp = endpoint.post("completions", body)
             if resp.status_code in (401, 403):
                 raise endpoint.refused(resp, "the capability probe")
@@ -138,25 +149,40 @@ def _probe_tokens(endpoint: Endpoint, model: str, tokenizer: RemoteTokenizer) ->
             choices = resp.json().get("choices") or []
             lp = (choices[0].get("logprobs") or {}) if choices else {}
             tops = lp.get("top_logprobs") or []
-            return Probe("tokens", n=n == 2 and len(choices) == 2, logprobs=bool(k and lp.get("token_logprobs")),
-                         top_logprobs=bool(k and tops and all(isinstance(t, dict) and len(t) >= 2 for t in tops)),
-                         token_prompts=token_prompts, exact_ids=bool(choices) and has_exact_ids(choices[0]))
+            return Probe(
+                "tokens",
+                n=n == 2 and len(choices) == 2,
+                logprobs=bool(k and lp.get("token_logprobs")),
+                top_logprobs=bool(k and tops and all(isinstance(t, dict) and len(t) >= 2 for t in tops)),
+                token_prompts=token_prompts,
+                exact_ids=bool(choices) and has_exact_ids(choices[0]),
+            )
     return None
 
 
 def _probe_chat(endpoint: Endpoint, model: str) -> Probe:
     last: httpx.Response | None = None
     for n, logprobs in ((2, True), (1, True), (2, False), (1, False)):
-        body = {"model": model, "messages": [m.to_template_dict() for m in PROBE_CHAT], "n": n, "temperature": 1.0,
-                endpoint.defaults.max_tokens_field: 4, **({"logprobs": True, "top_logprobs": 2} if logprobs else {})}
+        body = {
+            "model": model,
+            "messages": [m.to_template_dict() for m in PROBE_CHAT],
+            "n": n,
+            "temperature": 1.0,
+            endpoint.defaults.max_tokens_field: 4,
+            **({"logprobs": True, "top_logprobs": 2} if logprobs else {}),
+        }
         resp = endpoint.post("chat/completions", body)
         if resp.status_code in (401, 403):
             raise endpoint.refused(resp, "the capability probe")
         if resp.status_code == 200:
             choices = resp.json().get("choices") or []
             content = ((choices[0].get("logprobs") or {}).get("content") or []) if choices else []
-            return Probe("chat", n=n == 2 and len(choices) == 2, logprobs=bool(logprobs and content),
-                         top_logprobs=bool(logprobs and content and content[0].get("top_logprobs")))
+            return Probe(
+                "chat",
+                n=n == 2 and len(choices) == 2,
+                logprobs=bool(logprobs and content),
+                top_logprobs=bool(logprobs and content and content[0].get("top_logprobs")),
+            )
         last = resp
     assert last is not None
     raise endpoint.refused(last, "every chat completion probe")

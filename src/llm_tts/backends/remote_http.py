@@ -16,6 +16,8 @@ import httpx
 from llm_tts.errors import InvalidParameterError, RemoteAPIError, RemoteTimeoutError
 from llm_tts.http_retry import RetryableResponse, RetryPolicy
 
+DEFAULT_RETRY = RetryPolicy()  # frozen: one instance serves every client
+
 _DETAIL_CHARS = 300  # how much of an error body a message quotes
 
 
@@ -32,7 +34,7 @@ class RemoteHTTP:
         timeout: float = 120.0,
         connect_timeout: float = 10.0,
         max_concurrency: int = 8,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         headers: dict[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -129,4 +131,3 @@ class RemoteHTTP:
             status=resp.status_code,
             url=url,
         )
-

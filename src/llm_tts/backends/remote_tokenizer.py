@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from llm_tts.backends.remote_http import RemoteHTTP
 from llm_tts.errors import CapabilityError, RemoteAPIError
@@ -37,11 +38,13 @@ class ServerTokenizer:
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         continue_final = messages[-1].role == "assistant"
-        return self._tokenize({
-            "messages": [m.to_template_dict() for m in messages],
-            "add_generation_prompt": not continue_final,
-            "continue_final_message": continue_final,
-        })
+        return self._tokenize(
+            {
+                "messages": [m.to_template_dict() for m in messages],
+                "add_generation_prompt": not continue_final,
+                "continue_final_message": continue_final,
+            }
+        )
 
     def encode(self, text: str) -> list[int]:
         return self._tokenize({"prompt": text, "add_special_tokens": False})
@@ -68,8 +71,11 @@ class ServerTokenizer:
     def _tokenize(self, body: dict[str, Any]) -> list[int]:
         resp = self.http.post(f"{self.root_url}/tokenize", {"model": self.model, **body})
         if resp.status_code != 200:
-            raise RemoteAPIError(f"POST {self.root_url}/tokenize answered HTTP {resp.status_code}: {self.http.detail(resp)}",
-                                 status=resp.status_code, url=f"{self.root_url}/tokenize")
+            raise RemoteAPIError(
+                f"POST {self.root_url}/tokenize answered HTTP {resp.status_code}: {self.http.detail(resp)}",
+                status=resp.status_code,
+                url=f"{self.root_url}/tokenize",
+            )
         return [int(t) for t in resp.json()["tokens"]]
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -78,8 +84,11 @@ class ServerTokenizer:
             return ""
         resp = self.http.post(f"{self.root_url}/detokenize", {"model": self.model, "tokens": list(ids)})
         if resp.status_code != 200:
-            raise RemoteAPIError(f"POST {self.root_url}/detokenize answered HTTP {resp.status_code}: {self.http.detail(resp)}",
-                                 status=resp.status_code, url=f"{self.root_url}/detokenize")
+            raise RemoteAPIError(
+                f"POST {self.root_url}/detokenize answered HTTP {resp.status_code}: {self.http.detail(resp)}",
+                status=resp.status_code,
+                url=f"{self.root_url}/detokenize",
+            )
         return str(resp.json()["prompt"])
 
 

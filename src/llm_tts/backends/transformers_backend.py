@@ -14,7 +14,8 @@ values, not upcast bfloat16 ones that tie at the top. Tokens are chosen by
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from llm_tts.backends.base import (
     BackendCapabilities,
@@ -64,7 +65,7 @@ class TransformersBackend(LocalTokenizerMixin):
                 self.tokenizer = ChatTokenizer.from_folder(path)
                 self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
                 use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
@@ -99,7 +100,9 @@ class TransformersBackend(LocalTokenizerMixin):
         self.model = None
 
     # -- decoding loop --------------------------------------------------------------------
-    def _generate_chunk(self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any) -> list[list[Segment]]:
+    def _generate_chunk(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any
+    ) -> list[list[Segment]]:
         import torch
         from transformers import DynamicCache
 
@@ -115,10 +118,18 @@ class TransformersBackend(LocalTokenizerMixin):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)  # sliding-window layers where the model has them
         with torch.inference_mode():
-            logits = self.model(
-                input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
-            ).logits[:, -1, :].float()
+            logits = (
+                self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1, :]
+                .float()
+            )
             if n > 1:  # prefill each prompt once, then copy its KV cache for the n samples
                 logits = logits.repeat_interleave(n, dim=0)
                 attention = attention.repeat_interleave(n, dim=0)
@@ -133,11 +144,19 @@ class TransformersBackend(LocalTokenizerMixin):
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
                 token = sample_next_tokens(logits, params, generator)
-                chosen = logprobs.gather(1, token[:, None]).squeeze(1).tolist() if logprobs is not None and params.logprobs else None
+                chosen = (
+                    logprobs.gather(1, token[:, None]).squeeze(1).tolist()
+                    if logprobs is not None and params.logprobs
+                    else None
+                )
                 top = torch.topk(logprobs, k, dim=-1) if logprobs is not None and k else None
-                loop.record(active, token.tolist(), chosen,
-                            (top.indices.tolist(), top.values.tolist()) if top is not None else None,
-                            torch.isin(token, eos).tolist())
+                loop.record(
+                    active,
+                    token.tolist(),
+                    chosen,
+                    (top.indices.tolist(), top.values.tolist()) if top is not None else None,
+                    torch.isin(token, eos).tolist(),
+                )
                 keep = [j for j, r in enumerate(active) if not loop.done[r]]
                 if not keep:
                     break
@@ -147,10 +166,17 @@ class TransformersBackend(LocalTokenizerMixin):
                     token, attention, next_pos = token[idx], attention[idx], next_pos[idx]
                     active = [active[j] for j in keep]
                 attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
-                logits = self.model(
-                    input_ids=token[:, None], attention_mask=attention, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True,
-                ).logits[:, -1, :].float()
+                logits = (
+                    self.model(
+                        input_ids=token[:, None],
+                        attention_mask=attention,
+                        position_ids=next_pos,
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    .logits[:, -1, :]
+                    .float()
+                )
                 next_pos = next_pos + 1
         segments = loop.segments(self.tokenizer, params)
         return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -159,7 +185,9 @@ class TransformersBackend(LocalTokenizerMixin):
 class _RowState:
     """Per-row token lists and finish state; stop strings are checked on a short tail only."""
 
-    def __init__(self, rows: int, budgets: list[int], tokenizer: ChatTokenizer, eos: frozenset[int], stop: tuple[str, ...]) -> None:
+    def __init__(
+        self, rows: int, budgets: list[int], tokenizer: ChatTokenizer, eos: frozenset[int], stop: tuple[str, ...]
+    ) -> None:
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
         self.logprobs: list[list[float]] = [[] for _ in range(rows)]
         self.tops: list[list[dict[int, float]]] = [[] for _ in range(rows)]
@@ -172,8 +200,12 @@ class _RowState:
         self.window = max((len(s) for s in stop), default=0) + _STOP_WINDOW_EXTRA
 
     def record(
-        self, rows: list[int], tokens: list[int], chosen: list[float] | None,
-        top: tuple[list, list] | None, is_eos: list[bool],
+        self,
+        rows: list[int],
+        tokens: list[int],
+        chosen: list[float] | None,
+        top: tuple[list, list] | None,
+        is_eos: list[bool],
     ) -> None:
         """Append one token to each of ``rows`` (the batch's rows, in batch order)."""
         for j, (r, tok) in enumerate(zip(rows, tokens)):
@@ -211,5 +243,3 @@ class _RowState:
             )
             for r in range(len(self.tokens))
         ]
-
-

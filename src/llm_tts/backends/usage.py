@@ -7,10 +7,10 @@ context variable, so concurrent runs (threads, asyncio tasks) never mix their co
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator
 
 
 @dataclass
@@ -37,7 +37,7 @@ _active: ContextVar[tuple[UsageMeter, ...]] = ContextVar("llm_tts_usage_meters",
 def metered() -> Iterator[UsageMeter]:
     """Collect the usage every remote request in this context reports."""
     meter = UsageMeter()
-    token = _active.set(_active.get() + (meter,))
+    token = _active.set((*_active.get(), meter))
     try:
         yield meter
     finally:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
 from llm_tts.backends.device import cuda_available, engine_dtype
@@ -51,7 +52,6 @@ from llm_tts.startup import startup_step
 from llm_tts.types import Segment
 
 log = logging.getLogger(__name__)
-
 
 
 class VLLMBackend(LocalTokenizerMixin):
@@ -97,7 +97,7 @@ class VLLMBackend(LocalTokenizerMixin):
             require_vllm()  # a typed error here when vLLM is missing or broken
             try:
                 self.tokenizer = ChatTokenizer.from_folder(path)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise ModelLoadError(f"could not load the tokenizer of model folder {str(path)!r}: {e}") from e
             args: dict[str, Any] = dict(
                 model=str(path),
@@ -185,7 +185,10 @@ class VLLMBackend(LocalTokenizerMixin):
             warned, self._warned_seed = self._warned_seed, True
         if not warned:
             # vLLM's CPU sampler crashes on per-request seeds ("CPU Generator does not use offset").
-            log.warning("vLLM on CPU does not support per-request seeds; seed=%s is ignored (results are not reproducible)", seed)
+            log.warning(
+                "vLLM on CPU does not support per-request seeds; seed=%s is ignored (results are not reproducible)",
+                seed,
+            )
         return None
 
     def _vllm_params(self, params: SamplingParams, seed: int | None, room: int) -> Any:
@@ -224,7 +227,8 @@ def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
         if params.top_logprobs:
             k = params.top_logprobs
             tops = tuple(
-                {tid: lp.logprob for tid, lp in pos.items() if lp.rank is not None and lp.rank <= k} for pos in c.logprobs
+                {tid: lp.logprob for tid, lp in pos.items() if lp.rank is not None and lp.rank <= k}
+                for pos in c.logprobs
             )
     if c.finish_reason == "length":
         reason, stop_text = "length", None
@@ -251,7 +255,9 @@ def _request_error(e: Exception, limit: int, vocab_size: int) -> LLMTTSError:
     if "maximum context length" in msg or "max_model_len" in msg:
         return ContextLengthError(-1 if "prompt contains" not in msg else _num_after(msg, "contains"), limit)
     if "out of vocabulary" in msg:
-        return InvalidParameterError("prompt token id", _num_after(msg, "Token id"), f"token ids must be integers in [0, {vocab_size})")
+        return InvalidParameterError(
+            "prompt token id", _num_after(msg, "Token id"), f"token ids must be integers in [0, {vocab_size})"
+        )
     return InvalidParameterError("sampling parameters", msg, "rejected by the vLLM engine")
 
 
@@ -262,7 +268,9 @@ def _num_after(text: str, word: str) -> int:
 
 def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float | None) -> None:
     if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 16):
-        raise InvalidParameterError("max_model_len", max_model_len, "must be an integer >= 16 (or None for the model's)")
+        raise InvalidParameterError(
+            "max_model_len", max_model_len, "must be an integer >= 16 (or None for the model's)"
+        )
     if not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0:
         raise InvalidParameterError("gpu_memory_utilization", gpu_mem, "must be a fraction in (0, 1]")
     if not isinstance(tp, int) or tp < 1:

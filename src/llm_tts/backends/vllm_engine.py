@@ -26,7 +26,7 @@ def require_vllm() -> None:
     """Import vLLM, or raise a typed error when it is missing or broken."""
     try:
         import vllm  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - missing, or a broken install (e.g. a CUDA torchvision)
+    except Exception as e:
         raise BackendUnavailableError(
             f"vLLM is not usable here ({type(e).__name__}: {e}); install it with `pip install llm-tts[vllm]` "
             "or use backend='transformers'"
@@ -86,12 +86,15 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
-        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+        def record(
+            self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+        ) -> None:
             pc = getattr(scheduler_stats, "prefix_cache_stats", None)
             # Preempted requests are looked up again; count them too (they are real work).
             lookups = (
                 (pc.requests + pc.preempted_requests, pc.queries + pc.preempted_queries, pc.hits + pc.preempted_hits)
-                if pc is not None else (0, 0, 0)
+                if pc is not None
+                else (0, 0, 0)
             )
             generated = getattr(iteration_stats, "num_generation_tokens", 0) if iteration_stats is not None else 0
             stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated, *lookups)
@@ -129,7 +132,7 @@ def start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: Engi
             )
         except TypeError as e:
             raise InvalidParameterError("engine option", str(e), "not an option of vllm.EngineArgs") from e
-        except Exception as e:  # noqa: BLE001 - classify what vLLM says into what the user must change
+        except Exception as e:
             raise _startup_error(e, path) from e
         finally:
             if saved is not None:

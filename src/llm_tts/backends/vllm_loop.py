@@ -18,9 +18,10 @@ import itertools
 import logging
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from llm_tts.errors import BackendUnavailableError
 
@@ -100,7 +101,9 @@ class EngineLoop:
         """Queue one request per prompt; each future gives its request's output, through
         ``convert`` when one is given."""
         if self._dead is not None:
-            raise EngineDeadError(f"the vLLM engine failed earlier and cannot be used: {self._dead}; create a new backend")
+            raise EngineDeadError(
+                f"the vLLM engine failed earlier and cannot be used: {self._dead}; create a new backend"
+            )
         if self._stopped:
             raise EngineDeadError("the vLLM engine was closed")
         futures = [RequestFuture(self, f"r{next(self._ids)}", convert) for _ in prompts]
@@ -170,12 +173,14 @@ class EngineLoop:
         self.peak_callers = max(self.peak_callers, self._active_jobs)
         try:
             outputs = self.engine.step()
-        except BaseException as e:  # noqa: BLE001 - the engine is broken; fail everyone, stop using it
+        except BaseException as e:
             log.exception("vLLM engine step failed")
             self._dead = e
-            self._fail_all(EngineDeadError(
-                f"the vLLM engine failed: {type(e).__name__}: {e}; create a new backend (the log has the engine's error)"
-            ))
+            self._fail_all(
+                EngineDeadError(
+                    f"the vLLM engine failed: {type(e).__name__}: {e}; create a new backend (the log has the engine's error)"
+                )
+            )
             return
         for out in outputs:
             if not getattr(out, "finished", False):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, AsyncIterator, Iterator, Literal, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -69,25 +70,36 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     model_name: str | None = Field(
-        None, alias="model", description="model folder or hub id (in-process; default: embedded SmolLM2), "
-        "or the model name sent to the service"
+        None,
+        alias="model",
+        description="model folder or hub id (in-process; default: embedded SmolLM2), "
+        "or the model name sent to the service",
     )
-    base_url: str | None = Field(None, description="llm-tts service URL, e.g. http://127.0.0.1:8001/v1; unset: in-process")
+    base_url: str | None = Field(
+        None, description="llm-tts service URL, e.g. http://127.0.0.1:8001/v1; unset: in-process"
+    )
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env(API_KEY_ENV, default=None),
         description=f"service API key (HTTP mode), sent as a Bearer token; default from ${API_KEY_ENV}",
     )
     timeout: float | None = Field(
-        None, description="seconds per call: the run's deadline in-process, the read timeout over HTTP "
-        "(unset: no deadline in-process, 600 s over HTTP)"
+        None,
+        description="seconds per call: the run's deadline in-process, the read timeout over HTTP "
+        "(unset: no deadline in-process, 600 s over HTTP)",
     )
-    max_retries: int = Field(2, description="HTTP mode: retries on connection errors and 408/429/5xx (llm_tts.http_retry)")
-    streaming: bool = Field(False, description="invoke() streams internally: progress chunks reach on_llm_new_token as the search runs")
+    max_retries: int = Field(
+        2, description="HTTP mode: retries on connection errors and 408/429/5xx (llm_tts.http_retry)"
+    )
+    streaming: bool = Field(
+        False, description="invoke() streams internally: progress chunks reach on_llm_new_token as the search runs"
+    )
     backend: str = Field("auto", description="in-process backend: auto, vllm, transformers or openai")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="in-process backend keyword options")
     prm_model: str | None = Field(None, description="in-process: path of a process reward model for tts_scorer='prm'")
     engine: TTSEngine | None = Field(
-        None, exclude=True, description="in-process: run on this engine instead of a shared one built from model/backend"
+        None,
+        exclude=True,
+        description="in-process: run on this engine instead of a shared one built from model/backend",
     )
 
     _transport: ServiceTransport | None = PrivateAttr(None)
@@ -168,7 +180,9 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         config = self.tts_config(**overrides)
         return to_chat_messages(messages), config, model
 
-    def _payload(self, messages: list[ChatMessage], config: TTSConfig, model: str | None, stream: bool) -> dict[str, Any]:
+    def _payload(
+        self, messages: list[ChatMessage], config: TTSConfig, model: str | None, stream: bool
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {"messages": [m.to_template_dict() for m in messages]}
         if model:
             payload["model"] = model
@@ -182,8 +196,10 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         if self.engine is not None:
             if model and model != self.model_name and model != self.engine.backend.model_name:
                 raise InvalidParameterError(
-                    "model", model, f"this ChatTTS runs on a given engine serving {self.engine.backend.model_name!r}; "
-                    "drop model= or create ChatTTS without engine="
+                    "model",
+                    model,
+                    f"this ChatTTS runs on a given engine serving {self.engine.backend.model_name!r}; "
+                    "drop model= or create ChatTTS without engine=",
                 )
             return self.engine
         return shared_engine(model, self.backend, prm_model=self.prm_model, options=self.backend_options)
@@ -201,7 +217,9 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
                 self._transport_key = key
             return self._transport
 
-    def _items(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool) -> Iterator[RunItem]:
+    def _items(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool
+    ) -> Iterator[RunItem]:
         chat, config, model = self._request(messages, stop, kwargs)  # bad input fails here, before any work
         if self.base_url:
             return self._service().iter(self._payload(chat, config, model, stream))
@@ -320,7 +338,9 @@ def _require(reply: Reply | None) -> Reply:
 
 
 def _usage(reply: Reply) -> UsageMetadata:
-    return UsageMetadata(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, total_tokens=reply.total_tokens)
+    return UsageMetadata(
+        input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, total_tokens=reply.total_tokens
+    )
 
 
 def _response_metadata(reply: Reply) -> dict[str, Any]:
@@ -374,7 +394,9 @@ def _emit_progress(run_manager: CallbackManagerForLLMRun | None, event: Progress
 async def _aemit_progress(run_manager: AsyncCallbackManagerForLLMRun | None, event: ProgressEvent) -> None:
     data = progress_to_json(event)
     if run_manager is not None:
-        manager = AsyncCallbackManager(handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata)
+        manager = AsyncCallbackManager(
+            handlers=run_manager.handlers, tags=run_manager.tags, metadata=run_manager.metadata
+        )
         await manager.on_custom_event(PROGRESS_EVENT_NAME, data, run_id=run_manager.run_id)
     elif _enclosing_run_exists():
         await adispatch_custom_event(PROGRESS_EVENT_NAME, data)

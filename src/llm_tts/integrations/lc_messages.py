@@ -9,16 +9,19 @@ the message, because the models TTS runs on here read text only.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
-    ChatMessage as LCChatMessage,
     FunctionMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
+)
+from langchain_core.messages import (
+    ChatMessage as LCChatMessage,
 )
 
 from llm_tts.errors import EmptyMessagesError, InvalidParameterError

@@ -40,7 +40,9 @@ class Reply:
         return cls.from_metadata(result.text, result.finish_reason, result.metadata)
 
     @classmethod
-    def from_metadata(cls, text: str, finish_reason: str, metadata: TTSMetadata, model_name: str | None = None) -> Reply:
+    def from_metadata(
+        cls, text: str, finish_reason: str, metadata: TTSMetadata, model_name: str | None = None
+    ) -> Reply:
         usage = metadata.usage
         return cls(
             text=text,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import replace
-from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Iterator
+from typing import Any
 
 import httpx
 from pydantic import SecretStr, ValidationError

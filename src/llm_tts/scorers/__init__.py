@@ -7,4 +7,4 @@ from llm_tts.scorers import llm_judge, logprob, prm  # noqa: F401  (registers th
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScorerContext, ScoreRequest, create_scorer, register_scorer, scorer_names
 
-__all__ = ["Scorer", "ScorerContext", "ScoreRequest", "aggregate", "create_scorer", "register_scorer", "scorer_names"]
+__all__ = ["ScoreRequest", "Scorer", "ScorerContext", "aggregate", "create_scorer", "register_scorer", "scorer_names"]

@@ -17,7 +17,7 @@ their recent steps.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from llm_tts.config import AGGREGATIONS
 from llm_tts.errors import InvalidParameterError, UnknownNameError

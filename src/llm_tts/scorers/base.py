@@ -9,8 +9,9 @@ cached prefix instead of re-scoring the whole trajectory.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from llm_tts.errors import InvalidParameterError, UnknownNameError
 from llm_tts.types import Step
@@ -27,8 +28,14 @@ class ScoreRequest:
 
     def __post_init__(self) -> None:
         n = len(self.steps)
-        if isinstance(self.first_unscored, bool) or not isinstance(self.first_unscored, int) or not 0 <= self.first_unscored <= n:
-            raise InvalidParameterError("first_unscored", self.first_unscored, f"must be an integer in [0, {n}] (the number of steps)")
+        if (
+            isinstance(self.first_unscored, bool)
+            or not isinstance(self.first_unscored, int)
+            or not 0 <= self.first_unscored <= n
+        ):
+            raise InvalidParameterError(
+                "first_unscored", self.first_unscored, f"must be an integer in [0, {n}] (the number of steps)"
+            )
 
     @property
     def new_steps(self) -> Sequence[Step]:
@@ -45,7 +52,7 @@ class Scorer(ABC):
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         """For each request, the scores of ``steps[first_unscored:]`` (one float per step)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: most scorers hold nothing to release)
         """Release models or caches this scorer holds."""
 
 

@@ -21,12 +21,13 @@ When a prompt does not fit the judge's context, the earliest steps are dropped (
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from llm_tts.backends.base import SamplingParams
 from llm_tts.errors import CapabilityError, ContextLengthError
 from llm_tts.messages import ChatMessage
-from llm_tts.scorers.base import Scorer, ScoreRequest, ScorerContext, register_scorer
+from llm_tts.scorers.base import Scorer, ScorerContext, ScoreRequest, register_scorer
 from llm_tts.types import Step
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class LLMJudgeScorer(Scorer):
         self.top_k = min(top_k, caps.max_top_logprobs)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        prompts = [self._prompt(r.question, r.steps, i) for r in requests for i in range(r.first_unscored, len(r.steps))]
+        prompts = [
+            self._prompt(r.question, r.steps, i) for r in requests for i in range(r.first_unscored, len(r.steps))
+        ]
         if not prompts:
             return [[] for _ in requests]
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_k)

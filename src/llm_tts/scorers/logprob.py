@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from llm_tts.errors import CapabilityError, InvalidParameterError
-from llm_tts.scorers.base import Scorer, ScoreRequest, ScorerContext, register_scorer
+from llm_tts.scorers.base import Scorer, ScorerContext, ScoreRequest, register_scorer
 from llm_tts.types import Step
 
 ENTROPY_TOP_K = 10  # top-k asked of the backend for the entropy estimate (lowered to its limit)

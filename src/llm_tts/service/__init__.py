@@ -14,7 +14,7 @@ from llm_tts.service.settings import ServiceSettings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["ServiceSettings", "create_app", "app"]
+__all__ = ["ServiceSettings", "app", "create_app"]
 
 _app: FastAPI | None = None
 

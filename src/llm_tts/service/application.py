@@ -81,4 +81,3 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
             spec.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = spec
     return app.openapi_schema
-

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,8 +33,17 @@ from llm_tts.http_retry import SHOULD_RETRY_HEADER
 
 # The service's own errors live in llm_tts.errors, with the table clients decode them by.
 __all__ = [
-    "AuthenticationError", "InternalError", "MalformedJSONError", "RequestTooLargeError", "TooManyRequestsError",
-    "error_body", "error_headers", "error_response", "send_error", "from_validation_errors", "install_error_handlers",
+    "AuthenticationError",
+    "InternalError",
+    "MalformedJSONError",
+    "RequestTooLargeError",
+    "TooManyRequestsError",
+    "error_body",
+    "error_headers",
+    "error_response",
+    "from_validation_errors",
+    "install_error_handlers",
+    "send_error",
 ]
 
 log = logging.getLogger("llm_tts.service")
@@ -116,7 +126,8 @@ def from_validation_errors(errors: list[Mapping[str, Any]], valid_fields: Iterab
         return InvalidParameterError(param, None, "this field is required")
     if not param:  # the body itself is wrong: not an object, or empty
         return InvalidParameterError(
-            "body", _Shown(err.get("input")),
+            "body",
+            _Shown(err.get("input")),
             "the request body must be a JSON object (send it with Content-Type: application/json)",
         )
     return InvalidParameterError(param, _Shown(err.get("input")), str(err.get("msg", "invalid value")))

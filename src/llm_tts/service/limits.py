@@ -8,9 +8,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
 from llm_tts.errors import InvalidParameterError
-from llm_tts.strategies import get_strategy
 from llm_tts.service.errors import RequestTooLargeError, TooManyRequestsError, send_error
 from llm_tts.service.settings import ServiceSettings
+from llm_tts.strategies import get_strategy
+
 
 def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
     """The config within this server's limits. An explicit value over a limit is an error naming

@@ -22,7 +22,9 @@ class RequestMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Role = Field(description="system, user, assistant or tool")
-    content: str | list[dict[str, Any]] | None = Field(None, description="text, or a list of {'type': 'text', 'text': ...}")
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description="text, or a list of {'type': 'text', 'text': ...}"
+    )
     name: str | None = None
     tool_call_id: str | None = None
 

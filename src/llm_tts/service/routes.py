@@ -61,16 +61,23 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any
     return await _complete(request, body)
 
 
-@router.post("/v1/{strategy}/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES)
+@router.post(
+    "/v1/{strategy}/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES
+)
 async def strategy_chat_completions(request: Request, strategy: str, body: ChatCompletionRequest) -> Any:
     """Same as /v1/chat/completions with ``tts_strategy`` taken from the path."""
     return await _complete(request, body, tts_strategy=strategy)
 
 
 @router.post(
-    "/v1/{strategy}/{scorer}/chat/completions", response_model=ChatCompletion, tags=["openai"], responses=ERROR_RESPONSES
+    "/v1/{strategy}/{scorer}/chat/completions",
+    response_model=ChatCompletion,
+    tags=["openai"],
+    responses=ERROR_RESPONSES,
 )
-async def strategy_scorer_chat_completions(request: Request, strategy: str, scorer: str, body: ChatCompletionRequest) -> Any:
+async def strategy_scorer_chat_completions(
+    request: Request, strategy: str, scorer: str, body: ChatCompletionRequest
+) -> Any:
     """Same as /v1/chat/completions with ``tts_strategy`` and ``tts_scorer`` taken from the path."""
     return await _complete(request, body, tts_strategy=strategy, tts_scorer=scorer)
 

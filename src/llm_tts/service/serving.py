@@ -68,8 +68,12 @@ class ServingChat:
 
     def health(self) -> Health:
         backend = self.engine.backend
-        return Health(model=backend.model_name, backend=backend.name, active_requests=self.slots.active,
-                      max_concurrency=self.slots.limit)
+        return Health(
+            model=backend.model_name,
+            backend=backend.name,
+            active_requests=self.slots.active,
+            max_concurrency=self.slots.limit,
+        )
 
     def models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=self.engine.backend.model_name, created=self.started)])
@@ -98,8 +102,13 @@ class ServingChat:
             id=completion_id,
             created=created,
             model=model,
-            choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason,
-                            tts_metadata=result.metadata)],
+            choices=[
+                Choice(
+                    message=ResponseMessage(content=result.text),
+                    finish_reason=result.finish_reason,
+                    tts_metadata=result.metadata,
+                )
+            ],
             usage=result.metadata.usage,
         )
 
@@ -137,7 +146,9 @@ class ServingChat:
         backend = self.engine.backend.name
         if provider is None or provider in ("auto", backend) or (backend == "openai" and provider == "openrouter"):
             return
-        raise InvalidParameterError("provider", provider, f"this server runs the {backend!r} backend; send 'auto' or {backend!r}")
+        raise InvalidParameterError(
+            "provider", provider, f"this server runs the {backend!r} backend; send 'auto' or {backend!r}"
+        )
 
 
 class ChatCompletionStream:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterator, Literal, Mapping, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -69,11 +70,15 @@ class ServiceSettings(BaseModel):
         1 << 20, ge=1024, description="largest request body accepted, in bytes (413 above)"
     )
     max_budget: Annotated[int, Source("--max-budget", "LLM_TTS_MAX_BUDGET")] = Field(
-        MAX_PATHS, ge=1, description="largest strategy size a request may ask for (what tts_budget sets: num_paths, "
-        "tts_num_trajectories, tts_candidates_per_step or tts_beam_size); larger defaults are lowered to it"
+        MAX_PATHS,
+        ge=1,
+        description="largest strategy size a request may ask for (what tts_budget sets: num_paths, "
+        "tts_num_trajectories, tts_candidates_per_step or tts_beam_size); larger defaults are lowered to it",
     )
     max_tokens: Annotated[int, Source("--max-tokens", "LLM_TTS_MAX_TOKENS")] = Field(
-        MAX_TOKENS, ge=1, le=MAX_TOKENS,
+        MAX_TOKENS,
+        ge=1,
+        le=MAX_TOKENS,
         description="largest max_tokens a request may ask for; a larger default is lowered to it",
     )
     retry_after_s: Annotated[int, Source("--retry-after", "LLM_TTS_RETRY_AFTER")] = Field(
@@ -162,7 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     environment's are, so a bad value gets the same message whichever way it came."""
     for name, info, source in settings_fields():
         parser.add_argument(
-            source.flag, dest=name, default=None, metavar=_metavar(source, info),
+            source.flag,
+            dest=name,
+            default=None,
+            metavar=_metavar(source, info),
             help=f"{info.description} ({_default_text(info)}env {source.env})",
         )
 

@@ -4,6 +4,14 @@ Importing this package registers the built-in strategies; a new one is a functio
 with :func:`register_strategy` (see :mod:`llm_tts.strategies.base`).
 """
 
+from llm_tts.strategies import (  # noqa: F401  (register)
+    beam_search,
+    dvts,
+    offline_bon,
+    online_bon,
+    particle_filtering,
+    self_consistency,
+)
 from llm_tts.strategies.base import (
     VOTING_SCORER,
     Beam,
@@ -13,14 +21,6 @@ from llm_tts.strategies.base import (
     get_strategy,
     register_strategy,
     strategy_names,
-)
-from llm_tts.strategies import (  # noqa: F401  (register)
-    beam_search,
-    dvts,
-    offline_bon,
-    online_bon,
-    particle_filtering,
-    self_consistency,
 )
 
 __all__ = [

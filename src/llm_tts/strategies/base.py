@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
 from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
@@ -98,7 +99,9 @@ class StrategyContext:
         self._submit = backend.submit if isinstance(backend, SubmittingBackend) else None
 
     # -- generation -----------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]) -> list[list[Segment]]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]
+    ) -> list[list[Segment]]:
         """One backend call. Seeds differ per call (seed + call index) so steps are not clones.
 
         On a backend that can submit (vLLM), cancellation and the deadline also stop the call
@@ -145,8 +148,12 @@ class StrategyContext:
         c = self.config
         (row,) = self.generate([self.prompt_ids], n, c.max_tokens, c.stop or ())
         return [
-            Beam(Trajectory(self.prompt_ids, (seg,)), self.split(seg), finished=True,
-                 finish_reason="length" if seg.finish_reason == "length" else "stop")
+            Beam(
+                Trajectory(self.prompt_ids, (seg,)),
+                self.split(seg),
+                finished=True,
+                finish_reason="length" if seg.finish_reason == "length" else "stop",
+            )
             for seg in row
         ]
 
@@ -162,7 +169,9 @@ class StrategyContext:
         """
         c = self.config
         left = [c.max_tokens - b.num_tokens for b in beams]
-        rows = self.generate([b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops)
+        rows = self.generate(
+            [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops
+        )
         children = []
         for beam, budget, row in zip(beams, left, rows):
             for seg in row:
@@ -171,7 +180,13 @@ class StrategyContext:
 
     def _child(self, beam: Beam, seg: Segment) -> Beam:
         traj = beam.trajectory.extend(seg)
-        child = replace(beam, trajectory=traj, steps=[*beam.steps, Step(seg, 0, len(seg), seg.text)], step_scores=list(beam.step_scores), score=None)
+        child = replace(
+            beam,
+            trajectory=traj,
+            steps=[*beam.steps, Step(seg, 0, len(seg), seg.text)],
+            step_scores=list(beam.step_scores),
+            score=None,
+        )
         user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens

@@ -29,7 +29,10 @@ from llm_tts.types import Trajectory
 
 
 @register_strategy(
-    "dvts", size_field="tts_num_subtrees", size_cap=MAX_SUBTREES, budget_unit="tts_candidates_per_step",
+    "dvts",
+    size_field="tts_num_subtrees",
+    size_cap=MAX_SUBTREES,
+    budget_unit="tts_candidates_per_step",
     continues_steps=True,
 )
 def dvts(ctx: StrategyContext) -> StrategyOutcome:

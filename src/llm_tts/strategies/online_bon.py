@@ -15,7 +15,9 @@ from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, dedu
 from llm_tts.types import Trajectory
 
 
-@register_strategy("online_bon", size_field="tts_candidates_per_step", size_cap=MAX_CANDIDATES_PER_STEP, continues_steps=True)
+@register_strategy(
+    "online_bon", size_field="tts_candidates_per_step", size_cap=MAX_CANDIDATES_PER_STEP, continues_steps=True
+)
 def online_bon(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
     beam = Beam(Trajectory(ctx.prompt_ids))

@@ -19,10 +19,17 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from llm_tts.config import MAX_PARTICLES
-from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, best_score, register_strategy, select_finished
+from llm_tts.strategies.base import (
+    Beam,
+    StrategyContext,
+    StrategyOutcome,
+    best_score,
+    register_strategy,
+    select_finished,
+)
 from llm_tts.types import Trajectory
 
 _EPS = 1e-6  # keeps the logit of a reward of exactly 0 or 1 finite
@@ -42,7 +49,9 @@ def particle_filtering(ctx: StrategyContext) -> StrategyOutcome:
         ctx.report(step, len(live), len(finished), best_score(finished + live))
         if not live or step == c.tts_max_steps:
             break
-        weights = resampling_weights([p.step_scores[-1] if p.step_scores else 0.0 for p in live], c.tts_resampling_temperature)
+        weights = resampling_weights(
+            [p.step_scores[-1] if p.step_scores else 0.0 for p in live], c.tts_resampling_temperature
+        )
         draws = Counter(rng.choices(range(len(live)), weights, k=len(live)))
         for i, p in enumerate(live):
             p.resampled += draws[i]

@@ -112,7 +112,9 @@ class PRMInputs:
         self.max_context_tokens = max_context_tokens
         self._heads: dict[str, str] = {}
 
-    def score(self, requests: Sequence[ScoreRequest], run: Callable[[list[PRMJob]], list[list[float]]]) -> list[list[float]]:
+    def score(
+        self, requests: Sequence[ScoreRequest], run: Callable[[list[PRMJob]], list[list[float]]]
+    ) -> list[list[float]]:
         """Plan every request into jobs, ``run`` them in one call, and collect each request's scores."""
         jobs = [job for i, r in enumerate(requests) for job in self.plan(i, r)]
         out: list[list[float]] = [[] for _ in requests]

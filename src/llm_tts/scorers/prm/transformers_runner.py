@@ -86,7 +86,7 @@ def _load(folder: Path, device: Any, dtype: Any) -> LoadedPRM:
         with startup_step(f"loading the PRM {folder.name} with transformers ({device.type})"):
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
             model = Qwen2ForProcessRewardModel.from_pretrained(str(folder), dtype=dtype).to(device).eval()
-    except Exception as e:  # noqa: BLE001 - any loader failure means the same thing to the user
+    except Exception as e:
         raise ModelLoadError(f"could not load PRM folder {str(folder)!r}: {e}") from e
     return LoadedPRM(
         model=model,

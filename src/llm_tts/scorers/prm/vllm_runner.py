@@ -43,8 +43,15 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.2  # the policy engine holds the rest; lower 
 class VLLMPRMEngine:
     """A PRM folder loaded in a vLLM pooling engine, plus the PRM's tokenizer."""
 
-    def __init__(self, folder: Path, *, dtype: str, max_model_len: int | None, kv_cache_space: float | None,
-                 gpu_memory_utilization: float) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        dtype: str,
+        max_model_len: int | None,
+        kv_cache_space: float | None,
+        gpu_memory_utilization: float,
+    ) -> None:
         from transformers import AutoTokenizer
 
         check_prm_folder(folder)
@@ -52,7 +59,7 @@ class VLLMPRMEngine:
         vllm_engine.require_vllm()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ModelLoadError(f"could not load the PRM tokenizer in {str(folder)!r}: {e}") from e
         self.tokenizer = PRMTokenizer.of(tokenizer, folder)
         from vllm.config.pooler import PoolerConfig
@@ -90,17 +97,27 @@ _ENGINES: dict[tuple[Any, ...], VLLMPRMEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def load_vllm_prm(path: str | os.PathLike[str], *, dtype: str = "auto", max_model_len: int | None = None,
-                  kv_cache_space: float | None = None,
-                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> VLLMPRMEngine:
+def load_vllm_prm(
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    kv_cache_space: float | None = None,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+) -> VLLMPRMEngine:
     """Start (once per process and options) a vLLM pooling engine on the PRM at ``path``."""
     folder = Path(resolve_model(path))
     dtype = engine_dtype(dtype, folder, on_cpu=not cuda_available())  # "auto" on a CPU: the backends' CPU rule
     key = (str(folder.resolve()), dtype, max_model_len, kv_cache_space, gpu_memory_utilization)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = VLLMPRMEngine(folder, dtype=dtype, max_model_len=max_model_len,
-                                          kv_cache_space=kv_cache_space, gpu_memory_utilization=gpu_memory_utilization)
+            _ENGINES[key] = VLLMPRMEngine(
+                folder,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                kv_cache_space=kv_cache_space,
+                gpu_memory_utilization=gpu_memory_utilization,
+            )
         return _ENGINES[key]
 
 
@@ -121,11 +138,24 @@ class VLLMPRMScorer(Scorer):
 
     name = "prm"
 
-    def __init__(self, model_path: str | os.PathLike[str], *, dtype: str = "auto", max_model_len: int | None = None,
-                 kv_cache_space: float | None = None, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-                 max_context_tokens: int | None = None, memo_max_entries: int = 65536) -> None:
-        self.engine = load_vllm_prm(model_path, dtype=dtype, max_model_len=max_model_len,
-                                    kv_cache_space=kv_cache_space, gpu_memory_utilization=gpu_memory_utilization)
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        kv_cache_space: float | None = None,
+        gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+        max_context_tokens: int | None = None,
+        memo_max_entries: int = 65536,
+    ) -> None:
+        self.engine = load_vllm_prm(
+            model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_space=kv_cache_space,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
         limit = self.engine.max_context_tokens
         self.max_context_tokens = min(max_context_tokens, limit) if max_context_tokens else limit
         self.inputs = PRMInputs(self.engine.tokenizer, self.max_context_tokens)
@@ -167,7 +197,10 @@ class VLLMPRMScorer(Scorer):
             for s in job.seps:  # remember every separator this request computed
                 if s >= offset:
                     self._memo.put(job.ids[: s + 1], probs[s - offset])
-            scores = [probs[s - offset] if s >= offset else self._memo.get(job.ids[: s + 1]) for s in job.seps[job.first_scored :]]
+            scores = [
+                probs[s - offset] if s >= offset else self._memo.get(job.ids[: s + 1])
+                for s in job.seps[job.first_scored :]
+            ]
             with self._stats_lock:
                 self.stats.forward_calls += 1
                 self.stats.computed_tokens += len(job.ids) - offset
