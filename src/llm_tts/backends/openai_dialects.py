@@ -19,6 +19,7 @@ from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, Samplin
 from llm_tts.backends.openai_endpoint import TOKEN_ID_PREFIX, Endpoint, RemoteTokenizer, finish_of, prompt_text
 from llm_tts.backends.openai_probe import Discovery
 from llm_tts.backends.remote_tokenizer import ServerTokenizer, TextVocab
+from llm_tts.backends.tokenizer import TokenizerMixin
 from llm_tts.errors import CapabilityError, InvalidParameterError, RemoteAPIError
 from llm_tts.messages import ChatMessage
 from llm_tts.types import Segment
@@ -58,8 +59,9 @@ def _capabilities(endpoint: Endpoint, found: Discovery, **typed: bool) -> Backen
     )
 
 
-class TokenDialect:
+class TokenDialect(TokenizerMixin):
     path = "completions"
+    tokenizer: RemoteTokenizer
 
     def __init__(self, endpoint: Endpoint, found: Discovery, tokenizer: RemoteTokenizer) -> None:
         self.endpoint = endpoint
@@ -75,15 +77,6 @@ class TokenDialect:
             chat_only=False,
             exact_token_ids=found.probe.exact_ids,
         )
-
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self.tokenizer.render_chat(messages)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(token_ids)
-
-    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        return self.tokenizer.token_texts(token_ids)
 
     def body(self, prompt: Sequence[int], params: SamplingParams) -> dict[str, Any]:
         check_prompts_fit([prompt], self.max_context_tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llm_tts.messages import ChatMessage
 
@@ -47,10 +47,20 @@ class ChatTokenizer:
         return self.hf.batch_decode([[t] for t in token_ids], skip_special_tokens=True)
 
 
-class LocalTokenizerMixin:
-    """render_chat/decode/token_texts of the Backend protocol, for backends with a local tokenizer."""
+class TextTokenizer(Protocol):
+    """What a backend needs of a tokenizer: a local one (ChatTokenizer) or a server's."""
 
-    tokenizer: ChatTokenizer
+    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]: ...
+
+
+class TokenizerMixin:
+    """render_chat/decode/token_texts of the Backend protocol, delegated to ``self.tokenizer``."""
+
+    tokenizer: TextTokenizer
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
         return self.tokenizer.render_chat(messages)

@@ -25,7 +25,7 @@ from llm_tts.backends.base import (
 )
 from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
 from llm_tts.backends.sampling import sample_next_tokens
-from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
 from llm_tts.engine_logs import quiet_engine_logs
 from llm_tts.errors import BackendUnavailableError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
@@ -35,8 +35,10 @@ from llm_tts.types import Segment
 _STOP_WINDOW_EXTRA = 4  # tokens decoded beyond the longest stop string when checking for it
 
 
-class TransformersBackend(LocalTokenizerMixin):
+class TransformersBackend(TokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` with a transformers causal LM."""
+
+    tokenizer: ChatTokenizer
 
     name = "transformers"
 
@@ -76,7 +78,7 @@ class TransformersBackend(LocalTokenizerMixin):
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self._lock = threading.Lock()  # one forward loop at a time on this model
 
-    # -- protocol (render_chat, decode, token_texts come from LocalTokenizerMixin) ----------
+    # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         if self.model is None:
             raise BackendUnavailableError("this TransformersBackend is closed; create a new one")

@@ -30,7 +30,7 @@ from typing import Any
 
 from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
 from llm_tts.backends.device import cuda_available, engine_dtype
-from llm_tts.backends.tokenizer import ChatTokenizer, LocalTokenizerMixin
+from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
 from llm_tts.backends.vllm_engine import (
     CPU_BLOCK_SIZE,
     EngineStats,
@@ -54,7 +54,7 @@ from llm_tts.types import Segment
 log = logging.getLogger(__name__)
 
 
-class VLLMBackend(LocalTokenizerMixin):
+class VLLMBackend(TokenizerMixin):
     """Implements :class:`llm_tts.backends.base.Backend` on an in-process ``vllm.LLMEngine``.
 
     Engine options: ``dtype`` ("auto": the model's own, but float32 on a CPU without bfloat16
@@ -66,6 +66,8 @@ class VLLMBackend(LocalTokenizerMixin):
     ``block_size`` and ``enforce_eager`` (False on GPU captures CUDA graphs: faster decoding,
     slower start). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
     """
+
+    tokenizer: ChatTokenizer
 
     name = "vllm"
 
@@ -133,7 +135,7 @@ class VLLMBackend(LocalTokenizerMixin):
         self._warned_seed = False
         self._seed_lock = threading.Lock()
 
-    # -- protocol (render_chat, decode, token_texts come from LocalTokenizerMixin) ----------
+    # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         return [f.result() for f in self.submit(prompts, params)]
 
