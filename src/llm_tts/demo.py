@@ -13,15 +13,15 @@ DEMO_RUNS: list[tuple[str, dict[str, Any]]] = [
         {"tts_strategy": "beam_search", "tts_beam_size": 2, "tts_candidates_per_step": 2, "tts_max_steps": 6, "tts_scorer": "perplexity"},
     ),
 ]
-SYSTEM = "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."
 
 
 def run_demo(question: str, backend: str = "auto", model: str | None = None) -> int:
     from langchain_core.messages import HumanMessage, SystemMessage
 
     from llm_tts.integrations import ChatTTS
+    from llm_tts.messages import REASONING_SYSTEM_PROMPT
 
-    messages = [SystemMessage(SYSTEM), HumanMessage(question)]
+    messages = [SystemMessage(REASONING_SYSTEM_PROMPT), HumanMessage(question)]
     print(f"question: {question}\n")
     for title, fields in DEMO_RUNS:
         llm = ChatTTS(model=model, backend=backend, max_tokens=256, **fields)

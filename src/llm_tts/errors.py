@@ -131,3 +131,9 @@ class RemoteTimeoutError(RemoteAPIError, TimeoutError):
     code = "remote_timeout"
     http_status = 504
     error_type = "timeout_error"
+
+
+class DatasetError(LLMTTSError, ValueError):
+    """An evaluation data file that is missing or has a bad row (the message names the row)."""
+
+    code = "invalid_dataset"
