@@ -187,10 +187,11 @@ def test_summary_and_plots_have_one_series_per_strategy(evaluated, tmp_path):
     (ax,) = fig.axes
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert labels == ["greedy", *STRATEGIES]
-    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    series = {bars.get_label(): bars.lines[0].get_data() for bars in ax.containers}  # one errorbar set per line
+    assert list(series) == ["greedy", *STRATEGIES]
     for strategy in STRATEGIES:  # one point per budget, at the summary's tokens and accuracy
         points = [s for s in summaries if s.strategy == strategy]
-        x, y = lines[strategy].get_data()
+        x, y = series[strategy]
         assert list(x) == [p.mean_generated_tokens for p in points] and list(y) == [p.accuracy for p in points]
     fig = plot_reliability(rows, tmp_path / "rel.png")
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
@@ -227,15 +228,19 @@ def test_rescore_equals_a_fresh_run_with_the_new_settings(tts_engine, tmp_path):
         )
 
     new = {"tts_score_aggregation": "last", "tts_selection": "weighted"}
-    original = run("offline_bon:tts_scorer=entropy,tts_score_aggregation=min", "min")
-    fresh = run("offline_bon:tts_scorer=entropy,tts_score_aggregation=last,tts_selection=weighted", "last")
+    steps = 'offline_bon:tts_scorer=entropy,tts_step_delimiter=" "'  # a step per word: min and last differ
+    original = run(f"{steps},tts_score_aggregation=min", "min")
+    fresh = run(f"{steps},tts_score_aggregation=last,tts_selection=weighted", "last")
+    changed = 0
     for old, redo in zip(sorted(original, key=lambda r: r.question_id), sorted(fresh, key=lambda r: r.question_id)):
         assert [c.text for c in old.metadata.candidates] == [c.text for c in redo.metadata.candidates]  # same samples
         rescored = rescore_row(old, new)
+        changed += [c.score for c in rescored.metadata.candidates] != [c.score for c in old.metadata.candidates]
         assert selected_index(rescored) == selected_index(redo)
         assert rescored.metadata.aggregated_score == pytest.approx(redo.metadata.aggregated_score)
         assert rescored.metadata.consensus_score == redo.metadata.consensus_score
         assert rescored.selected_answer == redo.selected_answer and rescored.correct == redo.correct
+    assert changed == 2  # the new settings really moved the scores
     with pytest.raises(UnknownNameError, match="temperature"):
         rescore_row(original[0], {"temperature": 0.5})
 
