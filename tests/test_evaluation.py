@@ -364,6 +364,9 @@ def test_resume_after_a_killed_run_loses_and_duplicates_nothing(tmp_path, embedd
         f.write(b'{"question_id": "7", "configuration": "gre')
     finished = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
+    done_before = kept.count(b"\n")
+    first = next(line for line in finished.stderr.splitlines() if " done | " in line)
+    assert first.startswith(f"llm-tts eval: {done_before + 1}/16 done")  # progress counts what was done
     after = results.read_bytes()
     assert after.startswith(kept)  # every row of the killed run is still there, untouched
     rows = ResultsStore(out).rows()

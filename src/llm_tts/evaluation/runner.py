@@ -28,6 +28,8 @@ from llm_tts.messages import REASONING_SYSTEM_PROMPT, ChatMessage
 from llm_tts.metadata import TTSMetadata
 from llm_tts.progress import RunControl
 
+_STOP_WAIT_S = 30.0  # how long an interrupted evaluation waits for its runs in flight to stop
+
 
 class Solver(Protocol):
     """Answers one question under one config; ``check`` refuses what a run would refuse."""
@@ -145,7 +147,8 @@ def run_evaluation(
     jobs = plan_jobs(questions, configurations, seeds, store.finished())
     for configuration in configurations:  # what the solver refuses, it refuses before any run
         solver.check(messages_for(questions[0], system_prompt), configuration.tts_config(seeds[0]))
-    progress = progress or EvalProgress(len(questions) * len(configurations) * len(seeds))
+    total = len(questions) * len(configurations) * len(seeds)
+    progress = progress or EvalProgress(total, already_done=total - len(jobs))
     return _Pool(solver, system_prompt, concurrency).run(jobs, store, progress)
 
 
@@ -164,37 +167,52 @@ class _Pool:
         todo: queue.Queue[Job] = queue.Queue()
         for job in jobs:
             todo.put(job)
-        finished: queue.Queue[ResultRow] = queue.Queue()
-        for _ in range(min(self.concurrency, len(jobs))):
-            threading.Thread(target=self._work, args=(todo, finished), name="llm-tts-eval", daemon=True).start()
+        finished: queue.Queue[ResultRow | BaseException] = queue.Queue()
+        workers = [
+            threading.Thread(target=self._work, args=(todo, finished), name="llm-tts-eval", daemon=True)
+            for _ in range(min(self.concurrency, len(jobs)))
+        ]
+        for worker in workers:
+            worker.start()
         rows: list[ResultRow] = []
         try:
             while len(rows) < len(jobs):
                 try:
-                    row = finished.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                    item = finished.get(timeout=0.5)  # a timeout keeps Ctrl-C responsive
                 except queue.Empty:
                     continue
-                store.append(row)
-                rows.append(row)
-                progress.update(row)
+                if isinstance(item, BaseException):
+                    raise item  # a bug in the harness itself, not a failed run
+                store.append(item)
+                rows.append(item)
+                progress.update(item)
         finally:
-            self._stop()
             progress.close()
+            self._stop(workers)
         return rows
 
-    def _stop(self) -> None:
+    def _stop(self, workers: list[threading.Thread]) -> None:
+        """Cancel the runs in flight and give them a moment to stop at their next check, so the
+        engine is not closed under a running step (a second Ctrl-C stops waiting)."""
         self.stopping.set()
         with self.lock:
             for control in self.controls:
                 control.cancel()
+        give_up = time.monotonic() + _STOP_WAIT_S
+        for worker in workers:
+            worker.join(timeout=max(0.0, give_up - time.monotonic()))
 
-    def _work(self, todo: queue.Queue[Job], finished: queue.Queue[ResultRow]) -> None:
+    def _work(self, todo: queue.Queue[Job], finished: queue.Queue[ResultRow | BaseException]) -> None:
         while not self.stopping.is_set():
             try:
                 job = todo.get_nowait()
             except queue.Empty:
                 return
-            row = self._solve(job)
+            try:
+                row = self._solve(job)
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+                finished.put(e)
+                return
             if row is not None:
                 finished.put(row)
 
