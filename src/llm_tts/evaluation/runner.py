@@ -153,7 +153,7 @@ def run_evaluation(
 
 
 class _Pool:
-    """Worker threads (daemons: an interrupted run never waits for them) fed from one queue."""
+    """Worker threads fed from one queue (daemons: an interrupted run waits for them only briefly)."""
 
     def __init__(self, solver: Solver, system_prompt: str | None, concurrency: int) -> None:
         self.solver = solver
