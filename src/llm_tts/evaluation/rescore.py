@@ -7,10 +7,11 @@ differently, which only a new run shows):
 
 - ``offline_bon``, ``dvts``, ``particle_filtering``: the final candidates (not pruned) are
   re-aggregated and chosen by ``tts_selection`` exactly as the strategy chooses.
+- ``beam_search``: the same among its final beams that finished, or the open ones when none did
+  (a beam cut by ``max_tokens`` counts as finished; one cut by the context length is not told
+  apart from an open one).
 - ``self_consistency`` with a scorer: the vote is taken again with the new scores breaking ties;
   with ``majority_vote`` nothing here changes it.
-- ``beam_search``: the best re-aggregated final beam, among those that finished if any did (a
-  beam cut by ``max_tokens`` counts as finished; one cut by the context length is not told apart).
 - ``online_bon``: one trajectory; only its aggregated score changes.
 
 With the run's own settings every row keeps the run's choice.
@@ -32,7 +33,7 @@ from llm_tts.evaluation.summary import ConfigurationSummary, summarize, write_su
 from llm_tts.metadata import CandidateInfo
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.strategies import VOTING_SCORER
-from llm_tts.strategies.base import best_index, select_index
+from llm_tts.strategies.base import select_index
 
 RESCORE_SETTINGS = ("tts_score_aggregation", "tts_window_size", "tts_selection")
 
@@ -96,17 +97,17 @@ def _choose(
             return current, None
         voted = vote([c.answer for c in candidates], scores)
         return voted.selected, voted
-    if strategy in ("offline_bon", "dvts", "particle_filtering"):
-        j, result = select_index(
-            [candidates[i].answer for i in final], [scores[i] for i in final], config.tts_selection
-        )
-        return final[j], result
-    if strategy == "beam_search":
-        done = [
-            i for i in final if candidates[i].finish_reason == "stop" or candidates[i].num_tokens >= config.max_tokens
-        ]
-        pool = done or final
-        return pool[best_index([scores[i] for i in pool])], None
+    if strategy in ("offline_bon", "dvts", "particle_filtering", "beam_search"):
+        pool = final
+        if strategy == "beam_search":  # among the beams that finished; the open ones only if none did
+            pool = [
+                i
+                for i in final
+                if candidates[i].finish_reason == "stop" or candidates[i].num_tokens >= config.max_tokens
+            ]
+            pool = pool or final
+        j, result = select_index([candidates[i].answer for i in pool], [scores[i] for i in pool], config.tts_selection)
+        return pool[j], result
     return current, None  # online_bon: the search kept one trajectory
 
 
