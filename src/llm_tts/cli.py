@@ -1,4 +1,5 @@
-"""The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service."""
+"""The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service, ``eval`` measures
+strategies on a data set and ``rescore`` chooses again from an evaluation's recorded candidates."""
 
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_arguments(serve)
     serve.set_defaults(func=run_serve)
+
+    from llm_tts.evaluation.command import add_eval_arguments, add_rescore_arguments, run_eval, run_rescore
+
+    evaluate = sub.add_parser("eval", help="accuracy against compute: strategies x budgets on a JSONL data set")
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval)
+    rescore = sub.add_parser("rescore", help="choose again from an eval's recorded candidates with another aggregation")
+    add_rescore_arguments(rescore)
+    rescore.set_defaults(func=run_rescore)
     return parser
 
 

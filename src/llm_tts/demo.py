@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llm_tts.messages import REASONING_SYSTEM_PROMPT
+
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
 
     from llm_tts.engine import TTSEngine
 
-SYSTEM = "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."
 MAX_TOKENS = 128  # the questions need a few lines; a rambling path is cut rather than waited for
 DEFAULT_QUESTIONS = 24  # about 75 s on 2 CPU cores with vLLM, start-up included
 
@@ -154,7 +155,7 @@ def _run(engine: TTSEngine, method: Method, questions: Sequence[Question]) -> Ro
 def _messages(question: Question) -> list[BaseMessage]:
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    return [SystemMessage(SYSTEM), HumanMessage(question.text)]
+    return [SystemMessage(REASONING_SYSTEM_PROMPT), HumanMessage(question.text)]
 
 
 def _describe(msg: AIMessage, question: Question) -> str:

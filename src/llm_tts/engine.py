@@ -113,12 +113,9 @@ class TTSEngine:
         here). :meth:`execute` runs the plan without repeating any of it.
         """
         started = time.perf_counter()
-        if not isinstance(config, TTSConfig):
-            config = TTSConfig.create(**dict(config))
         msgs = coerce_messages(messages)
-        spec = get_strategy(config.tts_strategy)
-        config = _apply_budget(spec, config)
-        scorer_name = _resolve_scorer(spec, config.tts_scorer)
+        resolved = resolve_config(config)
+        spec, config, scorer_name = resolved.spec, resolved.config, resolved.scorer_name
         if spec.continues_steps and not self.backend.capabilities.continuation:
             raise CapabilityError(
                 f"continuation: {spec.name} extends partial answers step by step and {self.backend.name} cannot "
@@ -185,6 +182,25 @@ class RunPlan:
     scorer: Scorer | None  # None for the vote (VOTING_SCORER)
     prompt_ids: tuple[int, ...]  # the chat, rendered once
     started: float  # time.perf_counter() when planning began; total_s counts from here
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config checked without a backend: its strategy, sizes and scorer name."""
+
+    spec: StrategySpec
+    config: TTSConfig  # with tts_budget applied
+    scorer_name: str
+
+
+def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
+    """Every check of a config that needs no backend (strategy, budget and sizes, scorer name),
+    so a caller can refuse bad settings before a model loads (``llm-tts eval`` does)."""
+    if not isinstance(config, TTSConfig):
+        config = TTSConfig.create(**dict(config))
+    spec = get_strategy(config.tts_strategy)
+    config = _apply_budget(spec, config)
+    return ResolvedConfig(spec, config, _resolve_scorer(spec, config.tts_scorer))
 
 
 def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:

@@ -176,6 +176,12 @@ class MalformedJSONError(LLMTTSError):
         super().__init__(f"the request body is not valid JSON ({detail}); send a JSON object")
 
 
+class DatasetError(LLMTTSError, ValueError):
+    """An evaluation data file that is missing or has a bad row (the message names the row)."""
+
+    code = "invalid_dataset"
+
+
 class InternalError(LLMTTSError):
     http_status = 500
     code = "internal_error"
@@ -208,6 +214,7 @@ ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
             RequestTooLargeError,
             TooManyRequestsError,
             MalformedJSONError,
+            DatasetError,
             InternalError,
             ServiceError,
         )

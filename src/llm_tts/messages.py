@@ -11,6 +11,10 @@ from llm_tts.errors import EmptyMessagesError, InvalidParameterError
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+# The system prompt the demo and the evaluation harness reason with: blank-line steps, boxed answer.
+REASONING_SYSTEM_PROMPT = (
+    "Reason step by step, separating steps with a blank line, and put the final answer in \\boxed{}."
+)
 
 
 class ChatMessage(BaseModel):

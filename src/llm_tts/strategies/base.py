@@ -247,25 +247,41 @@ def _cut(seg: Segment, budget: int, backend: Backend) -> Segment:
     )
 
 
+def _rank(score: float | None) -> float:
+    return -math.inf if score is None else score  # unscored ranks last
+
+
 def score_key(beam: Beam) -> float:
     """A beam's score for ranking: unscored beams rank last."""
-    return -math.inf if beam.score is None else beam.score
+    return _rank(beam.score)
+
+
+def best_index(scores: Sequence[float | None]) -> int:
+    """Index of the highest score; the first one on a tie (None ranks last)."""
+    return max(range(len(scores)), key=lambda i: (_rank(scores[i]), -i))
 
 
 def best_of(beams: Sequence[Beam]) -> Beam:
     """The highest-scoring beam; the first one on a tie (unscored beams rank last)."""
-    return max(enumerate(beams), key=lambda ib: (score_key(ib[1]), -ib[0]))[1]
+    return beams[best_index([b.score for b in beams])]
+
+
+def select_index(
+    answers: Sequence[str | None], scores: Sequence[float | None], selection: Literal["best", "weighted"]
+) -> tuple[int, Vote | None]:
+    """The candidate ``tts_selection`` picks: the best score, or the best candidate of the heaviest
+    answer when scores are summed per equivalent answer (with that vote). ``llm-tts rescore``
+    applies it to recorded candidates, so a re-score with the run's settings makes the run's choice."""
+    if selection == "weighted":
+        result = vote(answers, scores, weighted=True)
+        return result.selected, result
+    return best_index(scores), None
 
 
 def select_finished(beams: Sequence[Beam], selection: Literal["best", "weighted"]) -> tuple[Beam, Vote | None]:
-    """The beam to return by ``tts_selection``, marked "selected": the best aggregated score,
-    or the best beam of the heaviest answer when scores are summed per equivalent answer."""
-    result = None
-    if selection == "weighted":
-        result = vote([b.answer for b in beams], [b.score for b in beams], weighted=True)
-        chosen = beams[result.selected]
-    else:
-        chosen = best_of(beams)
+    """The beam to return by ``tts_selection`` (:func:`select_index`), marked "selected"."""
+    index, result = select_index([b.answer for b in beams], [b.score for b in beams], selection)
+    chosen = beams[index]
     chosen.status = "selected"
     return chosen, result
 

@@ -1,0 +1,111 @@
+"""The two pictures of an evaluation, as PNG files (matplotlib, the ``eval`` extra).
+
+- ``accuracy_vs_tokens.png``: accuracy against mean generated tokens per question, one line per
+  strategy across its budgets (each point labelled with its budget, bars = bootstrap interval),
+  greedy as a single star.
+- ``reliability.png``: for each strategy (budgets pooled), accuracy against confidence in ten
+  bins, with its expected calibration error in the legend; the diagonal is perfect calibration.
+
+Each function returns the matplotlib Figure it saved, so its series can be inspected.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llm_tts.errors import BackendUnavailableError
+from llm_tts.evaluation.records import ResultRow
+from llm_tts.evaluation.summary import ConfigurationSummary, calibration_bins, confidence, expected_calibration_error
+
+ACCURACY_PLOT = "accuracy_vs_tokens.png"
+RELIABILITY_PLOT = "reliability.png"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BackendUnavailableError("plots need matplotlib: pip install 'llm-tts[eval]'") from None
+    return plt
+
+
+def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str | Path, *, title: str = "") -> Any:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    lines: dict[str, list[ConfigurationSummary]] = defaultdict(list)
+    for s in summaries:
+        lines[s.strategy].append(s)
+    for strategy, points in lines.items():
+        points.sort(key=lambda s: s.budget or 0)
+        x = [p.mean_generated_tokens for p in points]
+        y = [p.accuracy for p in points]
+        err = [[p.accuracy - p.ci_low for p in points], [p.ci_high - p.accuracy for p in points]]
+        if points[0].budget is None:
+            ax.errorbar(x, y, yerr=err, fmt="*", markersize=12, color="black", capsize=3, label=strategy)
+            continue
+        ax.errorbar(x, y, yerr=err, fmt="-o", capsize=3, label=strategy)
+        for p in points:
+            ax.annotate(
+                str(p.budget),
+                (p.mean_generated_tokens, p.accuracy),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    xs = [s.mean_generated_tokens for s in summaries if s.mean_generated_tokens > 0]
+    if xs and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("mean generated tokens per question (every candidate)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or "accuracy against compute (numbers: budget)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
+
+
+def plot_reliability(rows: Iterable[ResultRow], path: str | Path, *, title: str = "") -> Any:
+    plt = _pyplot()
+    pairs: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for row in rows:
+        c = confidence(row)
+        if c is not None:
+            pairs[row.strategy].append((c, row.correct))
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    for strategy, values in pairs.items():
+        table = calibration_bins(values)
+        ece = expected_calibration_error(values)
+        ax.plot([c for c, _, _ in table], [a for _, a, _ in table], "-o", label=f"{strategy} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("confidence (consensus_score, else aggregated_score)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return fig
+
+
+def write_plots(
+    directory: str | Path, summaries: Sequence[ConfigurationSummary], rows: Sequence[ResultRow]
+) -> list[Path]:
+    directory = Path(directory)
+    model = next((r.metadata.model for r in rows if r.metadata), "")
+    questions = len({r.question_id for r in rows})
+    subtitle = f"{model}, {questions} questions" if model else f"{questions} questions"
+    plot_accuracy_vs_tokens(summaries, directory / ACCURACY_PLOT, title=f"accuracy against compute ({subtitle})")
+    plot_reliability(rows, directory / RELIABILITY_PLOT, title=f"reliability ({subtitle})")
+    return [directory / ACCURACY_PLOT, directory / RELIABILITY_PLOT]

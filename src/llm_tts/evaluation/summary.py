@@ -1,0 +1,162 @@
+"""Per-configuration numbers: accuracy with a seeded bootstrap interval, generated tokens, time and
+calibration, written as ``summary.csv`` and ``summary.json``.
+
+The interval resamples questions (not rows), so several seeds of one question move together.
+Confidence is the run's ``consensus_score`` where a vote decided, else its ``aggregated_score``
+(every built-in scorer gives a probability-like score in [0, 1]); greedy has none. Calibration
+error (ECE) bins confidences into ten equal-width bins and weighs each bin's |accuracy - mean
+confidence| by its share of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from llm_tts.evaluation.records import ResultRow
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+BOOTSTRAP_SAMPLES = 2000
+CALIBRATION_BINS = 10
+
+
+class ConfigurationSummary(BaseModel):
+    configuration: str
+    strategy: str
+    budget: int | None
+    questions: int
+    rows: int
+    failed: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    mean_generated_tokens: float
+    mean_seconds: float
+    total_seconds: float
+    ece: float | None
+    mean_confidence: float | None
+
+
+def confidence(row: ResultRow) -> float | None:
+    """The run's confidence in its answer (see the module doc), or None."""
+    md = row.metadata
+    if md is None or row.budget is None:
+        return None
+    value = md.consensus_score if md.consensus_score is not None else md.aggregated_score
+    return value if value is not None and 0.0 <= value <= 1.0 else None
+
+
+def bootstrap_interval(
+    per_question: Sequence[float], *, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap of the mean over questions, reproducible by ``seed``."""
+    if not per_question:
+        return (0.0, 0.0)
+    rng = random.Random(seed)
+    n = len(per_question)
+    means = sorted(sum(rng.choices(per_question, k=n)) / n for _ in range(samples))
+    tail = (1.0 - level) / 2
+    return means[int(tail * (samples - 1))], means[round((1.0 - tail) * (samples - 1))]
+
+
+def calibration_bins(
+    pairs: Iterable[tuple[float, bool]], bins: int = CALIBRATION_BINS
+) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) of each non-empty equal-width bin, low to high."""
+    grouped: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for conf, correct in pairs:
+        grouped[min(int(conf * bins), bins - 1)].append((conf, correct))
+    out = []
+    for b in sorted(grouped):
+        members = grouped[b]
+        out.append(
+            (sum(c for c, _ in members) / len(members), sum(ok for _, ok in members) / len(members), len(members))
+        )
+    return out
+
+
+def expected_calibration_error(pairs: Iterable[tuple[float, bool]], bins: int = CALIBRATION_BINS) -> float | None:
+    table = calibration_bins(pairs, bins)
+    total = sum(n for _, _, n in table)
+    if not total:
+        return None
+    return sum(n / total * abs(acc - conf) for conf, acc, n in table)
+
+
+def summarize(rows: Iterable[ResultRow], *, seed: int = 0) -> list[ConfigurationSummary]:
+    """One summary per configuration: greedy first, then each strategy (in the order the rows
+    first name it) by budget. Failed rows count as wrong (dropping them would flatter a
+    configuration that fails)."""
+    by_configuration: dict[str, list[ResultRow]] = defaultdict(list)
+    strategy_order: dict[str, int] = {}
+    for row in rows:
+        by_configuration[row.configuration].append(row)
+        strategy_order.setdefault(row.strategy, len(strategy_order))
+
+    def position(group: list[ResultRow]) -> tuple[bool, int, int]:
+        first = group[0]
+        return (first.budget is not None, strategy_order[first.strategy], first.budget or 0)
+
+    out = []
+    for name, group in sorted(by_configuration.items(), key=lambda item: position(item[1])):
+        per_question: dict[str, list[bool]] = defaultdict(list)
+        for row in group:
+            per_question[row.question_id].append(row.correct and row.error is None)
+        accuracy_by_question = [sum(v) / len(v) for v in per_question.values()]
+        low, high = bootstrap_interval(accuracy_by_question, seed=seed)
+        pairs = [(c, row.correct) for row in group if (c := confidence(row)) is not None]
+        ok = [row for row in group if row.error is None]
+        out.append(
+            ConfigurationSummary(
+                configuration=name,
+                strategy=group[0].strategy,
+                budget=group[0].budget,
+                questions=len(per_question),
+                rows=len(group),
+                failed=len(group) - len(ok),
+                accuracy=sum(accuracy_by_question) / len(accuracy_by_question),
+                ci_low=low,
+                ci_high=high,
+                mean_generated_tokens=sum(r.generated_tokens for r in ok) / len(ok) if ok else 0.0,
+                mean_seconds=sum(r.seconds for r in group) / len(group),
+                total_seconds=sum(r.seconds for r in group),
+                ece=expected_calibration_error(pairs),
+                mean_confidence=sum(c for c, _ in pairs) / len(pairs) if pairs else None,
+            )
+        )
+    return out
+
+
+def write_summary(directory: str | Path, summaries: Sequence[ConfigurationSummary]) -> tuple[Path, Path]:
+    directory = Path(directory)
+    csv_path, json_path = directory / SUMMARY_CSV, directory / SUMMARY_JSON
+    fields = list(ConfigurationSummary.model_fields)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for s in summaries:
+            writer.writerow(s.model_dump())
+    json_path.write_text(json.dumps([s.model_dump() for s in summaries], indent=2) + "\n", encoding="utf-8")
+    return csv_path, json_path
+
+
+def format_table(summaries: Sequence[ConfigurationSummary]) -> str:
+    """A Markdown table (the CLI prints it; the README shows one)."""
+    lines = [
+        "| configuration | accuracy (95% CI) | mean generated tokens | s / question | ECE |",
+        "|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        ece = "-" if s.ece is None else f"{s.ece:.3f}"
+        lines.append(
+            f"| {s.configuration} | {s.accuracy:.3f} ({s.ci_low:.3f}-{s.ci_high:.3f}) | "
+            f"{s.mean_generated_tokens:.0f} | {s.mean_seconds:.2f} | {ece} |"
+        )
+    return "\n".join(lines)
