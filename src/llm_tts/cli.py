@@ -68,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from llm_tts.evaluation.command import add_eval_arguments, add_rescore_arguments, run_eval, run_rescore
 
-    evaluate = sub.add_parser("eval", help="accuracy against compute: strategies x budgets on a JSONL data set")
+    evaluate = sub.add_parser(
+        "eval", parents=[verbose], help="accuracy against compute: strategies x budgets on a JSONL data set"
+    )
     add_eval_arguments(evaluate)
     evaluate.set_defaults(func=run_eval)
-    rescore = sub.add_parser("rescore", help="choose again from an eval's recorded candidates with another aggregation")
+    rescore = sub.add_parser(
+        "rescore", parents=[verbose], help="choose again from an eval's recorded candidates with another aggregation"
+    )
     add_rescore_arguments(rescore)
     rescore.set_defaults(func=run_rescore)
     return parser
