@@ -270,3 +270,25 @@ def test_bad_dtype_is_a_typed_error():
 
     with pytest.raises(InvalidParameterError, match="dtype='int8' is invalid: must be 'auto' or a float dtype"):
         TransformersBackend(dtype="int8", device="cpu")
+
+
+def test_an_option_the_backend_does_not_take_is_a_typed_error_before_loading():
+    from llm_tts.backends import create_backend
+
+    with pytest.raises(InvalidParameterError, match="gpu_memory_utilization") as e:
+        create_backend("transformers", None, gpu_memory_utilization=0.5)
+    assert "max_batch_rows" in str(e.value)  # names what it takes
+
+
+def test_auto_without_vllm_drops_vllm_only_options_with_a_warning(monkeypatch, caplog):
+    # Was a TypeError: backend="auto" handed vLLM's options (kv_cache_space, ...) to transformers.
+    import llm_tts.backends as backends
+
+    monkeypatch.setattr(backends, "vllm_available", lambda: False)
+    with caplog.at_level("WARNING", logger="llm_tts.backends"):
+        backend = backends.create_backend("auto", None, kv_cache_space=0.25, max_model_len=512, dtype="float32")
+    try:
+        assert backend.name == "transformers" and backend.dtype == torch.float32  # its own options still apply
+        assert "kv_cache_space, max_model_len" in caplog.text
+    finally:
+        backend.close()
