@@ -62,14 +62,7 @@ def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str
     if xs and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
     ax.set_xlabel("mean generated tokens per question (every candidate)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or "accuracy against compute (numbers: budget)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, title or "accuracy against compute (numbers: budget)", legend_size=8, legend_loc="best")
     return fig
 
 
@@ -87,16 +80,21 @@ def plot_reliability(rows: Iterable[ResultRow], path: str | Path, *, title: str 
         ece = expected_calibration_error(values)
         ax.plot([c for c, _, _ in table], [a for _, a, _ in table], "-o", label=f"{strategy} (ECE {ece:.3f})")
     ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("confidence (consensus_score, else aggregated_score)")
+    _finish(plt, fig, ax, path, title or "reliability", legend_size=7, legend_loc="upper left")
+    return fig
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: str | Path, title: str, *, legend_size: int, legend_loc: str) -> None:
+    """What both plots share: accuracy on y, title, grid, legend; written to ``path`` and closed."""
     ax.set_ylabel("accuracy")
-    ax.set_title(title or "reliability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=legend_size, loc=legend_loc)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return fig
 
 
 def write_plots(
