@@ -18,7 +18,9 @@ Source = Literal["model", "injected"]
 # "stop": ended on a stop string (the step delimiter), kept in the segment.
 # "eos": the model emitted an end-of-sequence token (kept in token_ids, not in text).
 # "length": hit max_tokens. None: injected, or not finished.
-FinishReason = Literal["stop", "eos", "length"]
+# "abort": a caller watching the generation stopped it (adaptive compute, issue 16); the segment
+# keeps the tokens generated until then.
+FinishReason = Literal["stop", "eos", "length", "abort"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +138,8 @@ class Trajectory:
 
     @property
     def ended(self) -> bool:
-        """The model ended it (EOS) or it ran out of tokens: it cannot be continued."""
-        return self.finish_reason in ("eos", "length")
+        """The model ended it (EOS), it ran out of tokens or it was aborted: it cannot be continued."""
+        return self.finish_reason in ("eos", "length", "abort")
 
     def loss_mask(self) -> list[int]:
         """1 for completion tokens the model sampled, 0 for injected ones (for RL exports)."""

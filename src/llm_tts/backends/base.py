@@ -8,11 +8,11 @@ which backend they run on; they hand every candidate of a step to one ``generate
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
@@ -171,3 +171,52 @@ def check_token_ids(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
         if not ok:
             bad = next(t for t in p if not isinstance(t, Integral) or isinstance(t, bool) or not 0 <= t < vocab_size)
             raise InvalidParameterError(f"prompts[{i}]", bad, f"token ids must be integers in [0, {vocab_size})")
+
+
+# -- watching a running generation (adaptive compute, issue 16) ----------------------------------
+WatchVerdict = Literal["continue", "abort", "abort_all"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleUpdate:
+    """What a watcher sees of one running sample: every token so far, after each new batch of them.
+
+    ``token_ids``, ``logprobs`` and ``top_logprobs`` may be the backend's live buffers: read them
+    during the call, copy what you keep. ``segment`` is set on the sample's last update, when it
+    finished on its own (then no verdict can stop it any more).
+    """
+
+    prompt_index: int
+    sample_index: int
+    token_ids: Sequence[int]
+    logprobs: Sequence[float] | None
+    top_logprobs: Sequence[dict[int, float]] | None
+    new_tokens: int  # tokens added since this sample's previous update
+    segment: Segment | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.segment is not None
+
+
+Watcher = Callable[[SampleUpdate], WatchVerdict]
+
+
+@runtime_checkable
+class WatchingBackend(Backend, Protocol):
+    """A backend that lets its caller watch every running sample's tokens and logprobs and stop
+    it mid-generation: vLLM through its engine loop's per-request outputs, transformers inside
+    its decoding loop, the OpenAI backend by streaming and closing the connection.
+    """
+
+    def generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
+    ) -> list[list[Segment]]:
+        """What ``generate`` returns, calling ``watcher`` (in the caller's thread) as tokens arrive.
+
+        Verdict "abort" stops that sample, "abort_all" every sample of the call still running; an
+        aborted sample leaves the batch (its compute is freed) and its segment keeps the tokens
+        generated so far, with ``finish_reason="abort"``. An exception from ``watcher`` aborts
+        every sample and propagates.
+        """
+        ...

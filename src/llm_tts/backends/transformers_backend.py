@@ -19,7 +19,9 @@ from typing import Any
 
 from llm_tts.backends.base import (
     BackendCapabilities,
+    SampleUpdate,
     SamplingParams,
+    Watcher,
     check_request,
     check_token_ids,
 )
@@ -80,6 +82,13 @@ class TransformersBackend(TokenizerMixin):
 
     # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
+        return self.generate_watched(prompts, params, None)
+
+    def generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher | None
+    ) -> list[list[Segment]]:
+        """:class:`~llm_tts.backends.base.WatchingBackend`: the watcher runs after every decoding
+        step; an aborted row leaves the batch like a finished one."""
         if self.model is None:
             raise BackendUnavailableError("this TransformersBackend is closed; create a new one")
         check_request(prompts, params, self.capabilities, self.max_context_tokens)
@@ -95,7 +104,9 @@ class TransformersBackend(TokenizerMixin):
         out: list[list[Segment]] = []
         with self._lock:
             for i in range(0, len(prompts), chunk):
-                out.extend(self._generate_chunk(prompts[i : i + chunk], params, generator))
+                out.extend(
+                    self._generate_chunk(prompts[i : i + chunk], params, generator, _RowWatch(watcher, i, params.n))
+                )
         return out
 
     def close(self) -> None:
@@ -103,7 +114,7 @@ class TransformersBackend(TokenizerMixin):
 
     # -- decoding loop --------------------------------------------------------------------
     def _generate_chunk(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, generator: Any, watch: _RowWatch
     ) -> list[list[Segment]]:
         import torch
         from transformers import DynamicCache
@@ -159,6 +170,7 @@ class TransformersBackend(TokenizerMixin):
                     (top.indices.tolist(), top.values.tolist()) if top is not None else None,
                     torch.isin(token, eos).tolist(),
                 )
+                watch.after_step(loop, active, params)
                 keep = [j for j, r in enumerate(active) if not loop.done[r]]
                 if not keep:
                     break
@@ -232,16 +244,60 @@ class _RowState:
         self.finish[r] = reason
         self.stop_text[r] = stop_text
 
+    def abort(self, r: int) -> None:
+        """A watcher stopped row ``r``: it leaves the batch with the tokens it has."""
+        if not self.done[r]:
+            self._finish(r, "abort")
+
     def segments(self, tokenizer: ChatTokenizer, params: SamplingParams) -> list[Segment]:
         texts = tokenizer.hf.batch_decode(self.tokens, skip_special_tokens=True)
-        return [
-            Segment(
-                token_ids=tuple(self.tokens[r]),
-                text=texts[r],
-                logprobs=tuple(self.logprobs[r]) if params.logprobs else None,
-                top_logprobs=tuple(self.tops[r]) if params.top_logprobs else None,
-                finish_reason=self.finish[r] or "length",  # type: ignore[arg-type]
-                stop_text=self.stop_text[r],
-            )
-            for r in range(len(self.tokens))
-        ]
+        return [self.segment(r, texts[r], params) for r in range(len(self.tokens))]
+
+    def segment(self, r: int, text: str, params: SamplingParams) -> Segment:
+        return Segment(
+            token_ids=tuple(self.tokens[r]),
+            text=text,
+            logprobs=tuple(self.logprobs[r]) if params.logprobs else None,
+            top_logprobs=tuple(self.tops[r]) if params.top_logprobs else None,
+            finish_reason=self.finish[r] or "length",  # type: ignore[arg-type]
+            stop_text=self.stop_text[r],
+        )
+
+
+class _RowWatch:
+    """Hands each row's new token to the caller's watcher and applies its verdicts (no watcher:
+    nothing to do). Rows are numbered prompt-major within a chunk that starts at ``first_prompt``."""
+
+    def __init__(self, watcher: Watcher | None, first_prompt: int, n: int) -> None:
+        self.watcher = watcher
+        self.first_prompt = first_prompt
+        self.n = n
+
+    def after_step(self, rows: _RowState, active: list[int], params: SamplingParams) -> None:
+        if self.watcher is None:
+            return
+        try:
+            for r in active:
+                finished = rows.done[r]
+                segment = rows.segment(r, rows.tokenizer.decode(rows.tokens[r]), params) if finished else None
+                verdict = self.watcher(
+                    SampleUpdate(
+                        self.first_prompt + r // self.n,
+                        r % self.n,
+                        rows.tokens[r],
+                        rows.logprobs[r] if params.logprobs else None,
+                        rows.tops[r] if params.top_logprobs else None,
+                        1,
+                        segment,
+                    )
+                )
+                if verdict == "abort_all":
+                    for other in active:
+                        rows.abort(other)
+                    return
+                if verdict == "abort":
+                    rows.abort(r)
+        except BaseException:
+            for other in active:
+                rows.abort(other)
+            raise

@@ -22,13 +22,21 @@ picks the argmax even among tied logits.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_request, check_token_ids
+from llm_tts.backends.base import (
+    BackendCapabilities,
+    SampleUpdate,
+    SamplingParams,
+    Watcher,
+    check_request,
+    check_token_ids,
+)
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
 from llm_tts.backends.vllm_engine import (
@@ -52,6 +60,7 @@ from llm_tts.startup import startup_step
 from llm_tts.types import Segment
 
 log = logging.getLogger(__name__)
+_WATCH_POLL_S = 0.05  # how often a watched call looks for a failed request while no tokens arrive
 
 
 class VLLMBackend(TokenizerMixin):
@@ -156,6 +165,81 @@ class VLLMBackend(TokenizerMixin):
         vprompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         return self._loop.submit(vprompts, vparams, convert=lambda out: self._segments(out, params))
 
+    def generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
+    ) -> list[list[Segment]]:
+        """:class:`~llm_tts.backends.base.WatchingBackend`: one engine request per sample, each
+        streaming its new tokens every engine step; an aborted one is aborted in the engine, so
+        its batch slot is free at the next step (prefix caching keeps one prefill per prompt)."""
+        check_request(prompts, params, self.capabilities, self.max_context_tokens)
+        check_token_ids(prompts, self.vocab_size)
+        if self._loop is None:
+            raise BackendUnavailableError("this vLLM backend was closed; create a new one")
+        from vllm.inputs import TokensPrompt
+
+        if params.top_k == 1 and not params.greedy:
+            params = replace(params, temperature=0.0)  # as in submit
+        seed = self._seed(params.seed)
+        n = params.n
+        one = replace(params, n=1)
+        vprompts, vparams = [], []
+        for p in prompts:
+            room = self.max_context_tokens - len(p)
+            for j in range(n):
+                sample_seed = None if seed is None else seed + j  # n requests, not n clones
+                vprompts.append(TokensPrompt(prompt_token_ids=list(p)))
+                vparams.append(self._vllm_params(one, sample_seed, room, stream=True))
+        updates: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        futures = self._loop.submit(vprompts, vparams, updates=updates)
+        samples = [_StreamedSample(params) for _ in futures]
+        running = set(range(len(futures)))
+        try:
+            while running:
+                try:
+                    index, out = updates.get(timeout=_WATCH_POLL_S)
+                except queue.Empty:
+                    for i in running:
+                        if futures[i].done():
+                            futures[i].result()  # the engine refused or failed this request: raise it
+                    continue
+                if index not in running:
+                    continue  # an output that was on its way when the sample was aborted
+                sample = samples[index]
+                completion = out.outputs[0]
+                added = sample.add(completion)
+                if out.finished:
+                    running.discard(index)
+                    sample.segment = _segment_of(sample, completion, self.tokenizer.decode(sample.token_ids))
+                verdict = watcher(
+                    SampleUpdate(
+                        index // n,
+                        index % n,
+                        sample.token_ids,
+                        sample.logprobs if params.logprobs else None,
+                        sample.tops if params.top_logprobs else None,
+                        added,
+                        sample.segment,
+                    )
+                )
+                stop = list(running) if verdict == "abort_all" else [index] if verdict == "abort" else []
+                for i in stop:
+                    if i in running:
+                        running.discard(i)
+                        futures[i].cancel()  # aborts the request in the engine
+                        samples[i].segment = samples[i].aborted(self.tokenizer.decode(samples[i].token_ids))
+        except BaseException:
+            for i in running:
+                futures[i].cancel()
+            raise
+        segments = [s.segment for s in samples]
+        if params.greedy and n > 1:
+            segments = [segments[i - i % n] for i in range(len(segments))]  # greedy: n copies of the first
+        return [list(segments[i * n : (i + 1) * n]) for i in range(len(prompts))]  # type: ignore[misc]
+
+    def running_requests(self) -> int:
+        """Requests this backend has in its engine now (0 when closed)."""
+        return 0 if self._loop is None else self._loop.running_requests
+
     def close(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is not None:
@@ -193,7 +277,7 @@ class VLLMBackend(TokenizerMixin):
             )
         return None
 
-    def _vllm_params(self, params: SamplingParams, seed: int | None, room: int) -> Any:
+    def _vllm_params(self, params: SamplingParams, seed: int | None, room: int, stream: bool = False) -> Any:
         from vllm import SamplingParams as VSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -210,7 +294,7 @@ class VLLMBackend(TokenizerMixin):
             skip_special_tokens=True,
             seed=seed,
             logprobs=params.top_logprobs if want_logprobs else None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
     def _segments(self, out: Any, params: SamplingParams) -> list[Segment]:
@@ -224,14 +308,72 @@ def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
     token_ids = tuple(c.token_ids)
     logprobs = tops = None
     if c.logprobs is not None and (params.logprobs or params.top_logprobs):
-        # Each position maps token id -> Logprob(rank): the sampled token plus the top-k by rank.
-        logprobs = tuple(pos[t].logprob for t, pos in zip(token_ids, c.logprobs)) if params.logprobs else None
-        if params.top_logprobs:
-            k = params.top_logprobs
-            tops = tuple(
-                {tid: lp.logprob for tid, lp in pos.items() if lp.rank is not None and lp.rank <= k}
-                for pos in c.logprobs
-            )
+        logprobs, tops = _position_logprobs(token_ids, c.logprobs, params)
+    reason, stop_text = _finish_of(c)
+    return Segment(
+        token_ids=token_ids,
+        text=text,
+        logprobs=tuple(logprobs) if logprobs is not None else None,
+        top_logprobs=tuple(tops) if tops is not None else None,
+        finish_reason=reason,  # type: ignore[arg-type]
+        stop_text=stop_text,
+    )
+
+
+def _position_logprobs(
+    token_ids: Sequence[int], positions: Sequence[Any], params: SamplingParams
+) -> tuple[list[float] | None, list[dict[int, float]] | None]:
+    """Each position maps token id -> Logprob(rank): the sampled token plus the top-k by rank."""
+    logprobs = [pos[t].logprob for t, pos in zip(token_ids, positions)] if params.logprobs else None
+    tops = None
+    if params.top_logprobs:
+        k = params.top_logprobs
+        tops = [
+            {tid: lp.logprob for tid, lp in pos.items() if lp.rank is not None and lp.rank <= k} for pos in positions
+        ]
+    return logprobs, tops
+
+
+class _StreamedSample:
+    """One watched sample's tokens so far, grown from the engine's per-step deltas."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.tops: list[dict[int, float]] = []
+        self.segment: Segment | None = None
+
+    def add(self, delta: Any) -> int:
+        ids = list(delta.token_ids)
+        self.token_ids += ids
+        if delta.logprobs is not None:
+            lps, tops = _position_logprobs(ids, delta.logprobs, self.params)
+            self.logprobs += lps or []
+            self.tops += tops or []
+        return len(ids)
+
+    def segment_with(self, text: str, reason: str, stop_text: str | None) -> Segment:
+        has_lp = self.params.logprobs and len(self.logprobs) == len(self.token_ids)
+        has_top = self.params.top_logprobs and len(self.tops) == len(self.token_ids)
+        return Segment(
+            token_ids=tuple(self.token_ids),
+            text=text,
+            logprobs=tuple(self.logprobs) if has_lp else None,
+            top_logprobs=tuple(self.tops) if has_top else None,
+            finish_reason=reason,  # type: ignore[arg-type]
+            stop_text=stop_text,
+        )
+
+    def aborted(self, text: str) -> Segment:
+        return self.segment_with(text, "abort", None)
+
+
+def _segment_of(sample: _StreamedSample, last: Any, text: str) -> Segment:
+    return sample.segment_with(text, *_finish_of(last))
+
+
+def _finish_of(c: Any) -> tuple[str, str | None]:
     if c.finish_reason == "length":
         reason, stop_text = "length", None
     elif c.finish_reason == "stop" and isinstance(c.stop_reason, str):
@@ -240,14 +382,7 @@ def _segment(c: Any, text: str, params: SamplingParams) -> Segment:
         reason, stop_text = "eos", None  # an eos / stop token id, kept in token_ids
     else:
         raise BackendUnavailableError(f"the vLLM engine ended a request with finish_reason={c.finish_reason!r}")
-    return Segment(
-        token_ids=token_ids,
-        text=text,
-        logprobs=logprobs,
-        top_logprobs=tops,
-        finish_reason=reason,  # type: ignore[arg-type]
-        stop_text=stop_text,
-    )
+    return reason, stop_text
 
 
 def _request_error(e: Exception, limit: int, vocab_size: int) -> LLMTTSError:

@@ -35,10 +35,13 @@ class RequestFuture(Future):
     """One engine request's output, through ``convert`` on the first ``result()``;
     ``cancel()`` also aborts the request in the engine."""
 
-    def __init__(self, loop: EngineLoop, request_id: str, convert: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self, loop: EngineLoop, request_id: str, convert: Callable[[Any], Any] | None = None, index: int = 0
+    ) -> None:
         super().__init__()
         self._loop = loop
         self.request_id = request_id
+        self.index = index  # position in its caller's batch (what an updates queue reports)
         self._convert = convert
         self._converted: Any = _UNCONVERTED
 
@@ -65,6 +68,7 @@ class _Job:
     params: Sequence[Any]
     futures: list[RequestFuture]
     pending: int = 0
+    updates: queue.SimpleQueue[tuple[int, Any]] | None = None  # every output, finished or not, as (index, output)
 
 
 @dataclass(frozen=True)
@@ -96,22 +100,33 @@ class EngineLoop:
         self._thread.start()
 
     def submit(
-        self, prompts: Sequence[Any], params: Sequence[Any], convert: Callable[[Any], Any] | None = None
+        self,
+        prompts: Sequence[Any],
+        params: Sequence[Any],
+        convert: Callable[[Any], Any] | None = None,
+        updates: queue.SimpleQueue[tuple[int, Any]] | None = None,
     ) -> list[RequestFuture]:
         """Queue one request per prompt; each future gives its request's output, through
-        ``convert`` when one is given."""
+        ``convert`` when one is given. With ``updates``, every output the engine gives for these
+        requests (each step's, for requests whose output kind streams) is also put there as
+        ``(index of the prompt, output)``, so a caller can watch them run and cancel them."""
         if self._dead is not None:
             raise EngineDeadError(
                 f"the vLLM engine failed earlier and cannot be used: {self._dead}; create a new backend"
             )
         if self._stopped:
             raise EngineDeadError("the vLLM engine was closed")
-        futures = [RequestFuture(self, f"r{next(self._ids)}", convert) for _ in prompts]
-        self._queue.put(_Job(prompts, params, futures))
+        futures = [RequestFuture(self, f"r{next(self._ids)}", convert, i) for i in range(len(prompts))]
+        self._queue.put(_Job(prompts, params, futures, updates=updates))
         return futures
 
     def run(self, prompts: Sequence[Any], params: Sequence[Any]) -> list[Any]:
         return [f.result() for f in self.submit(prompts, params)]
+
+    @property
+    def running_requests(self) -> int:
+        """Requests of this loop's callers now in the engine (an aborted one leaves at once)."""
+        return len(self._owner)
 
     def close(self) -> None:
         self._stopped = True
@@ -183,12 +198,15 @@ class EngineLoop:
             )
             return
         for out in outputs:
-            if not getattr(out, "finished", False):
-                continue
-            owner = self._owner.pop(out.request_id, None)
+            owner = self._owner.get(out.request_id)
             if owner is None:
                 continue
             job, future = owner
+            if job.updates is not None:
+                job.updates.put((future.index, out))
+            if not getattr(out, "finished", False):
+                continue
+            del self._owner[out.request_id]
             self._settle(job)
             _resolve(future, result=out)
 
