@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from llm_tts.backends.base import BackendCapabilities, SamplingParams
+from llm_tts.backends.base import BackendCapabilities, SampleUpdate, SamplingParams, Watcher
 from llm_tts.config import TTSConfig
 from llm_tts.events import ProgressEvent
 from llm_tts.messages import ChatMessage
@@ -65,6 +65,7 @@ class FakeScriptedBackend:
         self.max_context_tokens = max_context_tokens
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self.calls: list[Call] = []
+        self.watched: list[tuple[int, int, int]] = []  # generate_watched: (prompt, sample, tokens) per update
 
     # -- Backend protocol -------------------------------------------------------------------
     def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -84,6 +85,58 @@ class FakeScriptedBackend:
 
     def close(self) -> None:
         pass
+
+    # -- watching (issue 16): every sample streams one token per round, in order -------------
+    def generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
+    ) -> list[list[Segment]]:
+        """Like a real engine step by step: in round t every running sample gets its t-th token
+        (prompt-major order), so shorter samples finish first; verdicts abort samples (kept with
+        the tokens they had, finish_reason "abort"). ``watched`` records (prompt, sample, tokens)."""
+        rows = self.generate(prompts, params)
+        have = {(i, j): 0 for i, row in enumerate(rows) for j in range(len(row))}
+        running = set(have)
+        aborted: set[tuple[int, int]] = set()
+        while running:
+            for i, j in sorted(running):
+                if (i, j) not in running:
+                    continue  # aborted earlier in this round
+                seg = rows[i][j]
+                have[i, j] = min(len(seg), have[i, j] + 1)
+                t = have[i, j]
+                done = t == len(seg)
+                if done:
+                    running.discard((i, j))
+                self.watched.append((i, j, t))
+                verdict = watcher(
+                    SampleUpdate(
+                        i,
+                        j,
+                        seg.token_ids[:t],
+                        None if seg.logprobs is None else seg.logprobs[:t],
+                        None if seg.top_logprobs is None else seg.top_logprobs[:t],
+                        1 if len(seg) else 0,
+                        seg if done else None,
+                    )
+                )
+                stop = set(running) if verdict == "abort_all" else {(i, j)} & running if verdict == "abort" else set()
+                running -= stop
+                aborted |= stop
+        return [
+            [self._aborted(seg, have[i, j]) if (i, j) in aborted else seg for j, seg in enumerate(row)]
+            for i, row in enumerate(rows)
+        ]
+
+    def _aborted(self, seg: Segment, t: int) -> Segment:
+        return replace(
+            seg,
+            token_ids=seg.token_ids[:t],
+            text=self.decode(seg.token_ids[:t]),
+            logprobs=None if seg.logprobs is None else seg.logprobs[:t],
+            top_logprobs=None if seg.top_logprobs is None else seg.top_logprobs[:t],
+            finish_reason="abort",
+            stop_text=None,
+        )
 
     # -- the script -------------------------------------------------------------------------
     def _outputs(self, prefix: str, n: int) -> list[Out]:

@@ -33,7 +33,7 @@ class TTSConfig(BaseModel):
 
     tts_strategy: str = Field(
         "self_consistency",
-        description="self_consistency, offline_bon, online_bon, beam_search, dvts or particle_filtering",
+        description="self_consistency, offline_bon, online_bon, beam_search, dvts, particle_filtering or deepconf",
     )
     tts_scorer: str | None = Field(
         None,
@@ -99,3 +99,44 @@ class TTSConfig(BaseModel):
     def merged(self, **overrides: Any) -> TTSConfig:
         """A copy with per-call overrides applied and validated."""
         return TTSConfig.create(**{**self.model_dump(exclude_unset=True), **overrides})
+
+    # -- adaptive compute (issue 16): early stopping, budgets, anytime answers ---------------------
+    tts_stop_confidence: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="self_consistency, offline_bon (weighted): sample paths as a stream and stop once the posterior "
+        "probability that the leading answer stays ahead of the runner-up reaches this (e.g. 0.95; off by default). "
+        "Model: a uniform Dirichlet prior over answers, so the leader's share of the two-way contest is "
+        "Beta(leader votes + 1, runner-up votes + 1); paths still running are aborted",
+    )
+    tts_token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="hard cap on all completion tokens one run may generate (every strategy): running samples are "
+        "aborted when it is reached and the search ends with the best answer so far (never over by more than one "
+        "step's tokens)",
+    )
+    tts_anytime: bool = Field(
+        False,
+        description="a deadline (ChatTTS timeout, the service's tts_deadline) returns the best answer found so far "
+        "instead of an error",
+    )
+    tts_deepconf_mode: Literal["online", "offline"] = Field(
+        "online",
+        description="deepconf: 'online' (warm-up traces set a confidence bar; later traces stop when their group "
+        "confidence falls below it) or 'offline' (all num_paths traces, the least confident filtered out)",
+    )
+    tts_deepconf_warmup: int = Field(
+        4, ge=1, le=MAX_PATHS, description="deepconf online: warm-up traces that set the bar (paper: 16 of 512)"
+    )
+    tts_deepconf_percentile: float = Field(
+        10.0,
+        ge=0.0,
+        le=100.0,
+        description="deepconf: the bar is this percentile of the traces' lowest group confidences; 10 keeps about "
+        "90% (the paper's DeepConf-high), 90 keeps about 10% (DeepConf-low)",
+    )
+    tts_confidence_window: int = Field(
+        16, ge=1, le=MAX_TOKENS, description="deepconf: tokens per sliding group (paper: 2048 for 10k-token traces)"
+    )

@@ -19,13 +19,14 @@ import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.backends.base import Backend, check_prompts_fit
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
-from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
+from llm_tts.errors import CapabilityError, DeadlineExceededError, InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
+from llm_tts.strategies.base import SearchStopped
 from llm_tts.types import Trajectory
 
 
@@ -88,7 +89,7 @@ class TTSEngine:
             control,
         )
         with metered() as api:
-            outcome = plan.spec.run(ctx)
+            outcome = _run_anytime(plan, ctx)
         prompt_tokens = len(plan.prompt_ids)
         if self.backend.capabilities.chat_only and api.requests:
             # A chat-only API renders the prompt itself: its own count is the real one.
@@ -161,6 +162,7 @@ class TTSEngine:
                     finish_reason=b.finish_reason,
                     truncated_steps=b.truncated_steps,
                     resampled=b.resampled if plan.spec.name == "particle_filtering" else None,
+                    stopped_early=b.aborted,
                 )
                 for b in outcome.candidates
             ],
@@ -168,7 +170,26 @@ class TTSEngine:
             timings=TimingInfo(generation_s=ctx.generation_s, scoring_s=ctx.scoring_s, total_s=total_s),
             backend=self.backend.name,
             model=self.backend.model_name,
+            stopped_by=ctx.stopped_by or "complete",
         )
+
+
+def _run_anytime(plan: RunPlan, ctx: StrategyContext) -> StrategyOutcome:
+    """Run the strategy; a spent token budget, or a deadline under ``tts_anytime``, ends it with the
+    best answer among the candidates made so far (issue 16)."""
+    try:
+        return plan.spec.run(ctx)
+    except SearchStopped:
+        outcome = ctx.anytime_outcome()
+        if outcome is None:  # pragma: no cover - a budget >= 1 is spent only after a call
+            raise
+        return outcome
+    except DeadlineExceededError:
+        outcome = ctx.anytime_outcome() if plan.config.tts_anytime else None
+        if outcome is None:
+            raise  # no tts_anytime, or nothing generated yet: the deadline error stands
+        ctx.stop("deadline", "deadline reached: answering with the best so far")
+        return outcome
 
 
 @dataclass(frozen=True)

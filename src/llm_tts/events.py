@@ -27,6 +27,7 @@ class ProgressEvent:
     finished: int  # candidates set aside as finished
     best_score: float | None  # best aggregated score so far (higher is better)
     message: str = ""  # a short human-readable line
+    stopped_by: str | None = None  # set on the event that ends a run early (TTSMetadata.stopped_by's values)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

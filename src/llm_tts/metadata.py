@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# Why a run ended (adaptive compute, issue 16); see TTSMetadata.stopped_by.
+StoppedBy = Literal["complete", "consensus", "confidence", "budget", "deadline", "max_steps"]
+
 
 class CandidateInfo(BaseModel):
     """One candidate the strategy considered (a path, a trajectory or a final beam)."""
@@ -28,6 +31,12 @@ class CandidateInfo(BaseModel):
         None,
         description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
         "(0: dropped at its first resampling); None for other strategies",
+    )
+    # -- adaptive compute (issue 16) --
+    stopped_early: bool = Field(
+        default=False,
+        description="generation was aborted mid-way (a stopping rule, deepconf's confidence bar, the token budget "
+        "or the deadline); its tokens so far are counted in usage",
     )
 
 
@@ -68,3 +77,10 @@ class TTSMetadata(BaseModel):
     timings: TimingInfo = Field(default_factory=TimingInfo)
     backend: str = Field(description="backend that generated (transformers, vllm, openai)")
     model: str = Field(description="model that generated")
+    # -- adaptive compute (issue 16) --
+    stopped_by: StoppedBy = Field(
+        default="complete",
+        description="why the run ended: complete (ran its full size), consensus (the vote could no longer change, or "
+        "deepconf's vote share reached its bar), confidence (tts_stop_confidence was reached), budget "
+        "(tts_token_budget), deadline (tts_anytime under a deadline), max_steps (tts_max_steps with answers unfinished)",
+    )

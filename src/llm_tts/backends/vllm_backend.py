@@ -231,10 +231,10 @@ class VLLMBackend(TokenizerMixin):
             for i in running:
                 futures[i].cancel()
             raise
-        segments = [s.segment for s in samples]
+        segments = [s.segment for s in samples if s.segment is not None]  # every sample ended or was aborted
         if params.greedy and n > 1:
             segments = [segments[i - i % n] for i in range(len(segments))]  # greedy: n copies of the first
-        return [list(segments[i * n : (i + 1) * n]) for i in range(len(prompts))]  # type: ignore[misc]
+        return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def running_requests(self) -> int:
         """Requests this backend has in its engine now (0 when closed)."""

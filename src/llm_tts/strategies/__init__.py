@@ -6,6 +6,7 @@ with :func:`register_strategy` (see :mod:`llm_tts.strategies.base`).
 
 from llm_tts.strategies import (  # noqa: F401  (register)
     beam_search,
+    deepconf,
     dvts,
     offline_bon,
     online_bon,

@@ -17,10 +17,19 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
-from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
+from llm_tts.backends.base import (
+    Backend,
+    SampleUpdate,
+    SamplingParams,
+    SubmittingBackend,
+    Watcher,
+    WatchingBackend,
+    WatchVerdict,
+)
 from llm_tts.config import TTSConfig
 from llm_tts.errors import UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
+from llm_tts.metadata import StoppedBy
 from llm_tts.progress import RunControl
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
@@ -61,6 +70,16 @@ class Beam:
     def num_tokens(self) -> int:
         return self.trajectory.num_completion_tokens
 
+    @property
+    def aborted(self) -> bool:
+        """Its last segment was stopped mid-generation (a stopping rule, the budget, the deadline)."""
+        return self.trajectory.finish_reason == "abort"
+
+
+class SearchStopped(Exception):
+    """Raised inside a run when it must end now (the token budget is spent): the engine returns the
+    best answer among the candidates seen so far (:meth:`StrategyContext.anytime_outcome`)."""
+
 
 @dataclass
 class StrategyOutcome:
@@ -97,18 +116,38 @@ class StrategyContext:
         self.generate_calls = 0
         # Decided once: a backend that can submit lets a running call be stopped (see generate).
         self._submit = backend.submit if isinstance(backend, SubmittingBackend) else None
+        # -- adaptive compute (issue 16) --
+        self.stopped_by: StoppedBy | None = None  # set when a rule, the budget or the deadline ends the run early
+        self._watch = backend.generate_watched if isinstance(backend, WatchingBackend) else None
+        self._seen: list[Beam] = []  # every candidate made, for an anytime answer
+        self._parents: set[int] = set()  # ids of candidates that were extended (not leaves)
 
     # -- generation -----------------------------------------------------------------------
     def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, max_tokens: int, stop: Sequence[str]
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        max_tokens: int,
+        stop: Sequence[str],
+        *,
+        watcher: Watcher | None = None,
+        top_logprobs: int | None = None,
     ) -> list[list[Segment]]:
         """One backend call. Seeds differ per call (seed + call index) so steps are not clones.
 
         On a backend that can submit (vLLM), cancellation and the deadline also stop the call
-        while it runs: its requests are aborted in the engine, not left to finish.
+        while it runs: its requests are aborted in the engine, not left to finish. With a
+        ``watcher``, ``tts_token_budget`` or ``tts_anytime``, the call is watched token by token
+        (:class:`~llm_tts.backends.base.WatchingBackend`; a backend that cannot be watched shows
+        the watcher each sample once it is done): the budget and the deadline abort it as they
+        are reached, and ``watcher`` may abort samples. ``top_logprobs`` overrides the scorer's.
+        A run whose budget is spent raises :class:`SearchStopped` at its next call.
         """
         self.control.check()
         c = self.config
+        if c.tts_token_budget is not None and self.completion_tokens >= c.tts_token_budget:
+            self.stop("budget", f"token budget {c.tts_token_budget} spent")
+            raise SearchStopped("budget")
         params = SamplingParams(
             n=n,
             temperature=c.temperature,
@@ -117,11 +156,17 @@ class StrategyContext:
             stop=tuple(stop),
             seed=None if c.seed is None else c.seed + self.generate_calls,
             logprobs=self.backend.capabilities.logprobs,
-            top_logprobs=self.scorer.top_logprobs_needed if self.scorer else 0,
+            top_logprobs=top_logprobs
+            if top_logprobs is not None
+            else self.scorer.top_logprobs_needed
+            if self.scorer
+            else 0,
         )
         start = time.perf_counter()
         try:
-            if self._submit is not None:
+            if watcher is not None or c.tts_token_budget is not None or c.tts_anytime:
+                out = self._generate_watched(prompts, params, watcher)
+            elif self._submit is not None:
                 out = self._await(self._submit(prompts, params))
             else:
                 out = self.backend.generate(prompts, params)
@@ -129,6 +174,32 @@ class StrategyContext:
             self.generation_s += time.perf_counter() - start
         self.generate_calls += 1
         self.completion_tokens += sum(len(s) for row in out for s in row)
+        return out
+
+    def _generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher | None
+    ) -> list[list[Segment]]:
+        """One call watched by the run itself (cancellation, deadline, budget) and by ``watcher``."""
+        budget, spent = self.config.tts_token_budget, self.completion_tokens
+
+        def watch(update: SampleUpdate) -> WatchVerdict:
+            nonlocal spent
+            spent += update.new_tokens
+            if self.control.past_deadline() and self.config.tts_anytime and not self.control.cancelled.is_set():
+                self.stop("deadline", "deadline reached: answering with the best so far")
+                return "abort_all"
+            self.control.check()  # cancelled, or past the deadline without tts_anytime: raise
+            if budget is not None and spent >= budget:
+                self.stop("budget", f"token budget {budget} reached: running samples aborted")
+                return "abort_all"
+            return watcher(update) if watcher is not None else "continue"
+
+        if self._watch is not None:
+            return self._watch(prompts, params, watch)
+        out = self.backend.generate(prompts, params)  # cannot be watched: show each sample once it is done
+        for i, row in enumerate(out):
+            for j, seg in enumerate(row):
+                watch(SampleUpdate(i, j, seg.token_ids, seg.logprobs, seg.top_logprobs, len(seg), seg))
         return out
 
     def _await(self, futures: Sequence[Future[list[Segment]]]) -> list[list[Segment]]:
@@ -143,19 +214,25 @@ class StrategyContext:
                 f.cancel()
             raise
 
-    def sample_full(self, n: int) -> list[Beam]:
-        """``n`` whole trajectories from ONE backend call, split into steps at the delimiter."""
+    def sample_full(self, n: int, *, watcher: Watcher | None = None, top_logprobs: int | None = None) -> list[Beam]:
+        """``n`` whole trajectories from ONE backend call, split into steps at the delimiter
+        (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
         c = self.config
-        (row,) = self.generate([self.prompt_ids], n, c.max_tokens, c.stop or ())
-        return [
-            Beam(
-                Trajectory(self.prompt_ids, (seg,)),
-                self.split(seg),
-                finished=True,
-                finish_reason="length" if seg.finish_reason == "length" else "stop",
-            )
-            for seg in row
-        ]
+        (row,) = self.generate(
+            [self.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
+        )
+        beams = [self.full_beam(seg) for seg in row]
+        self._seen += beams
+        return beams
+
+    def full_beam(self, seg: Segment) -> Beam:
+        """A whole trajectory made of one sampled segment (an aborted one ended by a limit)."""
+        return Beam(
+            Trajectory(self.prompt_ids, (seg,)),
+            self.split(seg),
+            finished=True,
+            finish_reason="length" if seg.finish_reason in ("length", "abort") else "stop",
+        )
 
     @property
     def step_stops(self) -> tuple[str, ...]:
@@ -176,6 +253,8 @@ class StrategyContext:
         for beam, budget, row in zip(beams, left, rows):
             for seg in row:
                 children.append(self._child(beam, _cut(seg, budget, self.backend)))
+            self._parents.add(id(beam))
+        self._seen += children
         return children
 
     def _child(self, beam: Beam, seg: Segment) -> Beam:
@@ -194,7 +273,7 @@ class StrategyContext:
         )
         if seg.finish_reason == "eos" or user_stop or has_final_answer(seg.text):
             child.finished, child.finish_reason = True, "stop"
-        elif out_of_room:
+        elif out_of_room or seg.finish_reason == "abort":
             child.finished, child.finish_reason = True, "length"
         elif seg.finish_reason == "length":  # hit tts_step_max_tokens: continue, but mark it
             child.truncated_steps += 1
@@ -222,7 +301,47 @@ class StrategyContext:
         """Emit a progress event, then honour cancellation and the deadline."""
         if self._progress is not None:
             self._progress(ProgressEvent(self.name, step, live, finished, best, message))
+        if live and step >= self.config.tts_max_steps and self.stopped_by is None:
+            self.stopped_by = "max_steps"  # the search's last step left candidates unfinished
         self.control.check()
+
+    # -- adaptive compute (issue 16) --------------------------------------------------------
+    def stop(self, reason: StoppedBy, message: str) -> None:
+        """Record why the run ends early (the first reason stands) and report it at once."""
+        if self.stopped_by is not None and self.stopped_by != "max_steps":
+            return
+        self.stopped_by = reason
+        if self._progress is not None:
+            finished = sum(b.finished for b in self._seen)
+            live = sum(not b.finished for b in self._seen if id(b) not in self._parents)
+            self._progress(ProgressEvent(self.name, 0, live, finished, None, message, stopped_by=reason))
+
+    def anytime_outcome(self) -> StrategyOutcome | None:
+        """The best answer among the candidates made so far (None: nothing was generated yet).
+
+        Leaves (candidates never extended) compete: those with an answer that ran to their end,
+        else all of them, unfinished ones marked "length". Without a scorer the vote decides (as
+        in self_consistency), with one ``tts_selection`` over their scores.
+        """
+        leaves = [b for b in self._seen if id(b) not in self._parents]
+        if not leaves:
+            return None
+        for b in leaves:
+            if not b.finished:
+                b.finished, b.finish_reason = True, "length"
+            b.status = "kept"
+        pool = [b for b in leaves if b.answer is not None and not b.aborted] or leaves
+        rest = [b for b in leaves if b not in pool]
+        for b in rest:
+            b.status = "pruned"
+        if self.scorer is None:
+            result = vote([b.answer for b in pool], [mean_logprob(b) for b in pool])
+            chosen: Beam = pool[result.selected]
+            chosen.status = "selected"
+            return StrategyOutcome([*pool, *rest], chosen, result)
+        self.score(pool)
+        chosen, picked = select_finished(pool, self.config.tts_selection)
+        return StrategyOutcome([*pool, *rest], chosen, picked)
 
 
 def _split(seg: Segment, backend: Backend, delimiter: str) -> list[Step]:
@@ -284,6 +403,12 @@ def select_finished(beams: Sequence[Beam], selection: Literal["best", "weighted"
     chosen = beams[index]
     chosen.status = "selected"
     return chosen, result
+
+
+def mean_logprob(beam: Beam) -> float | None:
+    """Mean token log-probability of a beam's model tokens (free: the backend returned them)."""
+    lps = [lp for seg in beam.trajectory.segments if seg.is_model and seg.logprobs for lp in seg.logprobs]
+    return sum(lps) / len(lps) if lps else None
 
 
 def best_score(beams: Sequence[Beam]) -> float | None:

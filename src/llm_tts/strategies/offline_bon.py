@@ -7,18 +7,31 @@ scorer call, and step scores are aggregated with ``tts_score_aggregation`` over 
 scores are summed per equivalent answer (:func:`llm_tts.answers.vote` with ``weighted=True``)
 and the best trajectory of the heaviest answer is returned; ``"best"`` returns the highest
 aggregated score (first on a tie), which loses to the vote when the scorer is weak (issue 17).
+
+With ``tts_stop_confidence`` the trajectories are sampled in waves and sampling stops once the
+weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are "pruned".
 """
 
 from __future__ import annotations
 
 from llm_tts.config import MAX_PATHS
 from llm_tts.strategies.base import StrategyContext, StrategyOutcome, best_score, register_strategy, select_finished
+from llm_tts.strategies.stopping import sample_until_settled
 
 
 @register_strategy("offline_bon", size_field="tts_num_trajectories", size_cap=MAX_PATHS)
 def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
-    trajectories = ctx.sample_full(ctx.config.tts_num_trajectories)
+    c = ctx.config
+    if c.tts_stop_confidence is None:
+        trajectories = ctx.sample_full(c.tts_num_trajectories)
+    else:
+        trajectories = sample_until_settled(ctx, c.tts_num_trajectories, c.tts_stop_confidence, weighted=True)
+    voters = [t for t in trajectories if not t.aborted]
+    aborted = [t for t in trajectories if t.aborted]
+    for t in aborted:
+        t.status = "pruned"
+    trajectories = voters or aborted  # aborted ones are chosen from only when none finished
     ctx.score(trajectories)
-    chosen, result = select_finished(trajectories, ctx.config.tts_selection)
+    chosen, result = select_finished(trajectories, c.tts_selection)
     ctx.report(1, 0, len(trajectories), best_score(trajectories), f"scored {len(trajectories)} trajectories")
-    return StrategyOutcome(trajectories, chosen, result)
+    return StrategyOutcome(trajectories + (aborted if voters else []), chosen, result)

@@ -7,27 +7,35 @@ aggregated score when one is given (e.g. ``tts_scorer="entropy"``); with the def
 ``majority_vote`` it is the path's mean token log-probability (free: the backend returned it),
 used only to break ties and pick the path returned within the winning group (it is not
 reported as a score, since no scorer ran).
+
+With ``tts_stop_confidence`` the paths are sampled as a stream and sampling stops once the vote
+is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned" and do not vote.
 """
 
 from __future__ import annotations
 
 from llm_tts.answers import vote
 from llm_tts.config import MAX_PATHS
-from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, register_strategy
+from llm_tts.strategies.base import StrategyContext, StrategyOutcome, mean_logprob, register_strategy
+from llm_tts.strategies.stopping import sample_until_settled
 
 
 @register_strategy("self_consistency", size_field="num_paths", size_cap=MAX_PATHS, needs_scorer=False)
 def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
-    paths = ctx.sample_full(ctx.config.num_paths)
+    threshold = ctx.config.tts_stop_confidence
+    if threshold is None:
+        paths = ctx.sample_full(ctx.config.num_paths)
+    else:
+        paths = sample_until_settled(ctx, ctx.config.num_paths, threshold, weighted=False)
+    voters = [p for p in paths if not p.aborted]
+    aborted = [p for p in paths if p.aborted]
+    for p in aborted:
+        p.status = "pruned"
+    paths = voters or aborted  # aborted paths vote only when none finished
     ctx.score(paths)
-    tie_break = [p.score if ctx.scorer else _mean_logprob(p) for p in paths]
+    tie_break = [p.score if ctx.scorer else mean_logprob(p) for p in paths]
     result = vote([p.answer for p in paths], tie_break)
     chosen = paths[result.selected]
     chosen.status = "selected"
     ctx.report(1, 0, len(paths), chosen.score, f"{len(result.distribution)} distinct answers")
-    return StrategyOutcome(paths, chosen, result)
-
-
-def _mean_logprob(beam: Beam) -> float | None:
-    lp = beam.trajectory.segments[0].logprobs
-    return sum(lp) / len(lp) if lp else None
+    return StrategyOutcome(paths + (aborted if voters else []), chosen, result)
