@@ -46,6 +46,7 @@ from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_MODEL_NAME
 
 TTS_FIELDS: tuple[str, ...] = tuple(TTSConfig.model_fields)
+ANYTIME_MARGIN_S = 2.0  # HTTP + tts_anytime: the server's deadline comes this much before the read timeout
 API_KEY_ENV = "LLM_TTS_API_KEY"
 
 # The TTS fields, copied from TTSConfig (types, defaults, limits, descriptions) into a mixin.
@@ -189,6 +190,8 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         payload.update(config.model_dump(mode="json", exclude_unset=True))
         if self.timeout is not None:
             payload["tts_deadline"] = self.timeout  # the server stops the search too, not just this client
+            if config.tts_anytime:  # leave time for the best-so-far answer to arrive within the read timeout
+                payload["tts_deadline"] = self.timeout - min(ANYTIME_MARGIN_S, self.timeout * 0.2)
         payload["stream"] = stream
         return payload
 

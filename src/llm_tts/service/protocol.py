@@ -75,7 +75,10 @@ class ChatCompletionRequest(TTSConfig):
         None, description="auto, or the backend this server runs (GET /health); a different provider is an error"
     )
     tts_deadline: float | None = Field(
-        None, gt=0, description="seconds this request may run (408 after); capped by the server's deadline"
+        None,
+        gt=0,
+        description="seconds this request may run (408 after, or the best answer so far with tts_anytime); "
+        "capped by the server's deadline",
     )
 
     def to_messages(self) -> list[ChatMessage]:

@@ -51,6 +51,9 @@ log = logging.getLogger("llm_tts.service")
 # The engine checks its own deadline between steps and raises a precise error; the event loop
 # gives it this long beyond the deadline before answering 408 itself.
 DEADLINE_GRACE_S = 0.5
+# tts_anytime: the run answers with its best so far once the deadline passes; choosing it (a vote,
+# scoring the last candidates) takes a moment more than raising the deadline error.
+ANYTIME_GRACE_S = 5.0
 
 ClientGone = Callable[[], Awaitable[None]]  # returns when the client has closed the connection
 
@@ -92,7 +95,9 @@ class ServingChat:
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
         run = await self._start(request.to_messages(), config, RunControl.with_timeout(deadline_s))
-        watch = _RunWatch(run, client_gone or _never, deadline_s)
+        watch = _RunWatch(
+            run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if config.tts_anytime else DEADLINE_GRACE_S
+        )
         completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
         if request.stream:
             return ChatCompletionStream(watch, ChunkWriter(completion_id, created, model))
@@ -201,12 +206,14 @@ class _Interrupt(enum.Enum):
 class _RunWatch:
     """Waits on a run's next event, the client leaving and the deadline (plus grace) at once."""
 
-    def __init__(self, run: RunStream, client_gone: ClientGone, deadline_s: float) -> None:
+    def __init__(
+        self, run: RunStream, client_gone: ClientGone, deadline_s: float, grace_s: float = DEADLINE_GRACE_S
+    ) -> None:
         self.run = run
         self._client_gone = client_gone
         self._deadline_s = deadline_s
         self._gone: asyncio.Future[None] | None = None
-        self._end = time.monotonic() + deadline_s + DEADLINE_GRACE_S
+        self._end = time.monotonic() + deadline_s + grace_s
 
     async def next(self, wait_s: float) -> RunEvent | _Interrupt:
         """The run's next event (its error raises here); QUIET if none within ``wait_s``;
