@@ -60,9 +60,17 @@ class Recorder:
         return rows
 
 
-def coin(a: int, b: int) -> float:
-    """P(Beta(a+1, b+1) > 1/2) by hand: at most a heads in a+b+1 fair tosses."""
-    return sum(math.comb(a + b + 1, k) for k in range(a + 1)) / 2 ** (a + b + 1)
+def stays(a: int, b: int, m: int) -> float:
+    """By hand, as a Polya urn: the chance the leader ends strictly ahead after m more draws."""
+
+    def rising(x: int, k: int) -> int:
+        return math.prod(x + i for i in range(k))
+
+    return sum(
+        math.comb(m, x) * rising(a + 1, x) * rising(b + 1, m - x) / rising(a + b + 2, m)
+        for x in range(m + 1)
+        if a + x > b + m - x
+    )
 
 
 def answer_of(engine: TTSEngine, seg) -> str | None:
@@ -81,7 +89,7 @@ def test_stop_confidence_decision_matches_the_recorded_votes(vllm_backend):
     meta = run(engine, QUESTION, num_paths=16, tts_stop_confidence=0.9, max_tokens=96, temperature=0.7).metadata
 
     # Replay by hand: votes in the order the paths finished; stop at the first point where the
-    # leader can no longer be caught or coin(leader, runner-up) >= 0.9 with paths left.
+    # leader can no longer be caught or stays(leader, runner-up, paths left) >= 0.9.
     counts: dict[str, int] = {}
     done, expected = 0, "complete"
     for order in rec.finished:
@@ -94,7 +102,7 @@ def test_stop_confidence_decision_matches_the_recorded_votes(vllm_backend):
             if top[0] and 16 - done > 0:
                 if top[0] - top[1] > 16 - done:
                     expected = "consensus"
-                elif coin(top[0], top[1]) >= 0.9:
+                elif stays(top[0], top[1], 16 - done) >= 0.9:
                     expected = "confidence"
             if expected != "complete":
                 break

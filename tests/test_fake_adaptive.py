@@ -28,35 +28,46 @@ def boxed(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
 
 
-def coin(a: int, b: int) -> float:
-    """P(Beta(a+1, b+1) > 1/2) by hand: at most a heads in a+b+1 fair tosses."""
-    return sum(math.comb(a + b + 1, k) for k in range(a + 1)) / 2 ** (a + b + 1)
+def stays(a: int, b: int, m: int) -> float:
+    """By hand, as a Polya urn: m more draws from an urn with a + 1 leader and b + 1 runner-up
+    balls (each draw adds a ball of its colour); the chance the leader ends strictly ahead."""
+
+    def rising(x: int, k: int) -> int:
+        return math.prod(x + i for i in range(k))
+
+    return sum(
+        math.comb(m, x) * rising(a + 1, x) * rising(b + 1, m - x) / rising(a + b + 2, m)
+        for x in range(m + 1)
+        if a + x > b + m - x
+    )
 
 
 # -- the posterior rule ---------------------------------------------------------------------------
-@pytest.mark.parametrize("a,b", [(1, 0), (3, 0), (4, 0), (5, 1), (7, 1), (3, 2), (10, 4), (20, 13)])
-def test_fake_posterior_matches_the_hand_computation(a, b):
-    assert leader_stays_probability(a, b) == pytest.approx(coin(a, b), abs=1e-12)
+@pytest.mark.parametrize("a,b,m", [(1, 0, 7), (3, 0, 13), (4, 0, 12), (5, 1, 10), (4, 1, 11), (6, 3, 7), (10, 4, 2)])
+def test_fake_posterior_matches_the_hand_computation(a, b, m):
+    assert leader_stays_probability(a, b, m) == pytest.approx(stays(a, b, m), abs=1e-12)
 
 
 def test_fake_settled_rules():
-    assert coin(3, 0) < 0.95 < coin(4, 0)  # 0.9375, 0.96875
-    assert settled([3.0], left=12, threshold=0.95) is None
+    assert stays(3, 0, 13) < 0.95 < stays(4, 0, 12)  # 0.947, 0.980: 16 paths at 0.95 need 4 agreeing
+    assert stays(4, 1, 11) < 0.95 < stays(5, 1, 10)  # or 5 to 1
+    assert settled([3.0], left=13, threshold=0.95) is None
     assert settled([4.0], left=12, threshold=0.95) == "confidence"
     assert settled([3.0, 1.0], left=1, threshold=0.95) == "consensus"  # 3 - 1 > 1: the last path cannot overturn it
     assert settled([4.0], left=0, threshold=0.95) is None  # nothing left to save: the run is complete
-    assert wave_size(16, 0.95) == 4 and wave_size(8, 0.9) == 3 and wave_size(64, 0.95) == 16
+    assert wave_size(16, 0.95) == 4 and wave_size(8, 0.95) == 3 and wave_size(64, 0.95) == 16
 
 
 def test_fake_stop_confidence_aborts_the_running_path_when_the_vote_settles():
     # threshold 0.9 over 16 paths: waves of max(3 unanimous, 16 / 4) = 4. Paths 0-2 agree on 5 and
-    # finish at rounds 11, 12, 13 (their lengths); after the third, P = coin(3, 0) = 0.9375 >= 0.9,
+    # finish at rounds 11, 12, 13 (their lengths); after the third, stays(3, 0, 13) = 0.947 >= 0.9,
     # so path 3 (long) is aborted with the 12 tokens it had (it comes after path 2 in round 13).
     short = [boxed("5") + "x" * k for k in (2, 3, 4)]  # 9 + k characters = tokens
     long = "I think " * 10 + boxed("7")
     backend = FakeScriptedBackend({"": [Out(t) for t in [*short, long]]})
     run = run_strategy("self_consistency", backend, None, num_paths=16, tts_stop_confidence=0.9)
 
+    assert stays(2, 0, 14) < 0.9 <= stays(3, 0, 13)
     assert [c.n for c in backend.calls] == [4]  # one wave, no second
     assert run.ctx.stopped_by == "confidence"
     lengths = [len(t) for t in short]
@@ -69,19 +80,18 @@ def test_fake_stop_confidence_aborts_the_running_path_when_the_vote_settles():
 
 
 def test_fake_stop_confidence_samples_another_wave_until_settled():
-    # 8 paths at 0.95: waves of 4. Wave 1 votes 5, 5, 5, 7 (a=3, b=1: coin = 0.8125, and 3 - 1 > 4
-    # fails). The fake answers wave 2 with the same four paths, the shortest first: after one more
-    # 5 it is 4 to 1 with 3 paths left (coin(4, 1) = 0.89, 4 - 1 > 3 fails); after the next, 5 to 1
-    # with 2 left: 5 - 1 > 2, consensus, and the wave's last two paths are aborted.
-    paths = [Out(boxed("5")), Out(boxed("5") + "a"), Out(boxed("5") + "ab"), Out(boxed("7") + "abc")]
+    # 8 paths at 0.95: waves of 3. Wave 1 votes 5, 5, 7 in that order (stays(1, 0, 7) = 0.72,
+    # stays(2, 0, 6) = 0.88, stays(2, 1, 5) < 0.95). The fake answers wave 2 with the same three
+    # paths, shortest first: 5 -> stays(3, 1, 4) = 0.83; 5 -> stays(4, 1, 3) = 0.952: stop, and the
+    # wave's last path (the 7) is aborted. 6 of the 8 paths were started.
+    paths = [Out(boxed("5")), Out(boxed("5") + "a"), Out(boxed("7") + "ab")]
     backend = FakeScriptedBackend({"": paths})
     run = run_strategy("self_consistency", backend, None, num_paths=8, tts_stop_confidence=0.95)
-    assert settled([3.0, 1.0], left=4, threshold=0.95) is None
-    assert settled([4.0, 1.0], left=3, threshold=0.95) is None and coin(4, 1) < 0.95
-    assert [c.n for c in backend.calls] == [4, 4]
-    assert run.ctx.stopped_by == "consensus"
-    assert run.outcome.vote.distribution == {"5": 5, "7": 1}
-    assert sum(c.aborted for c in run.outcome.candidates) == 2
+    assert max(stays(1, 0, 7), stays(2, 0, 6), stays(2, 1, 5), stays(3, 1, 4)) < 0.95 <= stays(4, 1, 3)
+    assert [c.n for c in backend.calls] == [3, 3]
+    assert run.ctx.stopped_by == "confidence"
+    assert run.outcome.vote.distribution == {"5": 4, "7": 1}
+    assert sum(c.aborted for c in run.outcome.candidates) == 1
 
 
 def test_fake_stop_confidence_off_is_one_call_of_all_paths():
@@ -91,17 +101,16 @@ def test_fake_stop_confidence_off_is_one_call_of_all_paths():
 
 
 def test_fake_weighted_best_of_n_stops_on_effective_counts():
-    # offline_bon, 8 trajectories, threshold 0.9 (waves of 3). Wave 1: answers 5, 5, 7 scored 0.9,
-    # 0.9, 0.2: effective counts 3 x 1.8/2.0 = 2.7 and 0.3, coin-like P(Beta(3.7, 1.3) > 1/2) < 0.9.
-    # Wave 2 repeats them: 6 x 3.6/4.0 = 5.4 vs 0.6: P >= 0.9, stop (2 trajectories left, 5.4 - 0.6 > 2
-    # is also true, and consensus is checked first).
+    # offline_bon, 8 trajectories, threshold 0.95 (waves of 3). Wave 1: answers 5, 5, 7 scored 0.9,
+    # 0.9, 0.2: effective counts 3 x 1.8 / 2.0 = 2.7 and 0.3 with 5 left: P = 0.933 < 0.95. Wave 2
+    # repeats them: 6 x 3.6 / 4.0 = 5.4 vs 0.6 with 2 left: 5.4 - 0.6 > 2, consensus.
     outs = [Out(boxed("5")), Out("so " + boxed("5")), Out(boxed("7"))]
     scores = {boxed("5"): 0.9, "so " + boxed("5"): 0.9, boxed("7"): 0.2}
     backend = FakeScriptedBackend({"": outs})
     run = run_strategy(
-        "offline_bon", backend, FakeScriptedScorer(scores), tts_num_trajectories=8, tts_stop_confidence=0.9
+        "offline_bon", backend, FakeScriptedScorer(scores), tts_num_trajectories=8, tts_stop_confidence=0.95
     )
-    assert leader_stays_probability(2.7, 0.3) < 0.9
+    assert 0.9 < leader_stays_probability(2.7, 0.3, 5) < 0.95
     assert [c.n for c in backend.calls] == [3, 3]
     assert run.ctx.stopped_by == "consensus"
     assert run.outcome.selected.answer == "5"

@@ -114,3 +114,25 @@ def _wait_idle(backend) -> None:
     while backend.running_requests() and time.monotonic() < give_up:
         time.sleep(0.02)
     assert backend.running_requests() == 0
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_openai_backend_abort_closes_the_stream(vllm_server_url):
+    """Over HTTP to vLLM's own server: each sample streams; an aborted one's connection is closed
+    and its tokens stop growing while the others run to their end."""
+    from llm_tts.backends.openai_backend import OpenAIBackend
+
+    backend = OpenAIBackend(base_url=vllm_server_url, provider="vllm", max_concurrency=8)
+    try:
+        assert isinstance(backend, WatchingBackend)
+        watcher = AbortOne()
+        row = _check_aborted(backend, watcher)
+        assert all(s.finish_reason in ("eos", "length", "stop") for s in row[1:])
+        rows = backend.generate_watched(
+            [backend.render_chat(PROMPT)], _params(2), lambda u: "abort_all" if len(u.token_ids) >= 3 else "continue"
+        )
+        assert {s.finish_reason for s in rows[0]} == {"abort"}
+        assert all(len(s) < 40 for s in rows[0])
+    finally:
+        backend.close()

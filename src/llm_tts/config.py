@@ -106,9 +106,10 @@ class TTSConfig(BaseModel):
         gt=0.0,
         lt=1.0,
         description="self_consistency, offline_bon (weighted): sample paths as a stream and stop once the posterior "
-        "probability that the leading answer stays ahead of the runner-up reaches this (e.g. 0.95; off by default). "
-        "Model: a uniform Dirichlet prior over answers, so the leader's share of the two-way contest is "
-        "Beta(leader votes + 1, runner-up votes + 1); paths still running are aborted",
+        "probability that the leading answer is still the majority when all paths would have voted reaches this "
+        "(e.g. 0.95; off by default). Model: a uniform Dirichlet prior over answers, so the leader's share against "
+        "the runner-up is Beta(leader votes + 1, runner-up votes + 1) and the paths left split beta-binomially; "
+        "paths still running are aborted",
     )
     tts_token_budget: int | None = Field(
         None,

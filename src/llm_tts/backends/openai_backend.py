@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from llm_tts.backends.base import BackendCapabilities, SamplingParams
+from llm_tts.backends.base import BackendCapabilities, SamplingParams, Watcher
 from llm_tts.backends.openai_dialects import ChatDialect, Dialect, TokenDialect
 from llm_tts.backends.openai_endpoint import PROVIDERS, Endpoint, RemoteTokenizer, infer_provider
 from llm_tts.backends.openai_probe import Discovery, Probe, discover
+from llm_tts.backends.openai_stream import generate_watched as stream_watched
 from llm_tts.backends.remote_http import RemoteHTTP
 from llm_tts.backends.remote_tokenizer import TextVocab
 from llm_tts.backends.tokenizer import ChatTokenizer
@@ -166,6 +167,16 @@ class OpenAIBackend:
             out[job.prompt_index].extend(segments)
             record_usage(*usage)  # here, in the caller's context, not in a pool thread
         return out
+
+    def generate_watched(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
+    ) -> list[list[Segment]]:
+        """:class:`~llm_tts.backends.base.WatchingBackend`: every sample streams as its own request;
+        an aborted one's connection is closed (:mod:`llm_tts.backends.openai_stream`)."""
+        params.validate()
+        found, dialect = self._setup()
+        self.endpoint.check(params, found.model, found.probe.top_logprobs)
+        return stream_watched(self.endpoint, dialect, prompts, params, watcher, self._pool)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -6,7 +6,8 @@ build on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -83,6 +84,10 @@ class Endpoint:
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return self.http.post(path, {**self.extra_body, **body})
+
+    def stream(self, path: str, body: dict[str, Any]) -> AbstractContextManager[Iterator[str]]:
+        """A streamed request's lines (adaptive compute, issue 16); leaving the block closes it."""
+        return self.http.stream_lines(path, {**self.extra_body, **body})
 
     def check(self, params: SamplingParams, model: str, top_logprobs: bool) -> None:
         """What neither dialect can send to this provider, as a CapabilityError before any request."""

@@ -8,7 +8,9 @@ header and scrubbed from every error message.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -99,6 +101,27 @@ class RemoteHTTP:
 
     def close(self) -> None:
         self._client.close()
+
+    @contextlib.contextmanager
+    def stream_lines(self, path: str, body: dict[str, Any]) -> Iterator[Iterator[str]]:
+        """POST and read the answer line by line as it arrives (one attempt: a stream is not
+        retried once it began); a non-200 answer raises like :meth:`request`'s caller would.
+        Leaving the block closes the connection."""
+        url = self._url(path)
+        try:
+            with self._slots, self._client.stream("POST", url, json=body) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise self._status_error(resp, url, 1, "a streamed request is not retried")
+                yield resp.iter_lines()
+        except httpx.TimeoutException as e:
+            raise RemoteTimeoutError(
+                f"POST {url} (streamed) timed out ({type(e).__name__}, timeout={self.timeout:g}s)", url=url
+            ) from None
+        except httpx.TransportError as e:
+            raise RemoteAPIError(
+                f"POST {url} (streamed) failed: {type(e).__name__}: {self.scrub(str(e))}", url=url
+            ) from None
 
     def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text

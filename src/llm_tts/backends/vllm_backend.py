@@ -180,7 +180,7 @@ class VLLMBackend(TokenizerMixin):
         if params.top_k == 1 and not params.greedy:
             params = replace(params, temperature=0.0)  # as in submit
         seed = self._seed(params.seed)
-        n = params.n
+        n = 1 if params.greedy else params.n  # greedy samples are one request, copied
         one = replace(params, n=1)
         vprompts, vparams = [], []
         for p in prompts:
@@ -232,9 +232,7 @@ class VLLMBackend(TokenizerMixin):
                 futures[i].cancel()
             raise
         segments = [s.segment for s in samples if s.segment is not None]  # every sample ended or was aborted
-        if params.greedy and n > 1:
-            segments = [segments[i - i % n] for i in range(len(segments))]  # greedy: n copies of the first
-        return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [segments[i * n : (i + 1) * n] * (params.n // n) for i in range(len(prompts))]
 
     def running_requests(self) -> int:
         """Requests this backend has in its engine now (0 when closed)."""

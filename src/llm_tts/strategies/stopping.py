@@ -2,13 +2,16 @@
 
 Model. Answers are votes for equivalent-answer groups with unknown probabilities under a
 uniform Dirichlet prior. After ``a`` votes for the leading answer and ``b`` for the runner-up,
-the leader's share of the two-way contest, ``theta = p_leader / (p_leader + p_runner_up)``, is
-``Beta(a + 1, b + 1)`` (the Dirichlet's aggregation property), so the posterior probability that
-the leader really is the more likely answer, and so stays the majority as more paths come, is
-``P(theta > 1/2) = 1 - I_{1/2}(a + 1, b + 1)`` (for whole counts: the chance that a fair coin
-shows at most ``a`` heads in ``a + b + 1`` tosses). Sampling stops ("confidence") when it
-reaches the threshold; e.g. 0.95 needs 4 agreeing paths and no dissent, or 7 to 1. It also
-stops ("consensus") when the paths left could not overturn the leader (``a - b > left``).
+the leader's share of their two-way contest, ``theta = p_leader / (p_leader + p_runner_up)``,
+has the posterior ``Beta(a + 1, b + 1)`` (the Dirichlet's aggregation property). The question
+that matters is whether the leader is still ahead when all ``N`` paths would have voted: of the
+``m`` paths left, the leader's share ``X`` of those going to either of the two is then
+``BetaBinomial(m, a + 1, b + 1)``, and the posterior probability that the leader stays the
+majority is ``P(a + X > b + m - X)`` (a tie counts as not staying). Sampling stops
+("confidence") when it reaches the threshold, and ("consensus") when it is certain because the
+paths left cannot overturn the leader (``a - b > m``). With 16 paths and 0.95: 4 agreeing paths
+and no dissent, or 5 to 1. Counting every path left as a vote for one of the two is cautious:
+paths that go to a third answer only widen the leader's margin over the runner-up.
 
 Paths are sampled as a stream, in waves of :func:`wave_size` paths in one backend call each;
 the rule is checked as each path finishes and the wave's paths still running are aborted in the
@@ -26,14 +29,18 @@ from llm_tts.backends.base import SampleUpdate, WatchVerdict
 from llm_tts.metadata import StoppedBy
 from llm_tts.strategies.base import Beam, StrategyContext
 
-_CF_ITERATIONS = 300
-_CF_EPS = 1e-15
-_TINY = 1e-300
 
-
-def leader_stays_probability(leader: float, runner_up: float) -> float:
-    """``P(theta > 1/2)`` for ``theta ~ Beta(leader + 1, runner_up + 1)`` (see the module doc)."""
-    return 1.0 - regularized_beta(0.5, leader + 1.0, runner_up + 1.0)
+def leader_stays_probability(leader: float, runner_up: float, left: int) -> float:
+    """``P(leader + X > runner_up + left - X)`` for ``X ~ BetaBinomial(left, leader + 1, runner_up + 1)``:
+    the posterior probability that the leader is still ahead after ``left`` more votes."""
+    alpha, beta = leader + 1.0, runner_up + 1.0
+    log_norm = _log_beta(alpha, beta)
+    total = 0.0
+    for x in range(left + 1):
+        if leader + x > runner_up + left - x:
+            log_choose = math.lgamma(left + 1) - math.lgamma(x + 1) - math.lgamma(left - x + 1)
+            total += math.exp(log_choose + _log_beta(x + alpha, left - x + beta) - log_norm)
+    return min(1.0, total)
 
 
 def settled(counts: Sequence[float], left: int, threshold: float) -> StoppedBy | None:
@@ -44,15 +51,17 @@ def settled(counts: Sequence[float], left: int, threshold: float) -> StoppedBy |
     a, b = top[0], top[1] if len(top) > 1 else 0.0
     if a - b > left:
         return "consensus"
-    if leader_stays_probability(a, b) >= threshold:
+    if leader_stays_probability(a, b, left) >= threshold:
         return "confidence"
     return None
 
 
 def wave_size(total: int, threshold: float) -> int:
-    """Paths per backend call: the fewest agreeing paths that can reach ``threshold`` (a
-    unanimous ``k`` gives ``1 - 2^-(k+1)``), and at least a quarter of ``total``."""
-    unanimous = max(1, math.ceil(math.log2(1.0 / (1.0 - threshold)) - 1e-12) - 1)
+    """Paths per backend call: the fewest agreeing paths that can settle the vote at ``threshold``
+    with the rest of ``total`` left, and at least a quarter of ``total``."""
+    unanimous = next(
+        (k for k in range(1, total) if leader_stays_probability(k, 0, total - k) >= threshold or k > total - k), total
+    )
     return min(total, max(unanimous, math.ceil(total / 4)))
 
 
@@ -124,32 +133,5 @@ class _StreamedVote:
         return "continue" if self.decision is None else "abort_all"
 
 
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """The regularised incomplete beta function ``I_x(a, b)`` (continued fraction, Lentz's method)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, _CF_ITERATIONS + 1):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > _TINY else _TINY)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > _TINY else _TINY
-            h *= d * c
-        if abs(d * c - 1.0) < _CF_EPS:
-            break
-    return h
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
