@@ -61,6 +61,10 @@ def configurations(n: int, threshold: float) -> list[tuple[str, dict[str, Any]]]
             f"self_consistency N={n} stop={threshold:g}",
             dict(tts_strategy="self_consistency", num_paths=n, tts_stop_confidence=threshold),
         ),
+        (
+            f"self_consistency N={n} stop=0.8",
+            dict(tts_strategy="self_consistency", num_paths=n, tts_stop_confidence=0.8),
+        ),
         (f"deepconf online N={n} p=10", dict(tts_strategy="deepconf", num_paths=n, tts_deepconf_mode="online")),
         (
             f"deepconf online N={n} p=50",

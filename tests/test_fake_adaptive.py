@@ -163,12 +163,16 @@ def test_fake_deepconf_online_stops_low_confidence_traces_at_the_window():
     assert run.ctx.stopped_by is None  # all six traces were sampled
 
 
-def test_fake_deepconf_online_stops_sampling_at_consensus():
+def test_fake_deepconf_online_stops_sampling_when_the_weighted_vote_settles():
+    # Two agreeing warm-up traces (percentile 0: both vote) are 2 effective votes with 14 traces
+    # left: stays(2, 0, 14) = 0.88 < 0.95 (the paper's plain 95% share would stop here). The next
+    # wave repeats them: 4 votes, 12 left, stays(4, 0, 12) = 0.98: stop after 4 of 16 traces.
     outs = [Out(boxed("7"), 0.2), Out("so " + boxed("7"), 0.3)]
     backend = FakeScriptedBackend({"": outs})
     run = run_strategy("deepconf", backend, None, num_paths=16, tts_deepconf_warmup=2, tts_deepconf_percentile=0)
-    assert [c.n for c in backend.calls] == [2]  # the warm-up agreed: share 1.0 >= 0.95
-    assert run.ctx.stopped_by == "consensus"
+    assert stays(2, 0, 14) < 0.95 <= stays(4, 0, 12)
+    assert [c.n for c in backend.calls] == [2, 2]
+    assert run.ctx.stopped_by == "confidence"
 
 
 def test_fake_group_confidences_by_hand():

@@ -10,8 +10,10 @@ logprobs the backend returns (:mod:`llm_tts.strategies.confidence`).
   percentile of their lowest group confidences; the other traces are sampled in waves of the
   warm-up size, each watched token by token and aborted in the engine as soon as its current
   group confidence falls below the bar (its tokens so far are counted). Traces at or above the bar
-  vote as offline; sampling stops early ("consensus") once the leading answer holds
-  :data:`CONSENSUS` of the vote weight (the paper's adaptive sampling).
+  vote as offline. Sampling stops early once the confidence-weighted vote is settled, by the rule
+  of ``tts_stop_confidence`` (:mod:`llm_tts.strategies.stopping`, on effective counts; threshold
+  ``tts_stop_confidence``, else :data:`CONSENSUS`). The paper stops at a 95% vote share, which on
+  4 warm-up traces would stop on 3 agreeing votes; the posterior rule asks more of few votes.
 
 The paper's settings (16 warm-up traces of 512, 2048-token windows, for 10k-token traces) are
 scaled to small models here: 4 warm-up traces, 16-token windows. ``tts_deepconf_percentile=10``
@@ -27,6 +29,7 @@ from llm_tts.answers import vote
 from llm_tts.backends.base import SampleUpdate, WatchVerdict
 from llm_tts.config import MAX_PATHS
 from llm_tts.errors import CapabilityError
+from llm_tts.metadata import StoppedBy
 from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, register_strategy
 from llm_tts.strategies.confidence import (
     SlidingConfidence,
@@ -35,9 +38,10 @@ from llm_tts.strategies.confidence import (
     token_confidence,
     token_confidences,
 )
+from llm_tts.strategies.stopping import settled, weighted_counts
 
 TOP_K = 20  # top logprobs per token, as in the paper (at most what the backend returns)
-CONSENSUS = 0.95  # the paper's tau: stop sampling once the leader holds this share of the vote
+CONSENSUS = 0.95  # the paper's tau, here the threshold of the settled-vote rule
 
 
 @register_strategy("deepconf", size_field="num_paths", size_cap=MAX_PATHS, needs_scorer=False)
@@ -60,7 +64,7 @@ def _offline(ctx: StrategyContext, k: int) -> StrategyOutcome:
     _score(traces, c.tts_confidence_window)
     bar = percentile([_conf(t) for t in traces], c.tts_deepconf_percentile)
     voters = [t for t in traces if _conf(t) >= bar]
-    ctx.report(1, 0, len(traces), bar, f"confidence bar {bar:.3f}: {len(voters)} of {len(traces)} traces vote")
+    ctx.report(1, 0, len(traces), None, f"confidence bar {bar:.3f}: {len(voters)} of {len(traces)} traces vote")
     return _vote(voters, [t for t in traces if _conf(t) < bar])
 
 
@@ -74,9 +78,11 @@ def _online(ctx: StrategyContext, k: int) -> StrategyOutcome:
     voters = [t for t in warm if _conf(t) >= bar]
     dropped = [t for t in warm if _conf(t) < bar]
     sampled = warmup
-    ctx.report(1, 0, sampled, bar, f"warm-up: confidence bar {bar:.3f}")
+    ctx.report(1, 0, sampled, None, f"warm-up: confidence bar {bar:.3f}")
     step = 1
-    while sampled < total and not _consensus(voters):
+    threshold = c.tts_stop_confidence or CONSENSUS
+    decision = _settled(voters, total - sampled, threshold)
+    while sampled < total and decision is None:
         step += 1
         batch = ctx.sample_full(min(warmup, total - sampled), watcher=_ConfidenceBar(bar, window), top_logprobs=k)
         sampled += len(batch)
@@ -84,9 +90,10 @@ def _online(ctx: StrategyContext, k: int) -> StrategyOutcome:
         voters += [t for t in batch if not t.aborted and _conf(t) >= bar]
         dropped += [t for t in batch if t.aborted or _conf(t) < bar]
         stopped = sum(t.aborted for t in batch)
-        ctx.report(step, 0, sampled, bar, f"{stopped} of {len(batch)} traces stopped below the confidence bar")
-    if sampled < total:
-        ctx.stop("consensus", f"vote share reached {CONSENSUS:g} after {sampled} of {total} traces")
+        ctx.report(step, 0, sampled, None, f"{stopped} of {len(batch)} traces stopped below the confidence bar")
+        decision = _settled(voters, total - sampled, threshold)
+    if decision is not None:
+        ctx.stop(decision, f"weighted vote settled after {sampled} of {total} traces")
     return _vote(voters, dropped)
 
 
@@ -121,13 +128,8 @@ def _conf(t: Beam) -> float:
     return t.score if t.score is not None else float("-inf")
 
 
-def _consensus(voters: Sequence[Beam]) -> bool:
-    answered = [t for t in voters if t.answer is not None]
-    if not answered:
-        return False
-    weights = vote([t.answer for t in answered], [t.score for t in answered], weighted=True).group_weights
-    total = sum(weights.values())
-    return total > 0 and max(weights.values()) / total >= CONSENSUS
+def _settled(voters: Sequence[Beam], left: int, threshold: float) -> StoppedBy | None:
+    return settled(weighted_counts([t.answer for t in voters], [t.score for t in voters]), left, threshold)
 
 
 def _vote(voters: list[Beam], dropped: list[Beam]) -> StrategyOutcome:
