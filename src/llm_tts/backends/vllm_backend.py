@@ -210,6 +210,8 @@ class VLLMBackend(TokenizerMixin):
             skip_special_tokens=True,
             seed=seed,
             logprobs=params.top_logprobs if want_logprobs else None,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
