@@ -122,6 +122,8 @@ class VLLMBackend(TokenizerMixin):
             self.engine = start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
+        # Sequences the scheduler batches at once: how many runs a server lets in together.
+        self.concurrent_sequences = int(self.engine.vllm_config.scheduler_config.max_num_seqs)
         gen_eos = self.engine.model_config.hf_config.eos_token_id
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)

@@ -160,6 +160,7 @@ class Health(BaseModel):
     backend: str
     active_requests: int
     max_concurrency: int
+    queued_requests: int = Field(0, description="requests waiting for a run slot")
 
 
 class ErrorDetail(BaseModel):

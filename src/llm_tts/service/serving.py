@@ -34,7 +34,7 @@ from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
 from llm_tts.service.errors import InternalError, error_body
-from llm_tts.service.limits import RunSlots, apply_limits
+from llm_tts.service.limits import RunSlots, apply_limits, default_concurrency
 from llm_tts.service.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -63,7 +63,8 @@ class ServingChat:
     def __init__(self, engine: TTSEngine, settings: ServiceSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.slots = RunSlots(settings.max_concurrency, settings.retry_after_s)
+        limit = settings.max_concurrency or default_concurrency(engine.backend)
+        self.slots = RunSlots(limit, settings.retry_after_s, settings.queue_size, settings.queue_timeout_s)
         self.started = int(time.time())
         # One worker per slot: a run that holds a slot never waits for a thread.
         self._executor = ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
@@ -75,6 +76,7 @@ class ServingChat:
             backend=backend.name,
             active_requests=self.slots.active,
             max_concurrency=self.slots.limit,
+            queued_requests=self.slots.queued,
         )
 
     def models(self) -> ModelList:
@@ -96,7 +98,7 @@ class ServingChat:
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
         control = RunControl.with_timeout(deadline_s)
-        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids)
+        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids, deadline_s)
         watch = _RunWatch(run, client_gone or _never, deadline_s)
         completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
         answer = _Answer(self.engine, config, completion_id, created, model, on_result)
@@ -117,8 +119,9 @@ class ServingChat:
         config: TTSConfig,
         control: RunControl,
         prompt_token_ids: Sequence[int] | None = None,
+        wait_s: float | None = None,
     ) -> RunStream:
-        slot = self.slots.acquire()  # 429 when full
+        slot = await self.slots.wait(wait_s)  # queued while every slot is busy; 429 when the queue is full
         try:
             plan = await asyncio.get_running_loop().run_in_executor(
                 self._executor, partial(self.engine.plan, messages, config, prompt_token_ids=prompt_token_ids)
