@@ -46,7 +46,8 @@ def tts_engine(hf_backend):
 @pytest.fixture(scope="session")
 def serve_app():
     """Start an ASGI app on a real uvicorn server at 127.0.0.1:<free port>; returns its base URL.
-    Every server started this way is stopped at the end of the session."""
+    Every server started this way is stopped at the end of the session; ``serve_app.stop(url)``
+    stops one earlier (its lifespan ends: a restart test starts a new app after it)."""
     import socket
     import threading
     import time
@@ -54,6 +55,7 @@ def serve_app():
     import uvicorn
 
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
+    by_url: dict[str, tuple[uvicorn.Server, threading.Thread]] = {}
 
     def start(app) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -69,8 +71,16 @@ def serve_app():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
         running.append((server, thread))
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        by_url[url] = (server, thread)
+        return url
 
+    def stop(url: str) -> None:
+        server, thread = by_url[url]
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    start.stop = stop  # type: ignore[attr-defined]
     yield start
     for server, thread in running:
         server.should_exit = True

@@ -61,7 +61,7 @@ def test_every_error_class_of_the_package_is_in_the_table():
 
 
 def test_a_429_decodes_to_its_class_in_a_process_that_never_imported_the_service(serve_app, tts_engine):
-    app = create_app(tts_engine, ServiceSettings(max_concurrency=1))
+    app = create_app(tts_engine, ServiceSettings(max_concurrency=1, queue_size=0))
     url = serve_app(app)
     slot = app.state.tts.serving.slots.acquire()  # the one run slot is busy: the next request gets 429
     try:

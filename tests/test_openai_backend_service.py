@@ -1,8 +1,9 @@
 """The engine calling our own llm-tts service over HTTP through the OpenAI-compatible backend.
 
 The service (on the embedded model, a real uvicorn server on loopback) is a chat-only API: no
-tokenizer endpoint, no logprobs, ``n`` must be 1. The backend finds that out by probing and
-still runs self-consistency over it, with the service's own token usage.
+tokenizer endpoint, ``n`` must be 1, and (since issue 14) logprobs with top logprobs. The backend
+finds that out by probing and runs self-consistency and logprob scorers over it, with the
+service's own token usage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from llm_tts.backends.openai_backend import OpenAIBackend
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
-from llm_tts.errors import CapabilityError, RemoteAPIError
+from llm_tts.errors import RemoteAPIError
 from llm_tts.messages import ChatMessage
 
 pytestmark = pytest.mark.timeout(600)
@@ -32,7 +33,7 @@ def over_service(service_url):
 def test_probe_sees_a_chat_only_api_without_logprobs_or_n(over_service):
     caps = over_service.capabilities
     assert caps.chat_only and over_service.probe.n is False
-    assert caps.logprobs is False and caps.max_top_logprobs == 0 and not caps.continuation
+    assert caps.logprobs is True and caps.max_top_logprobs > 0 and not caps.continuation
     assert over_service.model_name  # the service's first served model
 
 
@@ -49,12 +50,13 @@ def test_self_consistency_runs_over_the_service_with_its_usage(over_service):
     assert sum(c.status == "selected" for c in meta.candidates) == 1
 
 
-def test_logprob_scorers_over_the_service_fail_naming_logprobs(over_service):
+def test_logprob_scorers_run_over_the_service_on_its_logprobs(over_service):
     engine = TTSEngine(over_service)
-    with pytest.raises(CapabilityError, match="logprobs"):
-        engine.run(
-            QUESTION, TTSConfig.create(tts_strategy="offline_bon", tts_scorer="perplexity", tts_num_trajectories=2)
-        )
+    config = TTSConfig.create(
+        tts_strategy="offline_bon", tts_scorer="perplexity", tts_num_trajectories=2, max_tokens=16
+    )
+    result = engine.run(QUESTION, config)
+    assert all(c.score is not None and 0.0 < c.score <= 1.0 for c in result.metadata.candidates)
 
 
 def test_a_request_the_service_refuses_shows_its_message(service_url):

@@ -44,7 +44,7 @@ def sdk(service_url):
 def recording(serve_app, hf_backend):
     """A server on a RecordingEngine, one run at a time, to observe cancellation and 429."""
     engine = RecordingEngine(hf_backend)
-    url = serve_app(create_app(engine, ServiceSettings(max_concurrency=1, retry_after_s=2)))
+    url = serve_app(create_app(engine, ServiceSettings(max_concurrency=1, retry_after_s=2, queue_size=0)))
     return url, engine
 
 

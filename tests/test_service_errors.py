@@ -85,7 +85,7 @@ BAD_BODIES = [
     pytest.param(msgs(stop=[1, 2]), "stop", "invalid_parameter", id="stop-wrong-type"),
     pytest.param(msgs(n=2), "n", "invalid_parameter", id="n-above-one"),
     pytest.param(msgs(tts_deadline=0), "tts_deadline", "invalid_parameter", id="deadline-zero"),
-    pytest.param(msgs(frequency_penalty=0.5), "frequency_penalty", "unknown_name", id="unknown-field"),
+    pytest.param(msgs(frequency_penalti=0.5), "frequency_penalti", "unknown_name", id="unknown-field"),
     pytest.param(msgs(tts_beamsize=2), "tts_beamsize", "unknown_name", id="typo-tts-field"),
     pytest.param(msgs(tts_strategy="monte_carlo"), "tts_strategy", "unknown_name", id="unknown-strategy"),
     pytest.param(msgs(tts_scorer="vibes"), "tts_scorer", "unknown_name", id="unknown-scorer"),

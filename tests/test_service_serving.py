@@ -105,7 +105,7 @@ def test_serving_raises_typed_errors(tts_engine):
 
 def test_a_stream_closed_before_its_first_event_frees_its_slot(tts_engine):
     """The run starts before the response does; closing the unread stream stops it (no slot leak)."""
-    serving = ServingChat(tts_engine, ServiceSettings(max_concurrency=1, retry_after_s=3))
+    serving = ServingChat(tts_engine, ServiceSettings(max_concurrency=1, retry_after_s=3, queue_size=0))
     essay = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome."}]
     long_search = {
         **BEAMS,

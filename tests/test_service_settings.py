@@ -31,6 +31,13 @@ GOOD = {
     "gpu_memory_utilization": "0.5",
     "tensor_parallel_size": "2",
     "kv_cache_space": "1.5",
+    "queue_size": "7",
+    "queue_timeout_s": "30",
+    "session_store": "memory",
+    "session_db": "/tmp/some-sessions.sqlite3",
+    "session_ttl_s": "60",
+    "max_sessions": "11",
+    "max_session_records": "13",
 }
 
 

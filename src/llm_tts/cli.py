@@ -1,5 +1,6 @@
 """The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service, ``eval`` measures
-strategies on a data set and ``rescore`` chooses again from an evaluation's recorded candidates."""
+strategies on a data set, ``rescore`` chooses again from an evaluation's recorded candidates and
+``sessions export`` writes a service session's training samples."""
 
 from __future__ import annotations
 
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_rescore_arguments(rescore)
     rescore.set_defaults(func=run_rescore)
+
+    from llm_tts.sessions.command import add_sessions_arguments, run_sessions
+
+    sessions = sub.add_parser("sessions", help="export a service session's records as RL training samples")
+    add_sessions_arguments(sessions)
+    sessions.set_defaults(func=run_sessions, verbose=False)
     return parser
 
 

@@ -24,6 +24,7 @@ MAX_SUBTREES = 16
 MAX_PARTICLES = 64
 MAX_STEPS = 200
 MAX_TOKENS = 32768
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and what the backends return at most
 
 
 class TTSConfig(BaseModel):
@@ -83,6 +84,26 @@ class TTSConfig(BaseModel):
     max_tokens: int = Field(4096, ge=1, le=MAX_TOKENS, description="maximum completion tokens per trajectory")
     seed: int | None = Field(None, description="makes sampling reproducible on backends that support seeds")
     stop: list[str] | None = Field(None, description="extra stop strings that end the whole answer")
+    # -- token in, token out (issue 14): OpenAI's and vLLM's names -----------------------------------
+    logprobs: bool = Field(
+        False,
+        description="return the selected answer's per-token logprobs (the model's raw distribution, before "
+        "temperature, top_p and penalties, as vLLM returns them) with each token's id",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="with logprobs: the k most likely tokens at each position"
+    )
+    return_token_ids: bool = Field(
+        False,
+        description="return the prompt's token ids and the answer's token ids: exactly what the engine consumed "
+        "and produced (vLLM's name)",
+    )
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="lowers (or raises) the logits of tokens already generated, once each"
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="lowers (or raises) the logits of tokens by how often they were generated"
+    )
 
     @classmethod
     def create(cls, **fields: Any) -> TTSConfig:

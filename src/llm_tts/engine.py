@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
-from llm_tts.backends.base import Backend, check_prompts_fit
+from llm_tts.backends.base import Backend, check_prompts_fit, check_token_ids
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, DeadlineExceededError, InvalidParameterError, UnknownNameError
@@ -36,6 +36,8 @@ class TTSResult:
     finish_reason: Literal["stop", "length"]  # OpenAI meaning
     metadata: TTSMetadata
     trajectory: Trajectory  # token-level record of the selected candidate
+    # Token-level record of every candidate, in the order of metadata.candidates (issue 14).
+    candidate_trajectories: tuple[Trajectory, ...] = ()
 
 
 class TTSEngine:
@@ -96,7 +98,8 @@ class TTSEngine:
             prompt_tokens = api.prompt_tokens // api.requests
         metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
         chosen = outcome.selected
-        return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory)
+        trajectories = tuple(b.trajectory for b in outcome.candidates)
+        return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory, trajectories)
 
     def close(self) -> None:
         with self._scorers_lock:
@@ -106,12 +109,20 @@ class TTSEngine:
         self.backend.close()
 
     # -- planning: every check that needs no generation ---------------------------------------
-    def plan(self, messages: Sequence[ChatMessage] | Any, config: TTSConfig | Mapping[str, Any]) -> RunPlan:
+    def plan(
+        self,
+        messages: Sequence[ChatMessage] | Any,
+        config: TTSConfig | Mapping[str, Any],
+        *,
+        prompt_token_ids: Sequence[int] | None = None,
+    ) -> RunPlan:
         """Check a request and prepare it to run; bad input raises the typed error a run would raise.
 
         Checks messages, strategy, scorer, sizes and the context length, renders the chat to token
         ids once and builds the scorer (cached per name; one that cannot run on this backend fails
-        here). :meth:`execute` runs the plan without repeating any of it.
+        here). :meth:`execute` runs the plan without repeating any of it. ``prompt_token_ids``
+        (token in): the prompt the engine consumes instead of rendering ``messages``, which then
+        only give the question (answer extraction, PRM and judge scorers).
         """
         started = time.perf_counter()
         msgs = coerce_messages(messages)
@@ -123,10 +134,28 @@ class TTSEngine:
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
                 "token-level API (vLLM, SGLang)"
             )
-        prompt_ids = self.backend.render_chat(msgs)
+        _check_token_output(config, self.backend)
+        if prompt_token_ids is not None:
+            prompt_ids = self._checked_token_prompt(prompt_token_ids)
+        else:
+            prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
         return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
+
+    def _checked_token_prompt(self, ids: Sequence[int]) -> list[int]:
+        if not self.backend.capabilities.token_prompts or self.backend.capabilities.chat_only:
+            raise CapabilityError(
+                f"prompt_token_ids: backend {self.backend.name!r} takes chats, not token ids; send messages only"
+            )
+        if not ids:
+            raise InvalidParameterError("prompt_token_ids", [], "a prompt needs at least one token")
+        vocab_size = getattr(self.backend, "vocab_size", None)  # local backends know it; a remote API may not
+        try:
+            check_token_ids([ids], vocab_size if isinstance(vocab_size, int) else 2**63)
+        except InvalidParameterError as e:
+            raise InvalidParameterError("prompt_token_ids", e.value, e.limit) from None
+        return list(ids)
 
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
@@ -268,4 +297,17 @@ def _check_capabilities(scorer: Scorer, backend: Backend) -> None:
         raise CapabilityError(
             f"scorer {scorer.name!r} needs top_logprobs={scorer.top_logprobs_needed} but backend {backend.name!r} "
             f"returns at most {caps.max_top_logprobs}"
+        )
+
+
+def _check_token_output(config: TTSConfig, backend: Backend) -> None:
+    """logprobs / top_logprobs the backend cannot return are refused before anything runs."""
+    if config.top_logprobs and not config.logprobs:
+        raise InvalidParameterError("top_logprobs", config.top_logprobs, "needs logprobs=true (as in OpenAI's API)")
+    if config.logprobs and not backend.capabilities.logprobs:
+        raise CapabilityError(f"logprobs: backend {backend.name!r} returns no token logprobs")
+    if (config.top_logprobs or 0) > backend.capabilities.max_top_logprobs:
+        raise CapabilityError(
+            f"top_logprobs={config.top_logprobs} exceeds backend {backend.name!r}'s limit "
+            f"{backend.capabilities.max_top_logprobs}"
         )

@@ -194,6 +194,77 @@ class ServiceError(LLMTTSError):
     code = "service_error"
 
 
+# -- sessions and the wait queue (issue 14) -----------------------------------------------------
+class SessionNotFoundError(LLMTTSError):
+    """A session id that is unknown, deleted or expired."""
+
+    http_status = 404
+    code = "session_not_found"
+    retryable = False
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"no session {session_id!r}: it does not exist, was deleted or expired (POST /sessions creates one)",
+            param="session_id",
+        )
+
+
+class SessionLimitError(LLMTTSError):
+    """The server holds its maximum of open sessions."""
+
+    http_status = 429
+    code = "session_limit_exceeded"
+    error_type = "rate_limit_error"
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"the server holds its maximum of {limit} open sessions; delete finished ones (DELETE /sessions/{{id}}) "
+            f"or retry after {retry_after_s} s, when idle ones may have expired"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class SessionFullError(LLMTTSError):
+    """A session holds its maximum of records."""
+
+    http_status = 413
+    code = "session_full"
+    retryable = False
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        super().__init__(
+            f"session {session_id!r} holds its maximum of {limit} records; take its samples and start a new session",
+            param="session_id",
+        )
+
+
+class QueueFullError(TooManyRequestsError):
+    """Every run slot is busy and the wait queue is full (decoded as TooManyRequestsError)."""
+
+    def __init__(self, running: int, queued: int, retry_after_s: int) -> None:
+        LLMTTSError.__init__(
+            self,
+            f"the server is running {running} requests and {queued} more are waiting, its maximum; "
+            f"retry after {retry_after_s} s",
+        )
+        self.retry_after_s = retry_after_s
+
+
+class QueueTimeoutError(LLMTTSError):
+    """A request waited its maximum time in the queue without a run slot."""
+
+    http_status = 503
+    code = "queue_timeout"
+    error_type = "server_error"
+
+    def __init__(self, waited_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"the request waited {waited_s:g} s in the queue without a free run slot; retry later "
+            "(the server's --queue-timeout sets the wait)"
+        )
+        self.retry_after_s = retry_after_s
+
+
 ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
     {
         cls.code: cls
@@ -217,6 +288,10 @@ ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
             DatasetError,
             InternalError,
             ServiceError,
+            SessionNotFoundError,
+            SessionLimitError,
+            SessionFullError,
+            QueueTimeoutError,
         )
     }
 )

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from llm_tts.config import MAX_TOP_LOGPROBS  # one limit for requests and backends
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
 from llm_tts.types import Segment
 
 MAX_SAMPLES_PER_PREFIX = 256
-MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,9 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = True
     top_logprobs: int = 0
+    # OpenAI's penalties on tokens generated so far in this sequence (0: off)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, (str, list)):
@@ -56,10 +59,18 @@ class SamplingParams:
             raise InvalidParameterError("top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameterError("stop", self.stop, "stop strings must be non-empty strings")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not _finite(value) or not -2.0 <= value <= 2.0:
+                raise InvalidParameterError(name, value, "must be in [-2.0, 2.0]")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
 
 def _is_int(x: Any) -> bool:

@@ -107,6 +107,7 @@ class OpenAIBackend:
         self._tokenizer_option = tokenizer
         self._max_context_option = max_context_tokens
         self.server_n = server_n  # False: always one request per sample, even where n works
+        self.concurrent_sequences = max_concurrency  # requests in flight at once: what a server lets in together
         self.vocab = TextVocab()
         self._pool_prefix = f"llm-tts-openai-{id(self):x}"
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=self._pool_prefix)

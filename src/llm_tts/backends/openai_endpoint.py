@@ -112,6 +112,9 @@ class Endpoint:
             body["top_k"] = params.top_k
         if params.seed is not None and self.send_seed:
             body["seed"] = params.seed
+        for name in ("presence_penalty", "frequency_penalty"):  # OpenAI's own fields: every dialect takes them
+            if getattr(params, name):
+                body[name] = getattr(params, name)
         return body
 
     def refused(self, resp: httpx.Response, what: str) -> LLMTTSError:

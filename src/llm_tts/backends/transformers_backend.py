@@ -154,9 +154,13 @@ class TransformersBackend(TokenizerMixin):
             next_pos = positions[:, -1:] + 1
             eos = torch.tensor(sorted(self.eos_token_ids), device=dev)
             k = params.top_logprobs
+            # Penalties count this sequence's generated tokens (as vLLM's do); logprobs stay raw.
+            counts = torch.zeros_like(logits) if params.penalized else None
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
-                token = sample_next_tokens(logits, params, generator)
+                token = sample_next_tokens(_penalized(logits, counts, params), params, generator)
+                if counts is not None:
+                    counts.scatter_add_(1, token[:, None], counts.new_ones((len(active), 1)))
                 chosen = (
                     logprobs.gather(1, token[:, None]).squeeze(1).tolist()
                     if logprobs is not None and params.logprobs
@@ -178,6 +182,7 @@ class TransformersBackend(TokenizerMixin):
                     idx = torch.tensor(keep, device=dev)
                     cache.batch_select_indices(idx)
                     token, attention, next_pos = token[idx], attention[idx], next_pos[idx]
+                    counts = None if counts is None else counts[idx]
                     active = [active[j] for j in keep]
                 attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
                 logits = (
@@ -194,6 +199,13 @@ class TransformersBackend(TokenizerMixin):
                 next_pos = next_pos + 1
         segments = loop.segments(self.tokenizer, params)
         return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _penalized(logits: Any, counts: Any, params: SamplingParams) -> Any:
+    """Logits less OpenAI's presence and frequency penalties (``counts``: tokens generated per row)."""
+    if counts is None:
+        return logits
+    return logits - params.presence_penalty * (counts > 0).float() - params.frequency_penalty * counts
 
 
 class _RowState:

@@ -131,6 +131,8 @@ class VLLMBackend(TokenizerMixin):
             self.engine = start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
+        # Sequences the scheduler batches at once: how many runs a server lets in together.
+        self.concurrent_sequences = int(self.engine.vllm_config.scheduler_config.max_num_seqs)
         gen_eos = self.engine.model_config.hf_config.eos_token_id
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
@@ -292,6 +294,8 @@ class VLLMBackend(TokenizerMixin):
             skip_special_tokens=True,
             seed=seed,
             logprobs=params.top_logprobs if want_logprobs else None,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 

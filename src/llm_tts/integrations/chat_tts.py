@@ -188,6 +188,8 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         if model:
             payload["model"] = model
         payload.update(config.model_dump(mode="json", exclude_unset=True))
+        if config.logprobs or config.return_token_ids:  # the same token output as in-process
+            payload.update(logprobs=True, return_token_ids=True)
         if self.timeout is not None:
             payload["tts_deadline"] = self.timeout  # the server stops the search too, not just this client
             if config.tts_anytime:  # leave time for the best-so-far answer to arrive within the read timeout
@@ -347,7 +349,14 @@ def _usage(reply: Reply) -> UsageMetadata:
 
 
 def _response_metadata(reply: Reply) -> dict[str, Any]:
-    return {"tts_metadata": reply.tts_metadata, "model_name": reply.model_name, "finish_reason": reply.finish_reason}
+    meta: dict[str, Any] = {
+        "tts_metadata": reply.tts_metadata,
+        "model_name": reply.model_name,
+        "finish_reason": reply.finish_reason,
+    }
+    if reply.token_ids is not None:  # return_token_ids=True or logprobs=True
+        meta.update(prompt_token_ids=reply.prompt_token_ids, token_ids=reply.token_ids, logprobs=reply.logprobs)
+    return meta
 
 
 def _chat_result(reply: Reply) -> ChatResult:

@@ -22,6 +22,7 @@ from llm_tts.integrations.run_items import Reply, RunItem
 from llm_tts.messages import ChatMessage
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
+from llm_tts.token_output import token_output
 
 _EngineKey = tuple[str | None, str, str | None, str]
 _engines: dict[_EngineKey, TTSEngine] = {}
@@ -71,7 +72,7 @@ def iter_run(
     plan = engine.plan(messages, config)
     with RunStream.start(engine, plan, control=control) as run:
         for event in run:
-            yield _run_item(event)
+            yield _run_item(event, engine, config)
 
 
 async def aiter_run(
@@ -82,8 +83,13 @@ async def aiter_run(
     plan = await asyncio.to_thread(engine.plan, messages, config)
     with RunStream.start(engine, plan, control=control) as run:
         async for event in run:
-            yield _run_item(event)
+            yield _run_item(event, engine, config)
 
 
-def _run_item(event: RunEvent) -> RunItem:
-    return Reply.from_result(event) if isinstance(event, TTSResult) else event
+def _run_item(event: RunEvent, engine: TTSEngine, config: TTSConfig) -> RunItem:
+    if not isinstance(event, TTSResult):
+        return event
+    reply = Reply.from_result(event)
+    if config.logprobs or config.return_token_ids:
+        reply = reply.with_tokens(token_output(event.trajectory, engine.backend, config.top_logprobs or 0))
+    return reply

@@ -8,12 +8,13 @@ whichever face produced it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_tts.engine import TTSResult
 from llm_tts.events import ProgressEvent
 from llm_tts.metadata import TTSMetadata
+from llm_tts.token_output import TokenOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +35,20 @@ class Reply:
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    # Token in, token out (issue 14): set when the call asked for logprobs or return_token_ids.
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI's logprobs.content entries, each with token_id
 
     @classmethod
     def from_result(cls, result: TTSResult) -> Reply:
         return cls.from_metadata(result.text, result.finish_reason, result.metadata)
+
+    def with_tokens(self, tokens: TokenOutput) -> Reply:
+        content = None if tokens.logprobs is None else tokens.logprobs.model_dump(mode="json")["content"]
+        return replace(
+            self, prompt_token_ids=list(tokens.prompt_token_ids), token_ids=list(tokens.token_ids), logprobs=content
+        )
 
     @classmethod
     def from_metadata(

@@ -209,7 +209,19 @@ def _parse_completion(data: dict[str, Any], url: str) -> Reply:
         metadata,
         model_name=data.get("model"),
     )
+    reply = _with_tokens(reply, data.get("prompt_token_ids"), choice.get("token_ids"), choice.get("logprobs"))
     return _with_usage(reply, data.get("usage"))
+
+
+def _with_tokens(reply: Reply, prompt_ids: Any, token_ids: Any, logprobs: Any) -> Reply:
+    """The token output a response carried (prompt_token_ids, token_ids, logprobs.content), if any."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return replace(
+        reply,
+        prompt_token_ids=prompt_ids if isinstance(prompt_ids, list) else None,
+        token_ids=token_ids if isinstance(token_ids, list) else None,
+        logprobs=content if isinstance(content, list) else None,
+    )
 
 
 def _with_usage(reply: Reply, usage: Any) -> Reply:
@@ -234,6 +246,9 @@ class _SSEParser:
         self.metadata: Any = None
         self.usage: Any = None
         self.model: str | None = None
+        self.prompt_token_ids: Any = None
+        self.token_ids: Any = None
+        self.logprobs: Any = None
 
     def feed(self, line: str) -> Iterable[RunItem]:
         if not line.startswith("data:"):
@@ -248,6 +263,7 @@ class _SSEParser:
         self.model = chunk.get("model") or self.model
         self.usage = chunk.get("usage") or self.usage
         self.metadata = chunk.get("tts_metadata", self.metadata)
+        self.prompt_token_ids = chunk.get("prompt_token_ids") or self.prompt_token_ids
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             if isinstance(choice.get(PROGRESS_EVENT_NAME), dict):  # where the service sends it
@@ -258,12 +274,15 @@ class _SSEParser:
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
             if choice.get("tts_metadata") is not None:
                 self.metadata = choice["tts_metadata"]
+            self.token_ids = choice.get("token_ids") or self.token_ids
+            self.logprobs = choice.get("logprobs") or self.logprobs
         return items
 
     def finish(self) -> Reply:
         reply = Reply.from_metadata(
             "".join(self.text), self.finish_reason or "stop", _metadata(self.metadata, self.url), model_name=self.model
         )
+        reply = _with_tokens(reply, self.prompt_token_ids, self.token_ids, self.logprobs)
         return _with_usage(reply, self.usage)
 
 

@@ -21,6 +21,7 @@ sampled) raises :class:`~llm_tts.errors.CapabilityError`: never a silent 0.
 
 from __future__ import annotations
 
+import heapq
 import math
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -110,6 +111,9 @@ class EntropyScorer(LogprobScorer):
                 f"scorer 'entropy' got a step without top-k logprobs: {step.text[:40]!r}; "
                 f"generate with top_logprobs >= 1 (this scorer asks for {self.top_logprobs_needed})"
             )
+        k = self.top_logprobs_needed
+        if any(len(t) > k for t in tops):  # a caller asked for more top logprobs: score on the same k
+            tops = tuple(dict(heapq.nlargest(k, t.items(), key=lambda kv: kv[1])) for t in tops)
         return math.exp(-math.fsum(map(_entropy_lower_bound, tops, lps, step.token_ids)) / len(lps))
 
 

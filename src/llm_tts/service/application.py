@@ -17,6 +17,8 @@ from llm_tts.service.limits import BodyLimitMiddleware
 from llm_tts.service.protocol import REQUEST_FIELDS
 from llm_tts.service.routes import ServiceState, router
 from llm_tts.service.serving import ServingChat
+from llm_tts.service.session_routes import router as session_router
+from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 
 DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat completions API.
@@ -24,7 +26,10 @@ DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat complet
 Send the TTS fields (`tts_strategy`, `num_paths`, `tts_scorer`, ...) in the request body (what the
 OpenAI SDK's `extra_body` sends), or use the path form `/v1/{strategy}/chat/completions` and
 `/v1/{strategy}/{scorer}/chat/completions`. Each choice carries `tts_metadata`. With
-`stream=true` the search's progress arrives as chunks with `choices[0].tts_progress`."""
+`stream=true` the search's progress arrives as chunks with `choices[0].tts_progress`.
+
+Sessions (`POST /sessions`) record every completion sent to their base URL `/sessions/{id}` with
+its token-level truth, and turn the records into RL training samples (`/sessions/{id}/samples`)."""
 
 
 def create_app(
@@ -48,9 +53,12 @@ def create_app(
                 )
             )
             state.serving = ServingChat(built, settings)
+        state.sessions = await anyio.to_thread.run_sync(ServingSessions, state.serving.engine, settings)
         try:
             yield
         finally:
+            if state.sessions is not None:
+                state.sessions.close()
             if state.serving is not None:
                 state.serving.close()
                 if close_engine:
@@ -65,6 +73,7 @@ def create_app(
     if api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
     app.include_router(router)
+    app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes (issue 14)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -1,4 +1,4 @@
-"""Optional API key on /v1 routes: ``Authorization: Bearer <key>`` or 401.
+"""Optional API key on /v1 and /sessions routes: ``Authorization: Bearer <key>`` or 401.
 
 Runs as ASGI middleware, before the body is read, so an unauthenticated client learns nothing
 about the API (not even whether its JSON parses). The key a client sent is never echoed,
@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llm_tts.service.errors import AuthenticationError, send_error
 
 PROTECTED_PREFIX = "/v1"
+PROTECTED_PREFIXES = (PROTECTED_PREFIX, "/sessions")  # sessions hold requests and answers: same key
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -31,7 +32,7 @@ class APIKeyMiddleware:
         self._key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES):
             token = bearer_token(scope)
             if token is None or not hmac.compare_digest(token.encode(), self._key):
                 what = "missing" if token is None else "invalid"

@@ -30,6 +30,7 @@ from llm_tts.errors import (
     UnknownNameError,
 )
 from llm_tts.http_retry import SHOULD_RETRY_HEADER
+from llm_tts.service.openai_fields import refusal_reason
 
 # The service's own errors live in llm_tts.errors, with the table clients decode them by.
 __all__ = [
@@ -119,6 +120,9 @@ def from_validation_errors(errors: list[Mapping[str, Any]], valid_fields: Iterab
         return MalformedJSONError(f"{ctx.get('error', 'decode error')}{where}")
     param = _param_of(err.get("loc", ()))
     if kind == "extra_forbidden":
+        reason = refusal_reason(param.rsplit(".", 1)[-1])  # an OpenAI field refused on purpose: say why
+        if reason is not None:
+            return InvalidParameterError(param, _Shown(err.get("input")), reason)
         return UnknownNameError("parameter", param.rsplit(".", 1)[-1], list(valid_fields), param=param)
     if kind == "missing":
         if not param:

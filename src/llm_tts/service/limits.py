@@ -1,16 +1,22 @@
-"""Per-server limits: concurrent runs (429), request body size (413), budget and tokens (400)."""
+"""Per-server limits: concurrent runs and their wait queue (429/503), request body size (413), budget
+and tokens (400)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
-from llm_tts.errors import InvalidParameterError
+from llm_tts.errors import InvalidParameterError, QueueFullError, QueueTimeoutError
 from llm_tts.service.errors import RequestTooLargeError, TooManyRequestsError, send_error
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.strategies import get_strategy
+
+SERIAL_BACKEND_CONCURRENCY = 4  # runs at once on a backend that generates one call at a time
 
 
 def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
@@ -36,31 +42,95 @@ def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
 
 
 class RunSlots:
-    """Counts runs in flight. A slot is taken in the event loop and released by the worker
-    thread when the run really ends, so abandoned (timed-out, disconnected) runs still count."""
+    """Runs in flight, with a bounded FIFO queue of requests waiting for a slot.
 
-    def __init__(self, limit: int, retry_after_s: int) -> None:
+    A slot is taken in the event loop and released by the worker thread when the run really
+    ends, so abandoned (timed-out, disconnected) runs still count. A released slot passes
+    straight to the longest waiter. Only a full queue answers 429 (with Retry-After); a request
+    that waited ``queue_timeout_s`` answers 503.
+    """
+
+    def __init__(self, limit: int, retry_after_s: int, queue_size: int = 0, queue_timeout_s: float = 600.0) -> None:
         self.limit = limit
         self.retry_after_s = retry_after_s
-        self._sem = threading.BoundedSemaphore(limit)
+        self.queue_size = queue_size
+        self.queue_timeout_s = queue_timeout_s
         self._lock = threading.Lock()
         self._active = 0
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
 
     @property
     def active(self) -> int:
         return self._active
 
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
     def acquire(self) -> Slot:
-        if not self._sem.acquire(blocking=False):
-            raise TooManyRequestsError(self.limit, self.retry_after_s)
+        """A slot now, or 429 (the queue is not used)."""
         with self._lock:
-            self._active += 1
+            if self._active < self.limit and not self._waiters:
+                self._active += 1
+                return Slot(self)
+        raise TooManyRequestsError(self.limit, self.retry_after_s)
+
+    async def wait(self, timeout_s: float | None = None) -> Slot:
+        """A slot as soon as one is free, waiting in the queue at most ``timeout_s`` (default and
+        cap: ``queue_timeout_s``); 429 when the queue is full, 503 when the wait runs out."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._active < self.limit and not self._waiters:
+                self._active += 1
+                return Slot(self)
+            if len(self._waiters) >= self.queue_size:
+                if not self.queue_size:
+                    raise TooManyRequestsError(self.limit, self.retry_after_s)
+                raise QueueFullError(self._active, len(self._waiters), self.retry_after_s)
+            granted: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, granted))
+        wait_s = self.queue_timeout_s if timeout_s is None else min(timeout_s, self.queue_timeout_s)
+        try:
+            await asyncio.wait_for(granted, max(0.0, wait_s))
+        except TimeoutError:
+            self._forget(loop, granted)
+            raise QueueTimeoutError(wait_s, self.retry_after_s) from None
+        except BaseException:  # the request was cancelled while waiting (client gone)
+            self._forget(loop, granted)
+            raise
         return Slot(self)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, granted: asyncio.Future[None]) -> None:
+        # Still queued: leave the queue. Already handed a slot: _grant finds the future
+        # cancelled and passes the slot on.
+        with self._lock, contextlib.suppress(ValueError):
+            self._waiters.remove((loop, granted))
+
+    def _grant(self, granted: asyncio.Future[None]) -> None:
+        """In the waiter's loop: take the slot handed over, or pass it on if the waiter left."""
+        if granted.done():
+            self._release()
+        else:
+            granted.set_result(None)
 
     def _release(self) -> None:
         with self._lock:
+            while self._waiters:
+                loop, granted = self._waiters.popleft()
+                try:
+                    loop.call_soon_threadsafe(self._grant, granted)  # the slot passes on: active unchanged
+                    return
+                except RuntimeError:  # that loop is closed: try the next waiter
+                    continue
             self._active -= 1
-        self._sem.release()
+
+
+def default_concurrency(backend: object) -> int:
+    """Runs at once when the settings do not say: what the engine batches across requests
+    (``concurrent_sequences``: vLLM's max_num_seqs, an HTTP backend's connections); a backend
+    that runs one call at a time (transformers) gains nothing from more than a few."""
+    batch = getattr(backend, "concurrent_sequences", None)
+    return max(1, int(batch)) if isinstance(batch, int) else SERIAL_BACKEND_CONCURRENCY
 
 
 class Slot:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llm_tts.config import MAX_TOKENS, TTSConfig
 from llm_tts.messages import ChatMessage, Role, coerce_messages
 from llm_tts.metadata import TTSMetadata, UsageInfo
+from llm_tts.token_output import ChoiceLogprobs
 
 
 class RequestMessage(BaseModel):
@@ -80,6 +81,19 @@ class ChatCompletionRequest(TTSConfig):
         description="seconds this request may run (408 after, or the best answer so far with tts_anytime); "
         "capped by the server's deadline",
     )
+    # -- token in (issue 14) ---------------------------------------------------------------------
+    prompt_token_ids: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="token in: the prompt as token ids, consumed exactly instead of rendering messages (which "
+        "then only give the question to answer extraction and scorers); ids must be in the model's vocabulary",
+    )
+    logprob_start_len: int | None = Field(
+        None,
+        ge=-1,
+        description="SGLang's field, sent by RL rollout clients: a value >= 0 returns prompt_token_ids and "
+        "token_ids as return_token_ids does (prompt logprobs are not computed); -1: no effect",
+    )
 
     def to_messages(self) -> list[ChatMessage]:
         return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
@@ -91,6 +105,8 @@ class ChatCompletionRequest(TTSConfig):
             data["stop"] = [data["stop"]]
         if self.max_completion_tokens is not None and "max_tokens" not in data:
             data["max_tokens"] = self.max_completion_tokens
+        if self.logprob_start_len is not None and self.logprob_start_len >= 0:
+            data["return_token_ids"] = True
         data.update(overrides)
         return TTSConfig.create(**data)
 
@@ -107,8 +123,13 @@ class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: Literal["stop", "length"] = Field(description="'length' when max_tokens cut the selected answer")
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = Field(
+        None, description="logprobs=true: one entry per sampled token of the answer, each with its token_id"
+    )
     tts_metadata: TTSMetadata = Field(description="how the strategy chose this answer")
+    token_ids: list[int] | None = Field(
+        None, description="return_token_ids=true: the answer's token ids, exactly as generated"
+    )
 
 
 class ChatCompletion(BaseModel):
@@ -119,6 +140,9 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: UsageInfo = Field(description="real token counts: every token of every candidate")
     system_fingerprint: str | None = None
+    prompt_token_ids: list[int] | None = Field(
+        None, description="return_token_ids=true: the prompt's token ids, exactly as consumed"
+    )
 
 
 class ModelCard(BaseModel):
@@ -139,6 +163,7 @@ class Health(BaseModel):
     backend: str
     active_requests: int
     max_concurrency: int
+    queued_requests: int = Field(0, description="requests waiting for a run slot")
 
 
 class ErrorDetail(BaseModel):

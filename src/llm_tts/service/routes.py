@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelList
-from llm_tts.service.serving import ChatCompletionStream, ServingChat
+from llm_tts.service.serving import ChatCompletionStream, ResultHook, ServingChat
+from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import SSE_HEADERS, SSE_MEDIA_TYPE
 
@@ -22,6 +24,7 @@ class ServiceState:
 
     settings: ServiceSettings
     serving: ServingChat | None = None
+    sessions: ServingSessions | None = None  # set at startup, with the serving object
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -32,7 +35,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "unknown model",
         408: "the run exceeded its deadline",
         413: "request body too large",
-        429: "too many concurrent requests (see Retry-After)",
+        429: "the wait queue is full (see Retry-After)",
     }.items()
 }
 
@@ -83,8 +86,19 @@ async def strategy_scorer_chat_completions(
 
 
 async def _complete(request: Request, body: ChatCompletionRequest, **path_fields: str) -> Response:
+    return await answer_chat(request, body, path_fields)
+
+
+async def answer_chat(
+    request: Request,
+    body: ChatCompletionRequest,
+    path_fields: Mapping[str, str] | None = None,
+    on_result: ResultHook | None = None,
+) -> Response:
+    """The HTTP answer to a chat completion request: JSON, or an SSE stream. Every chat route
+    (top-level and session-scoped) answers through here; ``on_result`` records the run."""
     answer = await serving_of(request).create_chat_completion(
-        body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request)
+        body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request), on_result=on_result
     )
     if isinstance(answer, ChatCompletionStream):
         return _ClosingStreamingResponse(answer)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from llm_tts.config import TTSConfig
@@ -33,7 +34,7 @@ from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
 from llm_tts.service.errors import InternalError, error_body
-from llm_tts.service.limits import RunSlots, apply_limits
+from llm_tts.service.limits import RunSlots, apply_limits, default_concurrency
 from llm_tts.service.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -45,6 +46,7 @@ from llm_tts.service.protocol import (
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
+from llm_tts.token_output import token_output
 
 log = logging.getLogger("llm_tts.service")
 
@@ -64,7 +66,8 @@ class ServingChat:
     def __init__(self, engine: TTSEngine, settings: ServiceSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.slots = RunSlots(settings.max_concurrency, settings.retry_after_s)
+        limit = settings.max_concurrency or default_concurrency(engine.backend)
+        self.slots = RunSlots(limit, settings.retry_after_s, settings.queue_size, settings.queue_timeout_s)
         self.started = int(time.time())
         # One worker per slot: a run that holds a slot never waits for a thread.
         self._executor = ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
@@ -76,6 +79,7 @@ class ServingChat:
             backend=backend.name,
             active_requests=self.slots.active,
             max_concurrency=self.slots.limit,
+            queued_requests=self.slots.queued,
         )
 
     def models(self) -> ModelList:
@@ -87,44 +91,46 @@ class ServingChat:
         *,
         path_fields: Mapping[str, str] | None = None,
         client_gone: ClientGone | None = None,
+        on_result: ResultHook | None = None,
     ) -> ChatCompletion | ChatCompletionStream:
         """Answer ``request`` (``path_fields``: TTS fields from the URL path). A streamed request
-        returns once its run has started; the caller must close the stream however it ends."""
+        returns once its run has started; the caller must close the stream however it ends.
+        ``on_result`` (a session's recorder) gets each finished run and its completion, off the loop."""
         self._check_model(request.model)
         self._check_provider(request.provider)
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
-        run = await self._start(request.to_messages(), config, RunControl.with_timeout(deadline_s))
+        control = RunControl.with_timeout(deadline_s)
+        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids, deadline_s)
         watch = _RunWatch(
             run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if config.tts_anytime else DEADLINE_GRACE_S
         )
         completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
+        answer = _Answer(self.engine, config, completion_id, created, model, on_result)
         if request.stream:
-            return ChatCompletionStream(watch, ChunkWriter(completion_id, created, model))
+            writer = ChunkWriter(completion_id, created, model)
+            return ChatCompletionStream(watch, writer, answer)
         with run:
             result = await watch.result()
-        return ChatCompletion(
-            id=completion_id,
-            created=created,
-            model=model,
-            choices=[
-                Choice(
-                    message=ResponseMessage(content=result.text),
-                    finish_reason=result.finish_reason,
-                    tts_metadata=result.metadata,
-                )
-            ],
-            usage=result.metadata.usage,
-        )
+        return await answer.completion(result)
 
     def close(self) -> None:
         """Stop taking runs; queued ones are cancelled, running ones end at their next check."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _start(self, messages: Sequence[ChatMessage], config: TTSConfig, control: RunControl) -> RunStream:
-        slot = self.slots.acquire()  # 429 when full
+    async def _start(
+        self,
+        messages: Sequence[ChatMessage],
+        config: TTSConfig,
+        control: RunControl,
+        prompt_token_ids: Sequence[int] | None = None,
+        wait_s: float | None = None,
+    ) -> RunStream:
+        slot = await self.slots.wait(wait_s)  # queued while every slot is busy; 429 when the queue is full
         try:
-            plan = await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.plan, messages, config)
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._executor, partial(self.engine.plan, messages, config, prompt_token_ids=prompt_token_ids)
+            )
             run = RunStream.start(self.engine, plan, control=control, executor=self._executor)
         except BaseException:
             slot.release()
@@ -161,9 +167,10 @@ class ChatCompletionStream:
     the response (done, client gone, server stopping, even before the first event), ``close``
     stops a run still going."""
 
-    def __init__(self, watch: _RunWatch, writer: ChunkWriter) -> None:
+    def __init__(self, watch: _RunWatch, writer: ChunkWriter, answer: _Answer) -> None:
         self._watch = watch
         self._writer = writer
+        self._answer = answer
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._events()
@@ -185,7 +192,8 @@ class ChatCompletionStream:
                     yield KEEPALIVE
                 else:
                     yield sse(writer.progress(event))
-            for chunk in writer.answer(event):
+            completion = await self._answer.completion(event)
+            for chunk in writer.answer(event, completion):
                 yield sse(chunk)
             yield DONE
         except LLMTTSError as e:
@@ -196,6 +204,53 @@ class ChatCompletionStream:
         finally:
             watch.stop_watching()
             self.close()
+
+
+ResultHook = Callable[[TTSResult, ChatCompletion], None]  # called in a worker thread
+
+
+class _Answer:
+    """Builds the completion of a finished run (with the token output it asked for) and hands
+    both to the result hook."""
+
+    def __init__(
+        self,
+        engine: TTSEngine,
+        config: TTSConfig,
+        completion_id: str,
+        created: int,
+        model: str,
+        on_result: ResultHook | None,
+    ) -> None:
+        self.engine, self.config, self.on_result = engine, config, on_result
+        self.completion_id, self.created, self.model = completion_id, created, model
+
+    async def completion(self, result: TTSResult) -> ChatCompletion:
+        completion = await asyncio.to_thread(self._build, result)
+        if self.on_result is not None:
+            await asyncio.to_thread(self.on_result, result, completion)
+        return completion
+
+    def _build(self, result: TTSResult) -> ChatCompletion:
+        config = self.config
+        tokens = None
+        if config.logprobs or config.return_token_ids:
+            tokens = token_output(result.trajectory, self.engine.backend, config.top_logprobs or 0)
+        choice = Choice(
+            message=ResponseMessage(content=result.text),
+            finish_reason=result.finish_reason,
+            tts_metadata=result.metadata,
+            logprobs=tokens.logprobs if tokens is not None and config.logprobs else None,
+            token_ids=list(tokens.token_ids) if tokens is not None and config.return_token_ids else None,
+        )
+        return ChatCompletion(
+            id=self.completion_id,
+            created=self.created,
+            model=self.model,
+            choices=[choice],
+            usage=result.metadata.usage,
+            prompt_token_ids=list(tokens.prompt_token_ids) if tokens is not None and config.return_token_ids else None,
+        )
 
 
 class _Interrupt(enum.Enum):

@@ -60,8 +60,12 @@ class ServiceSettings(BaseModel):
     api_key: Annotated[SecretStr | None, Source("--api-key", "LLM_TTS_API_KEY")] = Field(
         None, description="when set, /v1 requests need 'Authorization: Bearer <key>' (prefer the env: flags show in ps)"
     )
-    max_concurrency: Annotated[int, Source("--max-concurrency", "LLM_TTS_MAX_CONCURRENCY")] = Field(
-        4, ge=1, le=256, description="requests run at once; more get 429"
+    max_concurrency: Annotated[int | None, Source("--max-concurrency", "LLM_TTS_MAX_CONCURRENCY")] = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="requests run at once (more wait in the queue); unset: what the engine batches "
+        "(vLLM: its max_num_seqs; transformers, which runs one call at a time: 4)",
     )
     deadline_s: Annotated[float, Source("--deadline", "LLM_TTS_DEADLINE")] = Field(
         600.0, gt=0, description="seconds a request may run before it gets 408"
@@ -99,6 +103,29 @@ class ServiceSettings(BaseModel):
     ] = Field(None, ge=1, description="vLLM: GPUs to shard the model over; unset: 1")
     kv_cache_space: Annotated[float | None, Source("--kv-cache-space", "LLM_TTS_KV_CACHE_SPACE", _VLLM)] = Field(
         None, gt=0, description="vLLM: GiB of KV cache (on CPU; unset: $VLLM_CPU_KVCACHE_SPACE or 2)"
+    )
+
+    # -- the wait queue and sessions (issue 14) ------------------------------------------------
+    queue_size: Annotated[int, Source("--queue-size", "LLM_TTS_QUEUE_SIZE")] = Field(
+        4096, ge=0, description="requests that may wait for a run slot; beyond it they get 429 with Retry-After"
+    )
+    queue_timeout_s: Annotated[float, Source("--queue-timeout", "LLM_TTS_QUEUE_TIMEOUT")] = Field(
+        600.0, gt=0, description="seconds a request may wait for a run slot before it gets 503"
+    )
+    session_store: Annotated[Literal["sqlite", "memory"], Source("--session-store", "LLM_TTS_SESSION_STORE")] = Field(
+        "sqlite", description="where sessions are kept: sqlite (a file, survives restarts) or memory"
+    )
+    session_db: Annotated[str | None, Source("--session-db", "LLM_TTS_SESSION_DB")] = Field(
+        None, description="the sqlite store's file; unset: $XDG_STATE_HOME/llm-tts/sessions.sqlite3"
+    )
+    session_ttl_s: Annotated[float, Source("--session-ttl", "LLM_TTS_SESSION_TTL")] = Field(
+        3600.0, gt=0, description="seconds a session may sit unused before it expires (404 after)"
+    )
+    max_sessions: Annotated[int, Source("--max-sessions", "LLM_TTS_MAX_SESSIONS")] = Field(
+        10000, ge=1, description="open sessions at most (429 beyond)"
+    )
+    max_session_records: Annotated[int, Source("--max-session-records", "LLM_TTS_MAX_SESSION_RECORDS")] = Field(
+        10000, ge=1, description="records one session may hold (413 beyond)"
     )
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from typing import Any
 
 from llm_tts.engine import TTSResult
 from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
+from llm_tts.service.protocol import ChatCompletion
 
 KEEPALIVE_S = 10.0  # an SSE comment this often keeps proxies from closing a quiet stream
 KEEPALIVE = ": keep-alive\n\n"
@@ -45,8 +46,19 @@ class ChunkWriter:
         chunk["choices"][0][PROGRESS_EVENT_NAME] = progress_to_json(event)
         return chunk
 
-    def answer(self, result: TTSResult) -> list[dict[str, Any]]:
-        """The selected answer's content, then the last chunk with its metadata and usage."""
+    def answer(self, result: TTSResult, completion: ChatCompletion | None = None) -> list[dict[str, Any]]:
+        """The selected answer's content, then the last chunk with its metadata and usage. The
+        content chunk carries the completion's token output (logprobs, token_ids,
+        prompt_token_ids) when it has any, as vLLM's chunks do."""
         last = self.chunk({}, result.finish_reason, tts_metadata=result.metadata.model_dump(mode="json"))
         last["usage"] = result.metadata.usage.model_dump(mode="json")
-        return [self.chunk({"content": result.text}), last]
+        content = self.chunk({"content": result.text})
+        if completion is not None:
+            choice = completion.choices[0]
+            if choice.logprobs is not None:
+                content["choices"][0]["logprobs"] = choice.logprobs.model_dump(mode="json")
+            if choice.token_ids is not None:
+                content["choices"][0]["token_ids"] = choice.token_ids
+            if completion.prompt_token_ids is not None:
+                content["prompt_token_ids"] = completion.prompt_token_ids
+        return [content, last]

@@ -156,11 +156,12 @@ class StrategyContext:
             stop=tuple(stop),
             seed=None if c.seed is None else c.seed + self.generate_calls,
             logprobs=self.backend.capabilities.logprobs,
-            top_logprobs=top_logprobs
-            if top_logprobs is not None
-            else self.scorer.top_logprobs_needed
-            if self.scorer
-            else 0,
+            top_logprobs=max(
+                top_logprobs if top_logprobs is not None else self.scorer.top_logprobs_needed if self.scorer else 0,
+                c.top_logprobs or 0,
+            ),
+            presence_penalty=c.presence_penalty,
+            frequency_penalty=c.frequency_penalty,
         )
         start = time.perf_counter()
         try:

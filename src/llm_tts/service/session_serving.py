@@ -1,0 +1,136 @@
+"""Sessions without the web framework: create, read, delete, record runs and build samples.
+
+A session-scoped chat request is served by :class:`~llm_tts.service.serving.ServingChat` like
+any other; :meth:`ServingSessions.prepare` only checks the session first (live, room for a
+record), applies its token continuation, and hands back the hook that records the finished run.
+Store calls are blocking (SQLite), so they run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.errors import InvalidParameterError, SessionFullError
+from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
+from llm_tts.service.serving import ResultHook
+from llm_tts.service.session_protocol import (
+    CreateSessionRequest,
+    SampleList,
+    SamplesRequest,
+    SessionDeleted,
+    SessionDetail,
+    SessionObject,
+)
+from llm_tts.service.settings import ServiceSettings
+from llm_tts.sessions.factory import open_store
+from llm_tts.sessions.records import SessionInfo, SessionOptions, record_of
+from llm_tts.sessions.samples import build_samples
+from llm_tts.sessions.store import SessionStore
+from llm_tts.sessions.turns import align_turn, extends_messages
+
+
+class ServingSessions:
+    """The sessions of one server: its store, its limits and the engine's tokenizer."""
+
+    def __init__(self, engine: TTSEngine, settings: ServiceSettings, store: SessionStore | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.store = store or open_store(settings.session_store, settings.session_db)
+        self.end_of_turn_ids = sorted(getattr(engine.backend, "eos_token_ids", ()) or ())
+
+    async def create(self, request: CreateSessionRequest | None) -> SessionObject:
+        options = SessionOptions.model_validate((request or CreateSessionRequest()).model_dump())
+        now = time.time()
+        info = SessionInfo(
+            id=f"sess-{uuid.uuid4().hex}",
+            created_at=now,
+            last_used_at=now,
+            ttl_s=options.ttl_s or self.settings.session_ttl_s,
+            options=options,
+            end_of_turn_ids=self.end_of_turn_ids,
+        )
+        create = partial(
+            self.store.create, info, max_sessions=self.settings.max_sessions, retry_after_s=self.settings.retry_after_s
+        )
+        return SessionObject.of(await asyncio.to_thread(create))
+
+    async def get(self, session_id: str) -> SessionDetail:
+        def read() -> SessionDetail:
+            info = self.store.get(session_id)
+            head = SessionObject.of(info).model_dump()
+            return SessionDetail(**head, records=self.store.records(session_id))
+
+        return await asyncio.to_thread(read)
+
+    async def info(self, session_id: str) -> SessionInfo:
+        """The live session (404 when unknown, deleted or expired)."""
+        return await asyncio.to_thread(self.store.get, session_id)
+
+    async def delete(self, session_id: str) -> SessionDeleted:
+        await self.info(session_id)  # 404 for an unknown or expired one
+        await asyncio.to_thread(self.store.delete, session_id)
+        return SessionDeleted(id=session_id)
+
+    async def samples(self, session_id: str, request: SamplesRequest | None) -> SampleList:
+        def build() -> SampleList:
+            info = self.store.get(session_id)
+            records = self.store.records(session_id)
+            if not records:
+                raise InvalidParameterError(
+                    "session_id", session_id, "the session has no records yet: send chat completions to its base_url"
+                )
+            return SampleList(session_id=session_id, data=build_samples(records, info.end_of_turn_ids, request))
+
+        return await asyncio.to_thread(build)
+
+    async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, ResultHook]:
+        """Check the session before anything runs; the request to serve and its recorder."""
+        info = await asyncio.to_thread(self.store.touch, session_id)
+        if info.num_records >= self.settings.max_session_records:
+            raise SessionFullError(session_id, self.settings.max_session_records)
+        request = body.model_dump(mode="json", exclude_unset=True)
+        messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
+        continued_from = None
+        if info.options.token_continuation and body.prompt_token_ids is None:
+            body, continued_from = await asyncio.to_thread(self._continue, session_id, body, messages)
+        hook = partial(self._record, session_id, request, messages, continued_from, time.time())
+        return body, hook
+
+    def _continue(
+        self, session_id: str, body: ChatCompletionRequest, messages: list[dict[str, Any]]
+    ) -> tuple[ChatCompletionRequest, str | None]:
+        """The request with its prompt as the previous turn's exact tokens plus the new ones."""
+        records = self.store.records(session_id)
+        prev = next((r for r in reversed(records) if extends_messages(r.messages, r.answer_text, messages)), None)
+        if prev is None:
+            return body, None  # a new conversation: rendered as usual
+        rendered = self.engine.backend.render_chat(body.to_messages())
+        aligned = align_turn(prev.prompt_token_ids, prev.chosen.token_ids, rendered, self.end_of_turn_ids)
+        if aligned is None:
+            return body, None
+        ids = [*prev.prompt_token_ids, *prev.chosen.token_ids, *aligned.between]
+        return body.model_copy(update={"prompt_token_ids": ids}), prev.id
+
+    def _record(
+        self,
+        session_id: str,
+        request: dict[str, Any],
+        messages: list[dict[str, Any]],
+        continued_from: str | None,
+        started: float,
+        result: TTSResult,
+        completion: ChatCompletion,
+    ) -> None:
+        response = completion.model_dump(mode="json")
+        record = record_of(
+            session_id, request, messages, result, response, started=started, continued_from=continued_from
+        )
+        self.store.add_record(record, max_records=self.settings.max_session_records)
+
+    def close(self) -> None:
+        self.store.close()

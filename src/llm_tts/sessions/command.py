@@ -1,0 +1,61 @@
+"""``llm-tts sessions export ID --out FILE``: a session's training samples as JSONL, one a line,
+read straight from the SQLite store (no model, no running server needed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from llm_tts.errors import LLMTTSError
+from llm_tts.sessions.samples import SampleOptions, build_samples
+from llm_tts.sessions.sqlite_store import SQLiteSessionStore, default_store_path
+
+SESSION_DB_ENV = "LLM_TTS_SESSION_DB"  # the same variable `llm-tts serve` reads
+
+
+def add_sessions_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sessions_command", required=True)
+    export = sub.add_parser("export", help="write a session's training samples as JSONL (one sample a line)")
+    export.add_argument("session_id", help="the session's id (from POST /sessions)")
+    export.add_argument("--out", required=True, type=Path, help="the JSONL file to write")
+    export.add_argument(
+        "--session-db",
+        type=Path,
+        default=None,
+        help=f"the server's SQLite store (default: ${SESSION_DB_ENV} or {default_store_path()})",
+    )
+    export.add_argument(
+        "--candidates",
+        choices=("all", "selected"),
+        default="all",
+        help="all: one sample per candidate of a search (default); selected: the selected answers only",
+    )
+    export.add_argument("--reward", type=float, default=None, help="reward of every sample (default: its score)")
+    export.add_argument(
+        "--no-merge-turns", action="store_true", help="one sample per request instead of one per conversation"
+    )
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    path = args.session_db or os.environ.get(SESSION_DB_ENV) or default_store_path()
+    if not Path(path).is_file():
+        print(f"llm-tts sessions: no session store at {path} (pass --session-db)", file=sys.stderr)
+        return 2
+    options = SampleOptions(candidates=args.candidates, reward=args.reward, merge_turns=not args.no_merge_turns)
+    store = SQLiteSessionStore(path)
+    try:
+        info = store.get(args.session_id)
+        samples = build_samples(store.records(args.session_id), info.end_of_turn_ids, options)
+    except LLMTTSError as e:
+        print(f"llm-tts sessions: {e}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as f:
+        for sample in samples:
+            f.write(sample.model_dump_json() + "\n")
+    print(f"wrote {len(samples)} samples of session {args.session_id} to {args.out}")
+    return 0

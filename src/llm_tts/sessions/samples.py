@@ -1,0 +1,177 @@
+"""Training samples from a session's records, in the field names RL trainers use (Miles):
+``tokens``, ``response_length``, ``loss_mask``, ``rollout_log_probs``, ``reward``, ``status``,
+``metadata``.
+
+- A multi-turn conversation (each request extends the previous one's messages, or its exact
+  tokens) becomes one sample: the first prompt, then each turn's sampled answer (mask 1) and what
+  came between the turns (mask 0). Where the template re-rendered an answer differently, the
+  sampled tokens are kept and ``metadata.rerendered_turns`` says which turns.
+- Every other candidate of a search becomes its own sample (its request's prompt + its tokens),
+  grouped by request in ``metadata.group`` with ``metadata.selected``, its step scores and its
+  aggregated score as ``reward`` unless the caller gives one.
+
+``rollout_log_probs`` is the logprob the engine returned for each sampled token (the model's raw
+distribution), 0.0 where the mask is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from llm_tts.sessions.records import CandidateRecord, RecordStatus, SessionRecord
+from llm_tts.sessions.turns import align_turn, extends_messages
+
+
+class Sample(BaseModel):
+    """One training sample: ``tokens`` = prompt + response; the lists cover the response."""
+
+    tokens: list[int]
+    response_length: int
+    loss_mask: list[int] = Field(description="per response token: 1 sampled by the model, 0 not")
+    rollout_log_probs: list[float] = Field(description="per response token: its logprob; 0.0 where the mask is 0")
+    reward: float | None = Field(description="the caller's reward, else the candidate's aggregated score")
+    status: RecordStatus
+    metadata: dict[str, Any]
+
+
+class SampleOptions(BaseModel):
+    """How ``POST /sessions/{id}/samples`` (and the export) builds samples."""
+
+    candidates: Literal["all", "selected"] = Field(
+        default="all", description="all: one sample per candidate of a search; selected: the selected answers only"
+    )
+    reward: float | None = Field(
+        default=None, description="reward of every sample; unset: each candidate's aggregated score"
+    )
+    merge_turns: bool = Field(
+        default=True, description="merge a multi-turn conversation into one sample; false: one sample per request"
+    )
+
+
+@dataclass
+class _Builder:
+    """A sample being assembled: prompt tokens, then response pieces."""
+
+    prompt: list[int]
+    response: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    def add(self, tokens: Sequence[int], mask: Sequence[int] | int, logprobs: Sequence[float] | None = None) -> None:
+        self.response.extend(tokens)
+        self.mask.extend([mask] * len(tokens) if isinstance(mask, int) else mask)
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(tokens))
+
+    def sample(self, reward: float | None, status: RecordStatus, metadata: dict[str, Any]) -> Sample:
+        return Sample(
+            tokens=[*self.prompt, *self.response],
+            response_length=len(self.response),
+            loss_mask=self.mask,
+            rollout_log_probs=[lp if m else 0.0 for lp, m in zip(self.logprobs, self.mask)],
+            reward=reward,
+            status=status,
+            metadata=metadata,
+        )
+
+
+def build_samples(
+    records: Sequence[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions | None = None
+) -> list[Sample]:
+    """The session's samples (see the module docstring), conversations first, in record order."""
+    options = options or SampleOptions()
+    chains = conversations(records, end_of_turn_ids) if options.merge_turns else [[r] for r in records]
+    samples = [_conversation_sample(chain, end_of_turn_ids, options) for chain in chains]
+    if options.candidates == "all":
+        for record in records:
+            samples.extend(_other_candidates(record, options))
+    return samples
+
+
+def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
+    """Records grouped into conversations: a record joins the latest conversation whose last turn
+    it extends (by messages, or by its exact tokens), else starts one."""
+    chains: list[list[SessionRecord]] = []
+    for record in records:
+        home = next((c for c in reversed(chains) if _continues(c[-1], record, end_of_turn_ids)), None)
+        if home is None:
+            chains.append([record])
+        else:
+            home.append(record)
+    return chains
+
+
+def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Collection[int]) -> bool:
+    if record.continued_from == prev.id:
+        return True
+    by_messages = extends_messages(prev.messages, prev.answer_text, record.messages)
+    aligned = align_turn(prev.prompt_token_ids, prev.chosen.token_ids, record.prompt_token_ids, end_of_turn_ids)
+    return aligned is not None and (by_messages or not aligned.rerendered)
+
+
+def _conversation_sample(
+    chain: list[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions
+) -> Sample:
+    first, last = chain[0], chain[-1]
+    builder = _Builder(list(first.prompt_token_ids))
+    rerendered: list[dict[str, Any]] = []
+    for turn, record in enumerate(chain):
+        if turn:
+            prev = chain[turn - 1]
+            aligned = align_turn(prev.prompt_token_ids, prev.chosen.token_ids, record.prompt_token_ids, end_of_turn_ids)
+            assert aligned is not None  # conversations() only chains records that align
+            if aligned.rerendered:
+                rerendered.append(
+                    {"turn": turn - 1, "record_id": prev.id, "rendered_answer_token_ids": list(aligned.rendered_answer)}
+                )
+            builder.add(aligned.between, 0)
+        chosen = record.chosen
+        builder.add(chosen.token_ids, chosen.loss_mask, chosen.logprobs)
+    chosen = last.chosen
+    metadata = {
+        **_metadata(last, chosen),
+        "record_ids": [r.id for r in chain],
+        "turns": len(chain),
+        "prompt_length": len(first.prompt_token_ids),
+        "rerendered_turns": rerendered,
+    }
+    reward = options.reward if options.reward is not None else chosen.score
+    return builder.sample(reward, _worst(r.status for r in chain), metadata)
+
+
+def _other_candidates(record: SessionRecord, options: SampleOptions) -> list[Sample]:
+    out = []
+    for candidate in record.candidates:
+        if candidate.index == record.selected:
+            continue
+        builder = _Builder(list(record.prompt_token_ids))
+        builder.add(candidate.token_ids, candidate.loss_mask, candidate.logprobs)
+        metadata = {**_metadata(record, candidate), "record_ids": [record.id], "turns": 1}
+        metadata.update(prompt_length=len(record.prompt_token_ids), rerendered_turns=[])
+        status: RecordStatus = "truncated" if candidate.finish_reason == "length" else "completed"
+        reward = options.reward if options.reward is not None else candidate.score
+        out.append(builder.sample(reward, status, metadata))
+    return out
+
+
+def _metadata(record: SessionRecord, candidate: CandidateRecord) -> dict[str, Any]:
+    """What every sample says about the request and candidate it comes from."""
+    return {
+        "session_id": record.session_id,
+        "group": record.id,
+        "selected": candidate.index == record.selected,
+        "candidate_index": candidate.index,
+        "candidate_status": candidate.status,
+        "step_scores": candidate.step_scores,
+        "score": candidate.score,
+        "strategy": record.strategy,
+        "scorer": record.scorer,
+    }
+
+
+def _worst(statuses: Any) -> RecordStatus:
+    seen = set(statuses)
+    return "aborted" if "aborted" in seen else "truncated" if "truncated" in seen else "completed"

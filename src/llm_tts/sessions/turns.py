@@ -1,0 +1,62 @@
+"""Aligning a conversation's turns at the token level.
+
+Turn 2's prompt is the chat template's rendering of turn 1's messages, turn 1's answer and what
+came after it (a tool's output, the next user message). Ideally it starts with turn 1's exact
+tokens (prompt + sampled answer); a template may re-render the answer differently (drop its
+end-of-turn token, strip whitespace, re-tokenise its text). :func:`align_turn` finds what came
+between the turns either way, and says whether the re-rendering differed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TurnAlignment:
+    between: tuple[int, ...]  # tokens after the previous answer, up to the next generation
+    rerendered: bool  # the template rendered the previous answer differently from its sampled tokens
+    rendered_answer: tuple[int, ...] = ()  # the re-rendered answer's tokens, when they differ
+
+
+def align_turn(
+    prev_prompt: Sequence[int],
+    prev_answer: Sequence[int],
+    next_prompt: Sequence[int],
+    end_of_turn_ids: Collection[int],
+) -> TurnAlignment | None:
+    """What ``next_prompt`` adds after the previous turn; None when it does not continue it
+    (the prompt before the previous answer changed, or the answer's end cannot be found)."""
+    n, sampled = len(prev_prompt), len(prev_prompt) + len(prev_answer)
+    if list(next_prompt[:sampled]) == [*prev_prompt, *prev_answer]:
+        return TurnAlignment(tuple(next_prompt[sampled:]), rerendered=False)
+    if list(next_prompt[:n]) != list(prev_prompt):
+        return None
+    # The answer was re-rendered: it ends at the first end-of-turn token after the old prompt.
+    end = next((i for i in range(n, len(next_prompt)) if next_prompt[i] in end_of_turn_ids), None)
+    if end is None:
+        return None
+    closed = bool(prev_answer) and prev_answer[-1] in end_of_turn_ids
+    cut = end + 1 if closed else end  # an answer that kept its end-of-turn token: not repeated
+    return TurnAlignment(tuple(next_prompt[cut:]), rerendered=True, rendered_answer=tuple(next_prompt[n:cut]))
+
+
+def extends_messages(earlier: Sequence[dict[str, Any]], answer: str, later: Sequence[dict[str, Any]]) -> bool:
+    """``later`` is ``earlier`` plus the assistant's ``answer`` plus more messages."""
+    k = len(earlier)
+    if len(later) <= k or [_key(m) for m in later[:k]] != [_key(m) for m in earlier]:
+        return False
+    reply = later[k]
+    return reply.get("role") == "assistant" and _text(reply.get("content")).strip() == answer.strip()
+
+
+def _key(message: dict[str, Any]) -> tuple[str, str]:
+    return str(message.get("role")), _text(message.get("content"))
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI's content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
