@@ -100,10 +100,14 @@ def bwrap_path() -> str:
     return found
 
 
-def sandbox_command(image: SandboxImage, limits: SandboxLimits, python_args: Sequence[str]) -> list[str]:
-    """The command that runs ``python python_args...`` inside a fresh sandbox."""
+def sandbox_command(
+    image: SandboxImage, limits: SandboxLimits, python_args: Sequence[str], info_fd: int | None = None
+) -> list[str]:
+    """The command that runs ``python python_args...`` inside a fresh sandbox; bwrap writes the
+    sandbox's first process id (on the host) to ``info_fd`` as JSON."""
     cmd = [
         bwrap_path(),
+        *(["--info-fd", str(info_fd)] if info_fd is not None else []),
         "--unshare-all",
         "--unshare-user",  # required, not "try": without it there is no unprivileged uid
         "--uid",
@@ -131,10 +135,10 @@ def sandbox_command(image: SandboxImage, limits: SandboxLimits, python_args: Seq
     return [*cmd, image.python, *python_args]
 
 
-def worker_command(image: SandboxImage, limits: SandboxLimits, control_fd: int) -> list[str]:
+def worker_command(image: SandboxImage, limits: SandboxLimits, control_fd: int, info_fd: int) -> list[str]:
     """The command that starts one worker (:mod:`llm_tts.sandbox.worker_main`) in a fresh sandbox."""
     args = ["-I", "-c", WORKER_SOURCE, str(control_fd), json.dumps(limits.rlimits()), *image.import_paths]
-    return sandbox_command(image, limits, args)
+    return sandbox_command(image, limits, args, info_fd)
 
 
 @functools.lru_cache(maxsize=4)

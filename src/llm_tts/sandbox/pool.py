@@ -68,6 +68,11 @@ class SandboxPool:
         while len(self._idle) < self.size:
             self._idle.append(Worker(self.image, self.limits))
 
+    def idle_pids(self) -> list[int]:
+        """Process ids (bwrap's, on the host) of the workers waiting in the pool."""
+        with self._lock:
+            return [w.process.pid for w in self._idle]
+
     def close(self) -> None:
         """Kill the idle workers; executions in flight finish (each kills its own worker)."""
         with self._lock:

@@ -4,8 +4,10 @@ The parent side of :mod:`llm_tts.sandbox.worker_main`. The worker's stdout and s
 pipe that the parent reads with a byte cap; a control pipe says when the replay ended and how
 the block ended. The wall timeout counts from the end of the replay (the replayed blocks have
 their own allowance), and on timeout, on too much output, or after the block, the whole sandbox
-is killed: bwrap's process group gets SIGKILL, and ``--die-with-parent`` plus the PID namespace
-take every process the code started with it.
+is killed: the sandbox's first process (its PID namespace's init, whose id bwrap reports) gets
+SIGKILL, which makes the kernel kill every process in the namespace; bwrap exits once they are
+all gone, and only then does the kill return (bwrap's own process group is killed after, and
+``--die-with-parent`` covers a parent that dies first).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llm_tts.sandbox.bwrap import SandboxImage, SandboxLimits, worker_command
 
 ExecutionStatus = Literal["ok", "error", "timeout", "killed", "limit"]
 _READ_CHUNK = 65536
+_KILL_WAIT_S = 10.0  # bwrap exits when the last process of its namespace is gone
 _AFTER_BLOCK_S = 0.2  # how long output still written by the block's own children is read
 
 
@@ -46,22 +49,27 @@ class Worker:
     def __init__(self, image: SandboxImage, limits: SandboxLimits) -> None:
         self.limits = limits
         control_r, control_w = os.pipe()
+        info_r, info_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                worker_command(image, limits, control_w),
+                worker_command(image, limits, control_w, info_w),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(control_w,),
+                pass_fds=(control_w, info_w),
                 start_new_session=True,  # its own process group: one killpg ends it all
                 env={},  # bwrap itself gets nothing either (--clearenv applies inside)
             )
         except BaseException:
             os.close(control_r)
+            os.close(info_r)
             raise
         finally:
             os.close(control_w)
+            os.close(info_w)
         self.control = control_r
+        self.info = info_r
+        self.info_text = b""
 
     def run(self, code: str, replay: list[str], timeout: float) -> ExecutionResult:
         """Replay ``replay`` silently, then run ``code`` under ``timeout`` seconds; always kills the sandbox."""
@@ -131,7 +139,17 @@ class Worker:
         return "killed"  # died without reporting: a signal (CPU limit, SIGKILL) or os._exit
 
     def kill(self) -> None:
-        """End the sandbox and every process in it; idempotent."""
+        """End the sandbox and every process in it, and wait until they are gone; idempotent."""
+        init = self._sandbox_init()
+        if init is not None:
+            try:
+                os.kill(init, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.process.wait(timeout=_KILL_WAIT_S)  # bwrap returns once its namespace is empty
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -140,6 +158,22 @@ class Worker:
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None and not stream.closed:
                 stream.close()
-        if self.control >= 0:
-            os.close(self.control)
-            self.control = -1
+        for fd in (self.control, self.info):
+            if fd >= 0:
+                os.close(fd)
+        self.control = self.info = -1
+
+    def _sandbox_init(self) -> int | None:
+        """The host pid of the sandbox's PID-namespace init, from bwrap's --info-fd (None: not started yet)."""
+        if self.info < 0:
+            return None
+        os.set_blocking(self.info, False)
+        try:
+            while chunk := os.read(self.info, 4096):
+                self.info_text += chunk
+        except BlockingIOError:
+            pass
+        try:
+            return int(json.loads(self.info_text)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            return None
