@@ -24,6 +24,9 @@ MAX_SUBTREES = 16
 MAX_PARTICLES = 64
 MAX_STEPS = 200
 MAX_TOKENS = 32768
+MAX_CODE_EXECUTIONS = 64
+MAX_CODE_EXECUTION_TIMEOUT = 120.0
+MAX_CODE_OUTPUT_CHARACTERS = 100_000
 
 
 class TTSConfig(BaseModel):
@@ -83,6 +86,33 @@ class TTSConfig(BaseModel):
     max_tokens: int = Field(4096, ge=1, le=MAX_TOKENS, description="maximum completion tokens per trajectory")
     seed: int | None = Field(None, description="makes sampling reproducible on backends that support seeds")
     stop: list[str] | None = Field(None, description="extra stop strings that end the whole answer")
+
+    # -- code execution: tool-integrated reasoning (issue 15; names and defaults of NeMo-Skills) ----
+    code_execution: bool = Field(
+        False,
+        description="run the code blocks the model writes in a sandbox and insert their output into the trajectory",
+    )
+    max_code_executions: int = Field(
+        8, ge=0, le=MAX_CODE_EXECUTIONS, description="blocks run per trajectory; later blocks are not run"
+    )
+    code_execution_timeout: float = Field(
+        10.0, gt=0.0, le=MAX_CODE_EXECUTION_TIMEOUT, description="wall-clock seconds one block may run"
+    )
+    max_code_output_characters: int = Field(
+        1000, ge=1, le=MAX_CODE_OUTPUT_CHARACTERS, description="output shown to the model; the rest is cut, marked"
+    )
+    add_remaining_code_executions: bool = Field(
+        False, description="tell the model after each output how many executions are left"
+    )
+    code_begin: str = Field("<tool_call>", min_length=1, description="tag that opens a code block")
+    code_end: str = Field("</tool_call>", min_length=1, description="tag that closes a code block (a stop string)")
+    code_output_begin: str = Field("<tool_output>", min_length=1, description="tag before a block's output")
+    code_output_end: str = Field("</tool_output>", min_length=1, description="tag after a block's output")
+    continue_final_message: bool = Field(
+        False,
+        description="continue the trailing assistant message (vLLM's name); with code_execution, a complete code "
+        "block it ends with runs first",
+    )
 
     @classmethod
     def create(cls, **fields: Any) -> TTSConfig:

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
-from llm_tts.backends.base import Backend, check_prompts_fit
+from llm_tts.backends.base import Backend, EncodingBackend, check_prompts_fit
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
-from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
+from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
+from llm_tts.tir import CodeRunner, ToolLoop, ToolSettings
 from llm_tts.types import Trajectory
 
 
@@ -44,11 +45,16 @@ class TTSEngine:
     everything that belongs to one request lives in that request's ``StrategyContext``.
     """
 
-    def __init__(self, backend: Backend, *, prm_model: str | None = None) -> None:
+    def __init__(
+        self, backend: Backend, *, prm_model: str | None = None, code_runner: CodeRunner | None = None
+    ) -> None:
         self.backend = backend
         self.prm_model = prm_model
         self._scorers: dict[str, Scorer] = {}
         self._scorers_lock = threading.Lock()
+        # code_execution: the sandbox pool, started by the first request that asks for it
+        self._code_runner = code_runner
+        self._code_lock = threading.Lock()
 
     @classmethod
     def create(
@@ -86,6 +92,7 @@ class TTSEngine:
             question_of(plan.messages),
             progress,
             control,
+            tools=self._tools(plan),
         )
         with metered() as api:
             outcome = plan.spec.run(ctx)
@@ -102,6 +109,10 @@ class TTSEngine:
             for scorer in self._scorers.values():
                 scorer.close()
             self._scorers.clear()
+        with self._code_lock:
+            if self._code_runner is not None:
+                self._code_runner.close()
+                self._code_runner = None
         self.backend.close()
 
     # -- planning: every check that needs no generation ---------------------------------------
@@ -122,10 +133,44 @@ class TTSEngine:
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
                 "token-level API (vLLM, SGLang)"
             )
+        if config.code_execution:
+            self._check_code_execution(msgs, config)
         prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
         return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
+
+    # -- code execution (tool-integrated reasoning, issue 15) ------------------------------------
+    def _check_code_execution(self, messages: Sequence[ChatMessage], config: TTSConfig) -> None:
+        """A request with code_execution fails here when the sandbox or the backend cannot do it."""
+        if not isinstance(self.backend, EncodingBackend):
+            raise CapabilityError(
+                f"code_execution: backend {self.backend.name!r} cannot tokenize a tool's output to insert it"
+            )
+        if config.continue_final_message and messages[-1].role != "assistant":
+            raise InvalidParameterError(
+                "continue_final_message", True, "needs messages that end with an assistant message to continue"
+            )
+        self.code_runner()  # SandboxUnavailableError when this machine cannot sandbox
+
+    def code_runner(self) -> CodeRunner:
+        """The engine's sandbox pool (started on first use)."""
+        with self._code_lock:
+            if self._code_runner is None:
+                self._code_runner = CodeRunner()
+            return self._code_runner
+
+    def _tools(self, plan: RunPlan) -> ToolLoop | None:
+        c = plan.config
+        if not c.code_execution or not isinstance(self.backend, EncodingBackend):
+            return None
+        return ToolLoop(
+            ToolSettings.from_config(c),
+            self.code_runner(),
+            self.backend,
+            plan.messages,
+            continue_final_message=c.continue_final_message,
+        )
 
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
@@ -161,6 +206,7 @@ class TTSEngine:
                     finish_reason=b.finish_reason,
                     truncated_steps=b.truncated_steps,
                     resampled=b.resampled if plan.spec.name == "particle_filtering" else None,
+                    code_executions=b.executions,
                 )
                 for b in outcome.candidates
             ],
@@ -168,6 +214,11 @@ class TTSEngine:
             timings=TimingInfo(generation_s=ctx.generation_s, scoring_s=ctx.scoring_s, total_s=total_s),
             backend=self.backend.name,
             model=self.backend.model_name,
+            code_execution=(
+                CodeExecutionTotals.of([e for b in outcome.candidates for e in b.executions])
+                if plan.config.code_execution
+                else None
+            ),
         )
 
 

@@ -12,6 +12,7 @@ all gone, and only then does the kill return (bwrap's own process group is kille
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -23,7 +24,7 @@ from typing import Literal
 
 from llm_tts.sandbox.bwrap import SandboxImage, SandboxLimits, worker_command
 
-ExecutionStatus = Literal["ok", "error", "timeout", "killed", "limit"]
+ExecutionStatus = Literal["ok", "error", "timeout", "killed"]
 _READ_CHUNK = 65536
 _KILL_WAIT_S = 10.0  # bwrap exits when the last process of its namespace is gone
 _AFTER_BLOCK_S = 0.2  # how long output still written by the block's own children is read
@@ -34,13 +35,14 @@ class ExecutionResult:
     """How one block ran: its combined stdout/stderr (decoded, capped) and why it ended.
 
     status: ok (ran to the end), error (raised: the traceback is in the output), timeout (killed
-    at the wall timeout), killed (died by a signal or a resource limit), limit (killed for writing
-    more than the output cap).
+    at the wall timeout), killed (died by a signal or a resource limit, or was killed for writing
+    more than the output cap: then ``output_capped``).
     """
 
     output: str
     status: ExecutionStatus
     seconds: float
+    output_capped: bool = False
 
 
 class Worker:
@@ -121,15 +123,16 @@ class Worker:
                         out += chunk
                         if len(out) > self.limits.output_bytes:
                             del out[self.limits.output_bytes :]
-                            status = "limit"
+                            status = "killed"
                             open_streams = 0
                             break
         finally:
             selector.close()
         elapsed = time.perf_counter() - (block_start or started)
         if status is None:
-            status = self._ended(events)
-        return ExecutionResult(out.decode("utf-8", errors="replace"), status, elapsed)
+            status = self._ended(bytes(events))
+        capped = len(out) >= self.limits.output_bytes
+        return ExecutionResult(out.decode("utf-8", errors="replace"), status, elapsed, capped)
 
     def _ended(self, events: bytes) -> ExecutionStatus:
         if events.endswith(b"O"):
@@ -142,18 +145,12 @@ class Worker:
         """End the sandbox and every process in it, and wait until they are gone; idempotent."""
         init = self._sandbox_init()
         if init is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(init, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=_KILL_WAIT_S)  # bwrap returns once its namespace is empty
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None and not stream.closed:

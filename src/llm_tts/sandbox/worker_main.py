@@ -67,7 +67,7 @@ def run_block(code: str, namespace: dict) -> bool:
             if value is not None:
                 print(repr(value))
         return True
-    except BaseException:  # the code's own error (SystemExit included) is its output, not ours
+    except BaseException:  # noqa: BLE001  the code's own error (SystemExit included) is its output, not ours
         kind, error, tb = sys.exc_info()
         sys.stderr.write("".join(traceback.format_exception(kind, error, tb.tb_next if tb else None)))
         return False
