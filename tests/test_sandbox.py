@@ -166,8 +166,12 @@ def test_cannot_signal_or_read_the_parent(pool, healthy):
 def test_fork_bomb_is_contained(pool, healthy):
     code = "import os\nwhile True:\n    os.fork()"
     result = pool.execute(code, timeout=5)
-    assert result.status in ("error", "timeout", "killed"), result
-    assert "BlockingIOError" in result.output or result.status != "error"
+    assert result.status == "error" and "BlockingIOError" in result.output  # RLIMIT_NPROC stopped it
+
+
+def test_a_file_past_the_size_limit_fails(pool, healthy):
+    result = pool.execute("open('/tmp/big', 'wb').write(b'x' * (32 << 20))")
+    assert result.status == "error" and "File too large" in result.output
 
 
 def test_memory_bomb_is_contained(pool, healthy):

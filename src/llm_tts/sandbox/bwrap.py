@@ -1,8 +1,11 @@
 """The bubblewrap command line that closes a sandbox, and the check that it works on this machine.
 
-What a sandbox gets: new user, PID, network, IPC, UTS and cgroup namespaces (no network at
-all: only its own loopback, with nothing listening); uid/gid 65534 (nobody) with every
-capability dropped; an empty environment apart from a few fixed variables (no variable of the
+What a sandbox gets: new PID, network, IPC, UTS and cgroup namespaces (no network at all: only
+its own loopback, with nothing listening); uid/gid 65534 (nobody) with no capability. Started
+by root, the sandbox drops to the host's real uid 65534 (``setpriv``; bwrap keeps only the two
+capabilities that takes), so its processes are nobody's on the host too and the kernel applies
+RLIMIT_NPROC (it never limits root's processes). Started by any other user, it gets a user
+namespace where it is 65534 (the host sees the server's own uid). Either way: an empty environment apart from a few fixed variables (no variable of the
 server, so no API key, ever reaches it); read-only binds of the system's /usr, /lib, /bin, the
 Python installation and (optionally) the running environment's site-packages; its own /proc and
 a minimal /dev; one private writable tmpfs at /tmp (size-capped); no other path of the host.
@@ -49,7 +52,7 @@ class SandboxLimits:
 
     cpu_seconds: int = 60  # RLIMIT_CPU: CPU time of the whole sandboxed process
     memory_bytes: int = 1 << 30  # RLIMIT_AS: address space (a MemoryError past it)
-    processes: int = 16  # RLIMIT_NPROC: processes and threads of the sandbox's own user
+    processes: int = 64  # RLIMIT_NPROC: processes and threads of uid 65534 (all sandboxes, when root starts them)
     file_bytes: int = 16 << 20  # RLIMIT_FSIZE: largest file it may write
     open_files: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 1 << 20  # stdout + stderr read back; past it the sandbox is killed
@@ -105,17 +108,13 @@ def sandbox_command(
 ) -> list[str]:
     """The command that runs ``python python_args...`` inside a fresh sandbox; bwrap writes the
     sandbox's first process id (on the host) to ``info_fd`` as JSON."""
-    cmd = [
-        bwrap_path(),
-        *(["--info-fd", str(info_fd)] if info_fd is not None else []),
-        "--unshare-all",
-        "--unshare-user",  # required, not "try": without it there is no unprivileged uid
-        "--uid",
-        str(SANDBOX_UID),
-        "--gid",
-        str(SANDBOX_UID),
-        "--cap-drop",
-        "ALL",
+    cmd = [bwrap_path(), *(["--info-fd", str(info_fd)] if info_fd is not None else [])]
+    cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if os.geteuid() == 0:
+        cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # for setpriv only
+    else:  # required, not "try": without a user namespace there is no unprivileged uid
+        cmd += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
+    cmd += [
         "--hostname",
         "sandbox",
         "--die-with-parent",
@@ -129,9 +128,14 @@ def sandbox_command(
     for f in _SYSTEM_FILES:
         cmd += ["--ro-bind-try", f, f]
     for p in image.read_only:
+        for parent in reversed(Path(p).parents[:-1]):  # mount points readable by nobody (bwrap copies 0700)
+            cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", p, p]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     cmd += ["--remount-ro", "/", "--chdir", "/tmp"]
+    if os.geteuid() == 0:
+        uid = str(SANDBOX_UID)
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
     return [*cmd, image.python, *python_args]
 
 
