@@ -133,23 +133,23 @@ class TTSEngine:
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
                 "token-level API (vLLM, SGLang)"
             )
+        if config.continue_final_message and msgs[-1].role != "assistant":
+            raise InvalidParameterError(
+                "continue_final_message", True, "needs messages that end with an assistant message to continue"
+            )
         if config.code_execution:
-            self._check_code_execution(msgs, config)
+            self._check_code_execution()
         prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
         return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
 
     # -- code execution (tool-integrated reasoning, issue 15) ------------------------------------
-    def _check_code_execution(self, messages: Sequence[ChatMessage], config: TTSConfig) -> None:
+    def _check_code_execution(self) -> None:
         """A request with code_execution fails here when the sandbox or the backend cannot do it."""
         if not isinstance(self.backend, EncodingBackend):
             raise CapabilityError(
                 f"code_execution: backend {self.backend.name!r} cannot tokenize a tool's output to insert it"
-            )
-        if config.continue_final_message and messages[-1].role != "assistant":
-            raise InvalidParameterError(
-                "continue_final_message", True, "needs messages that end with an assistant message to continue"
             )
         self.code_runner()  # SandboxUnavailableError when this machine cannot sandbox
 

@@ -106,6 +106,9 @@ class CodeExecutionTotals(BaseModel):
 
     @classmethod
     def of(cls, executions: list[CodeExecutionInfo]) -> CodeExecutionTotals:
+        """Totals over ``executions``, each counted once: candidates that share a prefix share its
+        blocks (the same objects), which ran once."""
+        executions = list({id(e): e for e in executions}.values())
         counts = {s: 0 for s in CODE_EXECUTION_STATUSES}
         for e in executions:
             counts[e.status] += 1

@@ -145,10 +145,15 @@ def worker_command(image: SandboxImage, limits: SandboxLimits, control_fd: int, 
     return sandbox_command(image, limits, args, info_fd)
 
 
-@functools.lru_cache(maxsize=4)
 def check_sandbox(image: SandboxImage) -> None:
-    """Start one sandbox that prints its uid; SandboxUnavailableError when that fails (once per
-    image: a machine that cannot create namespaces will not learn how in between requests)."""
+    """SandboxUnavailableError unless bwrap is installed and can start a sandbox for ``image``."""
+    bwrap_path()
+    _probe(image)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(image: SandboxImage) -> None:
+    """Start one sandbox that prints its uid (once per image when it works)."""
     probe = sandbox_command(image, SandboxLimits(), ["-I", "-c", "import os; print(os.getuid())"])
     try:
         done = subprocess.run(probe, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)

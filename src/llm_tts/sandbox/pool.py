@@ -2,7 +2,9 @@
 
 Warm: ``size`` workers are started ahead of time (bwrap, namespaces, the interpreter and its
 imports), so an execution takes one that is already waiting; taking one starts its replacement
-at once, in the background of the caller (a Popen, not a wait).
+at once, in the background. Every sandbox is started by the pool's own long-lived thread:
+``--die-with-parent`` ties a sandbox to the *thread* that started it, and a request's thread
+ends with the request.
 
 State: a worker runs exactly one execution and is then killed, so no execution ever sees
 another's memory, files or processes. A trajectory's state (a variable its first block set,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from llm_tts.errors import InvalidParameterError
 from llm_tts.sandbox.bwrap import SandboxImage, SandboxLimits, check_sandbox
@@ -44,8 +47,9 @@ class SandboxPool:
         self.limits = limits or SandboxLimits()
         self.image = image or SandboxImage.current()
         check_sandbox(self.image)  # SandboxUnavailableError here, never an unsandboxed fallback
-        self._idle: deque[Worker] = deque()
+        self._idle: deque[Future[Worker]] = deque()
         self._lock = threading.Lock()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-tts-sandbox-spawn")
         self._closed = False
         with self._lock:
             self._fill()
@@ -60,18 +64,21 @@ class SandboxPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the sandbox pool is closed")
-            worker = self._idle.popleft() if self._idle else None
+            worker = self._idle.popleft() if self._idle else self._spawn()  # pool empty: a cold one
             self._fill()
-        return worker or Worker(self.image, self.limits)  # pool empty: a cold one
+        return worker.result()
+
+    def _spawn(self) -> Future[Worker]:
+        return self._spawner.submit(Worker, self.image, self.limits)
 
     def _fill(self) -> None:
         while len(self._idle) < self.size:
-            self._idle.append(Worker(self.image, self.limits))
+            self._idle.append(self._spawn())
 
     def idle_pids(self) -> list[int]:
         """Process ids (bwrap's, on the host) of the workers waiting in the pool."""
         with self._lock:
-            return [w.process.pid for w in self._idle]
+            return [w.result().process.pid for w in self._idle]
 
     def close(self) -> None:
         """Kill the idle workers; executions in flight finish (each kills its own worker)."""
@@ -79,7 +86,8 @@ class SandboxPool:
             self._closed = True
             idle, self._idle = list(self._idle), deque()
         for w in idle:
-            w.kill()
+            w.result().kill()
+        self._spawner.shutdown(wait=True)
 
     def __enter__(self) -> SandboxPool:
         return self

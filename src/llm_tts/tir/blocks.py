@@ -61,6 +61,17 @@ class ToolSettings:
             return None
         return text[begin + len(self.code_begin) : end].strip("\n")
 
+    def closed_blocks(self, text: str) -> list[str]:
+        """The code of every complete block in ``text``, in order."""
+        blocks, at = [], 0
+        while (begin := text.find(self.code_begin, at)) >= 0:
+            end = text.find(self.code_end, begin + len(self.code_begin))
+            if end < 0:
+                break
+            blocks.append(text[begin + len(self.code_begin) : end].strip("\n"))
+            at = end + len(self.code_end)
+        return blocks
+
     def in_open_block(self, text: str) -> bool:
         """An opening tag after the last closing tag: the model is writing code."""
         return text.rfind(self.code_begin) > text.rfind(self.code_end)

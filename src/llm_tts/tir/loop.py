@@ -122,6 +122,7 @@ class ToolLoop:
         self.messages = tuple(messages)
         self.chat = not backend.capabilities.continuation  # carry the trajectory as chat messages
         self._seed: Grown | None = None
+        self._prelude: tuple[str, ...] = ()  # blocks of the continued message, replayed before any other
         self._seed_pending = continue_final_message and bool(messages) and messages[-1].role == "assistant"
         if continue_final_message and not self._seed_pending:
             raise InvalidParameterError(
@@ -138,7 +139,9 @@ class ToolLoop:
         if self._seed_pending:
             self._seed_pending = False
             text = self.messages[-1].content
+            self._prelude = tuple(self.settings.closed_blocks(text))  # a continued message's blocks ran before
             if self.settings.closes_block(text) and self.settings.pending_code(text) is not None:
+                self._prelude = tuple(self.settings.closed_blocks(text)[:-1])  # ran before: their state is kept
                 root = _Draft(Origin(Trajectory(())), budget=1 << 30)
                 self._run_blocks([root], [text])
                 self._seed = Grown(tuple(root.segments), tuple(root.executions))
@@ -238,7 +241,7 @@ class ToolLoop:
                 d.executions.append(CodeExecutionInfo(code=code, output="", status=REFUSED_STATUS, seconds=0.0))
                 self._inject(d, restore + s.refused_block())
             else:
-                history = tuple(e.code for e in done if e.status in REPLAYED_STATUSES)
+                history = self._prelude + tuple(e.code for e in done if e.status in REPLAYED_STATUSES)
                 jobs.append((d, restore, CodeJob(code, history, s.timeout)))
         if not jobs:
             return
