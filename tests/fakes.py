@@ -78,6 +78,9 @@ class FakeScriptedBackend:
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return [chr(t) for t in token_ids]
 
+    def encode(self, text: str) -> list[int]:  # EncodingBackend: code_execution injects tool output
+        return [ord(c) for c in text]
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         prefixes = tuple(self.decode(p).split(ASSISTANT, 1)[1] for p in prompts)
         self.calls.append(Call(prefixes, params.n, params.max_tokens, params.stop))

@@ -25,6 +25,9 @@ MAX_PARTICLES = 64
 MAX_STEPS = 200
 MAX_TOKENS = 32768
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and what the backends return at most
+MAX_CODE_EXECUTIONS = 64
+MAX_CODE_EXECUTION_TIMEOUT = 120.0
+MAX_CODE_OUTPUT_CHARACTERS = 100_000
 
 
 class TTSConfig(BaseModel):
@@ -103,6 +106,33 @@ class TTSConfig(BaseModel):
     )
     frequency_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="lowers (or raises) the logits of tokens by how often they were generated"
+    )
+
+    # -- code execution: tool-integrated reasoning (issue 15; names and defaults of NeMo-Skills) ----
+    code_execution: bool = Field(
+        False,
+        description="run the code blocks the model writes in a sandbox and insert their output into the trajectory",
+    )
+    max_code_executions: int = Field(
+        8, ge=0, le=MAX_CODE_EXECUTIONS, description="blocks run per trajectory; later blocks are not run"
+    )
+    code_execution_timeout: float = Field(
+        10.0, gt=0.0, le=MAX_CODE_EXECUTION_TIMEOUT, description="wall-clock seconds one block may run"
+    )
+    max_code_output_characters: int = Field(
+        1000, ge=1, le=MAX_CODE_OUTPUT_CHARACTERS, description="output shown to the model; the rest is cut, marked"
+    )
+    add_remaining_code_executions: bool = Field(
+        False, description="tell the model after each output how many executions are left"
+    )
+    code_begin: str = Field("<tool_call>", min_length=1, description="tag that opens a code block")
+    code_end: str = Field("</tool_call>", min_length=1, description="tag that closes a code block (a stop string)")
+    code_output_begin: str = Field("<tool_output>", min_length=1, description="tag before a block's output")
+    code_output_end: str = Field("</tool_output>", min_length=1, description="tag after a block's output")
+    continue_final_message: bool = Field(
+        False,
+        description="continue the trailing assistant message (vLLM's name); with code_execution, a complete code "
+        "block it ends with runs first",
     )
 
     @classmethod

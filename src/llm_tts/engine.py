@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
-from llm_tts.backends.base import Backend, check_prompts_fit, check_token_ids
+from llm_tts.backends.base import Backend, EncodingBackend, check_prompts_fit, check_token_ids
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, DeadlineExceededError, InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
-from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
+from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
 from llm_tts.strategies.base import SearchStopped
+from llm_tts.tir import CodeRunner, ToolLoop, ToolSettings
 from llm_tts.types import Trajectory
 
 
@@ -47,11 +48,16 @@ class TTSEngine:
     everything that belongs to one request lives in that request's ``StrategyContext``.
     """
 
-    def __init__(self, backend: Backend, *, prm_model: str | None = None) -> None:
+    def __init__(
+        self, backend: Backend, *, prm_model: str | None = None, code_runner: CodeRunner | None = None
+    ) -> None:
         self.backend = backend
         self.prm_model = prm_model
         self._scorers: dict[str, Scorer] = {}
         self._scorers_lock = threading.Lock()
+        # code_execution: the sandbox pool, started by the first request that asks for it
+        self._code_runner = code_runner
+        self._code_lock = threading.Lock()
 
     @classmethod
     def create(
@@ -89,6 +95,7 @@ class TTSEngine:
             question_of(plan.messages),
             progress,
             control,
+            tools=self._tools(plan),
         )
         with metered() as api:
             outcome = _run_anytime(plan, ctx)
@@ -106,6 +113,10 @@ class TTSEngine:
             for scorer in self._scorers.values():
                 scorer.close()
             self._scorers.clear()
+        with self._code_lock:
+            if self._code_runner is not None:
+                self._code_runner.close()
+                self._code_runner = None
         self.backend.close()
 
     # -- planning: every check that needs no generation ---------------------------------------
@@ -134,6 +145,12 @@ class TTSEngine:
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
                 "token-level API (vLLM, SGLang)"
             )
+        if config.continue_final_message and msgs[-1].role != "assistant":
+            raise InvalidParameterError(
+                "continue_final_message", True, "needs messages that end with an assistant message to continue"
+            )
+        if config.code_execution:
+            self._check_code_execution(spec, config)
         _check_token_output(config, self.backend)
         if prompt_token_ids is not None:
             prompt_ids = self._checked_token_prompt(prompt_token_ids)
@@ -156,6 +173,39 @@ class TTSEngine:
         except InvalidParameterError as e:
             raise InvalidParameterError("prompt_token_ids", e.value, e.limit) from None
         return list(ids)
+
+    # -- code execution (tool-integrated reasoning, issue 15) ------------------------------------
+    def _check_code_execution(self, spec: StrategySpec, config: TTSConfig) -> None:
+        """A request with code_execution fails here when the sandbox or the backend cannot do it."""
+        if spec.name == "deepconf" or config.tts_stop_confidence is not None:
+            # Both watch each path's tokens as one sampled segment; a TIR path is several.
+            raise InvalidParameterError(
+                "code_execution", True, "does not combine with deepconf or tts_stop_confidence (yet)"
+            )
+        if not isinstance(self.backend, EncodingBackend):
+            raise CapabilityError(
+                f"code_execution: backend {self.backend.name!r} cannot tokenize a tool's output to insert it"
+            )
+        self.code_runner()  # SandboxUnavailableError when this machine cannot sandbox
+
+    def code_runner(self) -> CodeRunner:
+        """The engine's sandbox pool (started on first use)."""
+        with self._code_lock:
+            if self._code_runner is None:
+                self._code_runner = CodeRunner()
+            return self._code_runner
+
+    def _tools(self, plan: RunPlan) -> ToolLoop | None:
+        c = plan.config
+        if not c.code_execution or not isinstance(self.backend, EncodingBackend):
+            return None
+        return ToolLoop(
+            ToolSettings.from_config(c),
+            self.code_runner(),
+            self.backend,
+            plan.messages,
+            continue_final_message=c.continue_final_message,
+        )
 
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
@@ -192,6 +242,7 @@ class TTSEngine:
                     truncated_steps=b.truncated_steps,
                     resampled=b.resampled if plan.spec.name == "particle_filtering" else None,
                     stopped_early=b.aborted,
+                    code_executions=b.executions,
                 )
                 for b in outcome.candidates
             ],
@@ -200,6 +251,11 @@ class TTSEngine:
             backend=self.backend.name,
             model=self.backend.model_name,
             stopped_by=ctx.stopped_by or "complete",
+            code_execution=(
+                CodeExecutionTotals.of([e for b in outcome.candidates for e in b.executions])
+                if plan.config.code_execution
+                else None
+            ),
         )
 
 

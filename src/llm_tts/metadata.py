@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +37,10 @@ class CandidateInfo(BaseModel):
         default=False,
         description="generation was aborted mid-way (a stopping rule, deepconf's confidence bar, the token budget "
         "or the deadline); its tokens so far are counted in usage",
+    )
+    # -- code execution (issue 15) --
+    code_executions: list[CodeExecutionInfo] = Field(
+        default_factory=list, description="code_execution: this candidate's code blocks in order (empty when off)"
     )
 
 
@@ -84,3 +88,50 @@ class TTSMetadata(BaseModel):
         "deepconf's vote share reached its bar), confidence (tts_stop_confidence was reached), budget "
         "(tts_token_budget), deadline (tts_anytime under a deadline), max_steps (tts_max_steps with answers unfinished)",
     )
+    # -- code execution (issue 15) --
+    code_execution: CodeExecutionTotals | None = Field(
+        None,
+        description="code_execution: blocks run, per status, and their seconds, over all candidates; None when off",
+    )
+
+
+# -- code execution: tool-integrated reasoning (issue 15) ----------------------------------------
+CodeExecutionStatus = Literal["ok", "error", "timeout", "killed", "limit"]
+CODE_EXECUTION_STATUSES: tuple[str, ...] = get_args(CodeExecutionStatus)
+
+
+class CodeExecutionInfo(BaseModel):
+    """One code block of a candidate and what became of it."""
+
+    code: str = Field(description="the code between the code_begin and code_end tags")
+    output: str = Field(description="stdout and stderr as the sandbox returned them (before truncation for the model)")
+    status: CodeExecutionStatus = Field(
+        description="ok: ran to the end; error: raised (traceback in output); timeout: stopped at "
+        "code_execution_timeout; killed: a sandbox limit (CPU, memory, output size) ended it; limit: not run, "
+        "max_code_executions was reached"
+    )
+    seconds: float = Field(description="wall time of the block (0 when not run)")
+
+
+class CodeExecutionTotals(BaseModel):
+    """All code blocks of a request, over every candidate (pruned ones too)."""
+
+    executions: int = Field(description="blocks run in the sandbox")
+    statuses: dict[str, int] = Field(description="blocks per status, every status listed")
+    seconds: float = Field(description="wall time summed over the blocks run (they run concurrently)")
+
+    @classmethod
+    def of(cls, executions: list[CodeExecutionInfo]) -> CodeExecutionTotals:
+        """Totals over ``executions``, each counted once: candidates that share a prefix share its
+        blocks (the same objects), which ran once."""
+        executions = list({id(e): e for e in executions}.values())
+        counts = {s: 0 for s in CODE_EXECUTION_STATUSES}
+        for e in executions:
+            counts[e.status] += 1
+        ran = [e for e in executions if e.status != "limit"]
+        return cls(executions=len(ran), statuses=counts, seconds=sum(e.seconds for e in ran))
+
+
+# The fields above name these classes before they exist: resolve them now.
+CandidateInfo.model_rebuild()
+TTSMetadata.model_rebuild()

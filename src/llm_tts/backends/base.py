@@ -146,6 +146,17 @@ class SubmittingBackend(Backend, Protocol):
         ...
 
 
+# -- injected text (tool-integrated reasoning, issue 15) ------------------------------------------
+@runtime_checkable
+class EncodingBackend(Backend, Protocol):
+    """A backend that can also tokenize text on its own, so a tool's output can be appended to a
+    trajectory as token ids (an injected segment) and generation continues from exact ids."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone, without special tokens."""
+        ...
+
+
 def check_request(
     prompts: Sequence[Sequence[int]], params: SamplingParams, capabilities: BackendCapabilities, max_context_tokens: int
 ) -> None:

@@ -154,6 +154,9 @@ class OpenAIBackend:
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return self._setup()[1].token_texts(token_ids)
 
+    def encode(self, text: str) -> list[int]:
+        return self._setup()[1].encode(text)
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
         params.validate()
         found, dialect = self._setup()

@@ -37,6 +37,8 @@ class Dialect(Protocol):
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]: ...
 
+    def encode(self, text: str) -> list[int]: ...
+
     def body(self, prompt: Sequence[int], params: SamplingParams) -> dict[str, Any]:
         """The request for ``params.n`` samples of one prompt (checked first)."""
         ...
@@ -165,6 +167,10 @@ class ChatDialect:
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return self.vocab.token_texts(token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        """Injected text as one stand-in id (a chat API counts no tokens for what it is sent)."""
+        return [self.vocab.piece_id(text.encode())]
 
     def body(self, prompt: Sequence[int], params: SamplingParams) -> dict[str, Any]:
         if not prompt or not self.vocab.is_prompt(prompt[0]):

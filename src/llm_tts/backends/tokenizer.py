@@ -56,6 +56,10 @@ class TextTokenizer(Protocol):
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]: ...
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone (no special tokens): how injected text enters a trajectory."""
+        ...
+
 
 class TokenizerMixin:
     """render_chat/decode/token_texts of the Backend protocol, delegated to ``self.tokenizer``."""
@@ -70,6 +74,9 @@ class TokenizerMixin:
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
         return self.tokenizer.token_texts(token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
 
 
 def _eos_ids(tokenizer: Any) -> frozenset[int]:

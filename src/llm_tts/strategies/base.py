@@ -27,12 +27,14 @@ from llm_tts.backends.base import (
     WatchVerdict,
 )
 from llm_tts.config import TTSConfig
-from llm_tts.errors import UnknownNameError
+from llm_tts.errors import InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
-from llm_tts.metadata import StoppedBy
+from llm_tts.metadata import CodeExecutionInfo, StoppedBy
 from llm_tts.progress import RunControl
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.tir.loop import Grown, Origin, ToolLoop
+from llm_tts.tir.steps import trajectory_steps, whole_steps
 from llm_tts.types import Segment, Step, Trajectory
 
 _POLL_S = 0.05  # how often a running backend call checks cancellation and the deadline
@@ -53,6 +55,7 @@ class Beam:
     truncated_steps: int = 0  # steps cut by tts_step_max_tokens (marked, not silently cut)
     status: Status = "kept"
     resampled: int = 0  # particle_filtering: draws this lineage received at resampling
+    executions: list[CodeExecutionInfo] = field(default_factory=list)  # code_execution: blocks along it
 
     @property
     def text(self) -> str:
@@ -62,9 +65,16 @@ class Beam:
     def answer(self) -> str | None:
         # A text cut by a limit never reached its conclusion: only an answer it stated counts,
         # not the last number it happened to write ("the sum of the sum of 7").
-        if self.finish_reason == "length" and not has_final_answer(self.text):
+        if self.finish_reason == "length" and not has_final_answer(self.answer_text):
             return None
-        return extract_answer(self.text)
+        return extract_answer(self.answer_text)
+
+    @property
+    def answer_text(self) -> str:
+        """Where the answer is: the text after the last injected output (all of it when none)."""
+        segs = self.trajectory.segments
+        last = max((i for i, s in enumerate(segs) if not s.is_model), default=-1)
+        return "".join(s.text for s in segs[last + 1 :])
 
     @property
     def num_tokens(self) -> int:
@@ -101,6 +111,7 @@ class StrategyContext:
         question: str,
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
+        tools: ToolLoop | None = None,
     ) -> None:
         self.name = name
         self.backend = backend
@@ -121,6 +132,7 @@ class StrategyContext:
         self._watch = backend.generate_watched if isinstance(backend, WatchingBackend) else None
         self._seen: list[Beam] = []  # every candidate made, for an anytime answer
         self._parents: set[int] = set()  # ids of candidates that were extended (not leaves)
+        self.tools = tools  # code_execution: generation runs the model's code blocks (llm_tts.tir)
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -219,10 +231,17 @@ class StrategyContext:
         """``n`` whole trajectories from ONE backend call, split into steps at the delimiter
         (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
         c = self.config
-        (row,) = self.generate(
-            [self.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
-        )
-        beams = [self.full_beam(seg) for seg in row]
+        if self.tools is not None:
+            if watcher is not None or top_logprobs is not None:  # refused in TTSEngine.plan; a safety net
+                raise InvalidParameterError(
+                    "code_execution", True, "deepconf and tts_stop_confidence watch single-segment paths"
+                )
+            beams = self._tool_full(n)
+        else:
+            (row,) = self.generate(
+                [self.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
+            )
+            beams = [self.full_beam(seg) for seg in row]
         self._seen += beams
         return beams
 
@@ -247,38 +266,80 @@ class StrategyContext:
         """
         c = self.config
         left = [c.max_tokens - b.num_tokens for b in beams]
-        rows = self.generate(
-            [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops
-        )
-        children = []
-        for beam, budget, row in zip(beams, left, rows):
-            for seg in row:
-                children.append(self._child(beam, _cut(seg, budget, self.backend)))
-            self._parents.add(id(beam))
+        if self.tools is not None:
+            children = self._tool_expand(beams, n, [min(c.tts_step_max_tokens, x) for x in left])
+        else:
+            rows = self.generate(
+                [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops
+            )
+            children = [
+                self._child(beam, _cut(seg, budget, self.backend))
+                for beam, budget, row in zip(beams, left, rows)
+                for seg in row
+            ]
+        self._parents.update(id(b) for b in beams)
         self._seen += children
         return children
 
-    def _child(self, beam: Beam, seg: Segment) -> Beam:
-        traj = beam.trajectory.extend(seg)
+    def _child(self, beam: Beam, seg: Segment, grown: Grown | None = None) -> Beam:
+        # grown (code_execution): the step's segments and blocks; seg is its last model segment
+        traj = beam.trajectory.extend(*(grown.segments if grown else (seg,)))
         child = replace(
             beam,
             trajectory=traj,
-            steps=[*beam.steps, Step(seg, 0, len(seg), seg.text)],
+            steps=[*beam.steps, whole_steps(grown.segments) if grown else Step(seg, 0, len(seg), seg.text)],
             step_scores=list(beam.step_scores),
             score=None,
+            executions=[*beam.executions, *(grown.executions if grown else ())],
         )
         user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens
             or len(traj.token_ids) >= self.backend.max_context_tokens - 1
         )
-        if seg.finish_reason == "eos" or user_stop or has_final_answer(seg.text):
+        if seg.finish_reason == "eos" or user_stop or has_final_answer(grown.answer_text if grown else seg.text):
             child.finished, child.finish_reason = True, "stop"
         elif out_of_room or seg.finish_reason == "abort":
             child.finished, child.finish_reason = True, "length"
         elif seg.finish_reason == "length":  # hit tts_step_max_tokens: continue, but mark it
             child.truncated_steps += 1
         return child
+
+    # -- code execution (tool-integrated reasoning, issue 15) --------------------------------------
+    def _tool_full(self, n: int) -> list[Beam]:
+        """``n`` whole TIR trajectories: each runs its code blocks as it goes (see llm_tts.tir.loop)."""
+        assert self.tools is not None
+        c = self.config
+        (row,) = self.tools.grow(
+            [Origin(Trajectory(self.prompt_ids))], n, [c.max_tokens], c.stop or (), self.generate, self._fit
+        )
+        return [
+            Beam(
+                Trajectory(self.prompt_ids, g.segments),
+                trajectory_steps(g.segments, self.split, self.tools.settings),
+                finished=True,
+                finish_reason="length" if g.finish_reason == "length" else "stop",
+                executions=list(g.executions),
+            )
+            for g in row
+        ]
+
+    def _tool_expand(self, beams: Sequence[Beam], n: int, budgets: list[int]) -> list[Beam]:
+        """Every beam's next step, ``n`` each, a code block and its output inside the step."""
+        assert self.tools is not None
+        rows = self.tools.grow(
+            [Origin(b.trajectory, b.executions) for b in beams],
+            n,
+            budgets,
+            self.step_stops,
+            self.generate,
+            self._fit,
+            step_delimiter=self.config.tts_step_delimiter,
+        )
+        return [self._child(beam, g.last_model, g) for beam, row in zip(beams, rows) for g in row]
+
+    def _fit(self, seg: Segment, budget: int) -> Segment:
+        return _cut(seg, max(0, budget), self.backend)
 
     # -- scoring --------------------------------------------------------------------------
     def score(self, beams: Sequence[Beam]) -> None:

@@ -1,0 +1,13 @@
+"""Tool-integrated reasoning: the model's code blocks run in a sandbox while it generates.
+
+:mod:`.blocks` finds blocks and formats what is injected after them, :mod:`.loop` is the
+generate / run / inject / continue loop every strategy's generation goes through, :mod:`.steps`
+makes a block and its output one reasoning step, :mod:`.runner` runs blocks concurrently over
+the sandbox pool (:mod:`llm_tts.sandbox`).
+"""
+
+from llm_tts.tir.blocks import ToolSettings
+from llm_tts.tir.loop import Grown, Origin, ToolLoop
+from llm_tts.tir.runner import CodeJob, CodeRunner
+
+__all__ = ["CodeJob", "CodeRunner", "Grown", "Origin", "ToolLoop", "ToolSettings"]

@@ -1,0 +1,207 @@
+"""Tool-integrated reasoning on the FAKE scripted backend (it cannot write code on its own, a real
+model can: see test_tir.py) with the REAL sandbox: the loop's mechanics, pinned exactly."""
+
+from __future__ import annotations
+
+import pytest
+from tests.fakes import FakeScriptedBackend, FakeScriptedScorer, run_strategy
+
+from llm_tts.engine import TTSEngine
+from llm_tts.errors import InvalidParameterError
+from llm_tts.tir import CodeRunner
+
+pytestmark = pytest.mark.fast
+
+USER = [{"role": "user", "content": "What is 123 * 457?"}]
+
+
+def block(code: str) -> str:
+    return f"<tool_call>\n{code}\n</tool_call>"
+
+
+def output(text: str, note: str = "") -> str:
+    body = f"{text}\n" if text else ""
+    return f"\n<tool_output>\n{body}</tool_output>\n{note}"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = CodeRunner()
+    yield r
+    r.close()
+
+
+def engine(script, runner) -> TTSEngine:
+    return TTSEngine(FakeScriptedBackend(script), code_runner=runner)
+
+
+def run(script, runner, **config):
+    return engine(script, runner).run(USER, {"code_execution": True, "temperature": 1.0, **config})
+
+
+def test_fake_block_runs_its_output_is_injected_and_generation_continues(runner):
+    first = "Let me compute.\n" + block("print(123 * 457)")
+    seen = first + output("56211")
+    result = run({"": [first + " never seen"], seen: ["The answer is \\boxed{56211}."]}, runner, num_paths=1)
+    assert result.text == seen + "The answer is \\boxed{56211}."
+    sources = [(s.source, s.text) for s in result.trajectory.segments]
+    assert sources == [("model", first), ("injected", output("56211")), ("model", "The answer is \\boxed{56211}.")]
+    assert result.trajectory.loss_mask().count(0) == len(output("56211"))
+    (cand,) = result.metadata.candidates
+    assert [(e.code, e.output, e.status) for e in cand.code_executions] == [("print(123 * 457)", "56211\n", "ok")]
+    totals = result.metadata.code_execution
+    assert totals is not None and totals.executions == 1 and totals.statuses["ok"] == 1
+    assert result.metadata.selected_answer == "56211"
+
+
+def test_fake_state_persists_along_a_trajectory(runner):
+    a = block("x = 123 * 457")
+    b = block("print(x + 1)")
+    script = {"": [a], a + output(""): [b], a + output("") + b + output("56212"): ["\\boxed{56212}"]}
+    result = run(script, runner, num_paths=1)
+    assert result.text.endswith(output("56212") + "\\boxed{56212}")
+    assert [e.status for e in result.metadata.candidates[0].code_executions] == ["ok", "ok"]
+
+
+def test_fake_answer_is_taken_after_the_last_output(runner):
+    a = "I guess \\boxed{7}.\n" + block("print(6 * 7)")
+    result = run({"": [a], a + output("42"): ["So it is 42."]}, runner, num_paths=1)
+    assert result.metadata.selected_answer == "42"
+
+
+def test_fake_output_is_truncated_with_a_visible_marker(runner):
+    a = block("print('a' * 50)")
+    shown = output("a" * 10 + "\n[output truncated: 41 more characters not shown]")
+    result = run({"": [a], a + shown: ["done"]}, runner, num_paths=1, max_code_output_characters=10)
+    assert shown in result.text
+    assert result.metadata.candidates[0].code_executions[0].output == "a" * 50 + "\n"  # metadata keeps it whole
+
+
+def test_fake_after_max_code_executions_the_model_is_told_and_blocks_do_not_run(runner):
+    a = block("print(1)")
+    b = block("print(2)")
+    refused = output("Code execution limit reached (1); this block was not run. Continue without code.")
+    first = output("1", "You have no code executions left. Continue without code.\n")
+    script = {"": [a], a + first: [b], a + first + b + refused: ["\\boxed{1}"]}
+    result = run(script, runner, num_paths=1, max_code_executions=1, add_remaining_code_executions=True)
+    assert [e.status for e in result.metadata.candidates[0].code_executions] == ["ok", "limit"]
+    totals = result.metadata.code_execution
+    assert totals is not None and totals.executions == 1 and totals.statuses["limit"] == 1
+
+
+def test_fake_remaining_executions_note(runner):
+    a = block("print(1)")
+    first = output("1", "You have 2 code executions left.\n")
+    result = run(
+        {"": [a], a + first: ["ok"]}, runner, num_paths=1, max_code_executions=3, add_remaining_code_executions=True
+    )
+    assert first in result.text
+
+
+def test_fake_errors_and_timeouts_are_outputs_with_a_status(runner):
+    a = block("1 / 0")
+    b = block("import time\ntime.sleep(10)")
+    err_out = 'Traceback (most recent call last):\n  File "<tool_call>", line 1, in <module>\nZeroDivisionError: division by zero'
+    timed = output("[execution timed out after 0.5 s and was stopped]")
+    script = {"": [a], a + output(err_out): [b], a + output(err_out) + b + timed: ["end"]}
+    result = run(script, runner, num_paths=1, code_execution_timeout=0.5)
+    assert [e.status for e in result.metadata.candidates[0].code_executions] == ["error", "timeout"]
+
+
+def test_fake_tags_are_configurable(runner):
+    a = "```python\nprint(2 + 2)\n```"
+    out = "\n```output\n4\n```\n"
+    tags = {"code_begin": "```python", "code_end": "```\n", "code_output_begin": "```output", "code_output_end": "```"}
+    result = run({"": [a + "\nrest"], a + "\n" + out: ["\\boxed{4}"]}, runner, num_paths=1, **tags)
+    assert result.metadata.candidates[0].code_executions[0].output == "4\n"
+
+
+def test_fake_continue_final_message_runs_the_pending_block_first(runner):
+    seed = "Let me compute.\n" + block("x = 123 * 457\nprint(x)")
+    messages = [*USER, {"role": "assistant", "content": seed}]
+    # the fake's template renders the assistant turn and then its own "<assistant>" marker
+    eng = engine({f"{seed}\n<assistant>" + output("56211"): ["So \\boxed{56211}."]}, runner)
+    result = eng.run(messages, {"code_execution": True, "continue_final_message": True, "num_paths": 1})
+    assert result.text == output("56211") + "So \\boxed{56211}."
+    assert result.trajectory.segments[0].source == "injected"
+    assert result.metadata.candidates[0].code_executions[0].output == "56211\n"
+
+
+def test_fake_continue_final_message_needs_an_assistant_message(runner):
+    with pytest.raises(InvalidParameterError, match="continue_final_message"):
+        engine({}, runner).plan(USER, {"code_execution": True, "continue_final_message": True})
+
+
+def test_fake_beam_search_branches_keep_separate_state_and_a_block_is_one_step(runner):
+    one, two, show = block("x = 1"), block("x = 2"), block("print(x)")
+    step1 = {one: one + output("") + "Set.\n\n", two: two + output("") + "Set.\n\n"}
+    script = {
+        "": [one, two],
+        one + output(""): ["Set.\n\n"],
+        two + output(""): ["Set.\n\n"],
+        step1[one]: [show],
+        step1[two]: [show],
+        step1[one] + show + output("1"): ["\\boxed{1}"],
+        step1[two] + show + output("2"): ["\\boxed{2}"],
+    }
+    scores = {
+        step1[one]: 0.9,
+        step1[two]: 0.8,
+        step1[one] + show + output("1") + "\\boxed{1}": 0.9,
+        step1[two] + show + output("2") + "\\boxed{2}": 0.8,
+    }
+    backend = FakeScriptedBackend(script)
+    outcome = run_strategy_with_tools(
+        "beam_search", backend, runner, FakeScriptedScorer(scores), tts_beam_size=2, tts_candidates_per_step=1
+    )
+    by_answer = {b.answer: b for b in outcome.candidates}
+    assert set(by_answer) == {"1", "2"}  # each branch printed its own x
+    beam = by_answer["1"]
+    assert len(beam.steps) == 2  # (block, output, words), then (block, output, answer)
+    assert [s.text for s in beam.steps] == [step1[one], show + output("1") + "\\boxed{1}"]
+    assert [e.code for e in beam.executions] == ["x = 1", "print(x)"]
+    assert [e.code for e in by_answer["2"].executions] == ["x = 2", "print(x)"]
+    # a step's samples that continue after their outputs go to the backend in one call
+    assert [len(c.prefixes) for c in backend.calls] == [1, 2, 2, 2]
+
+
+def test_fake_step_does_not_end_at_a_blank_line_inside_a_block(runner):
+    code = "<tool_call>\nx = 2\n\nprint(x * 3)\n</tool_call>"
+    head, tail = code.split("\n\n", 1)
+    script = {"": [head + "\n\n"], head + "\n\n": [tail], code + output("6"): ["\\boxed{6}"]}
+    backend = FakeScriptedBackend(script)
+    outcome = run_strategy_with_tools("online_bon", backend, runner, None, tts_candidates_per_step=1)
+    beam = outcome.selected
+    assert len(beam.steps) == 1 and beam.answer == "6"
+
+
+def run_strategy_with_tools(strategy, backend, runner, scorer, **config):
+    from tests.fakes import QUESTION
+
+    from llm_tts.config import TTSConfig
+    from llm_tts.messages import ChatMessage
+    from llm_tts.strategies import StrategyContext, get_strategy
+    from llm_tts.tir import ToolLoop, ToolSettings
+
+    cfg = TTSConfig.create(tts_strategy=strategy, code_execution=True, temperature=1.0, **config)
+    msgs = [ChatMessage(role="user", content=QUESTION)]
+    tools = ToolLoop(ToolSettings.from_config(cfg), runner, backend, msgs)
+    scorer = scorer or FakeScriptedScorer(_AnyScore())
+    ctx = StrategyContext(strategy, backend, scorer, cfg, backend.render_chat(msgs), QUESTION, tools=tools)
+    return get_strategy(strategy).run(ctx)
+
+
+class _AnyScore(dict):
+    def __missing__(self, key):
+        return 0.5
+
+
+def test_fake_without_code_execution_nothing_runs(runner):
+    a = block("print(1)")
+    backend = FakeScriptedBackend({"": [a + " tail"]})
+    result = TTSEngine(backend, code_runner=runner).run(USER, {"num_paths": 1})
+    assert result.text == a + " tail" and result.metadata.code_execution is None
+    assert (
+        run_strategy("self_consistency", FakeScriptedBackend({"": [a]}), None, num_paths=1).outcome.selected.executions
+        == []
+    )
