@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.backends.base import Backend, check_prompts_fit
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
@@ -26,6 +27,9 @@ from llm_tts.metadata import CandidateInfo, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
+from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
+from llm_tts.structured.selection import STRUCTURED_STRATEGIES, StructuredOutcome, run_structured
+from llm_tts.structured.spec import OutputSpec
 from llm_tts.types import Trajectory
 
 
@@ -69,9 +73,11 @@ class TTSEngine:
         *,
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
+        output: OutputSpec | None = None,
     ) -> TTSResult:
-        """Run ``config``'s strategy on ``messages``: the selected text and its metadata."""
-        return self.execute(self.plan(messages, config), progress=progress, control=control)
+        """Run ``config``'s strategy on ``messages``: the selected text and its metadata
+        (``output``: a structured run, see :mod:`llm_tts.structured`)."""
+        return self.execute(self.plan(messages, config, output), progress=progress, control=control)
 
     def execute(
         self, plan: RunPlan, *, progress: ProgressCallback | None = None, control: RunControl | None = None
@@ -86,16 +92,21 @@ class TTSEngine:
             question_of(plan.messages),
             progress,
             control,
+            self._constraint(plan.output),
         )
         with metered() as api:
-            outcome = plan.spec.run(ctx)
+            if plan.output is not None:
+                outcome = run_structured(ctx, plan.output, getattr(plan.config, plan.spec.size_field))
+            else:
+                outcome = plan.spec.run(ctx)
         prompt_tokens = len(plan.prompt_ids)
         if self.backend.capabilities.chat_only and api.requests:
             # A chat-only API renders the prompt itself: its own count is the real one.
             prompt_tokens = api.prompt_tokens // api.requests
         metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
         chosen = outcome.selected
-        return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory)
+        text = outcome.text if isinstance(outcome, StructuredOutcome) else chosen.text
+        return TTSResult(text, chosen.finish_reason, metadata, chosen.trajectory)
 
     def close(self) -> None:
         with self._scorers_lock:
@@ -105,7 +116,12 @@ class TTSEngine:
         self.backend.close()
 
     # -- planning: every check that needs no generation ---------------------------------------
-    def plan(self, messages: Sequence[ChatMessage] | Any, config: TTSConfig | Mapping[str, Any]) -> RunPlan:
+    def plan(
+        self,
+        messages: Sequence[ChatMessage] | Any,
+        config: TTSConfig | Mapping[str, Any],
+        output: OutputSpec | None = None,
+    ) -> RunPlan:
         """Check a request and prepare it to run; bad input raises the typed error a run would raise.
 
         Checks messages, strategy, scorer, sizes and the context length, renders the chat to token
@@ -122,10 +138,37 @@ class TTSEngine:
                 "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
                 "token-level API (vLLM, SGLang)"
             )
-        prompt_ids = self.backend.render_chat(msgs)
+        if output is not None:
+            if spec.name not in STRUCTURED_STRATEGIES:
+                raise InvalidParameterError(
+                    "tts_strategy",
+                    spec.name,
+                    f"structured output and tool calls run with {' or '.join(STRUCTURED_STRATEGIES)}: they sample "
+                    "whole candidates, where a step search would cut an object at its step delimiters",
+                )
+            prompt_ids = self._structured_prompt(msgs, output)
+        else:
+            prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
-        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
+        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started, output)
+
+    # -- issue 19: structured runs ----------------------------------------------------------------
+    def _structured_prompt(self, messages: list[ChatMessage], output: OutputSpec) -> list[int]:
+        """Tools through the chat template where it has a tools slot, else in the system prompt."""
+        tools = [t.to_openai() for t in output.offered_tools]
+        render = getattr(self.backend, "render_chat_with_tools", None)
+        ids = render(messages, tools) if tools and render is not None else None
+        if ids is not None:
+            return list(ids)
+        return self.backend.render_chat(with_system_text(messages, tools_prompt(output) or json_prompt(output)))
+
+    def _constraint(self, output: OutputSpec | None) -> DecodingConstraint | None:
+        """The output's constraint where the backend can decode under one; else candidates are
+        sampled freely and only parsing filters them (reported as constrained=False)."""
+        if output is None or not self.backend.capabilities.constrained_decoding:
+            return None
+        return output.constraint()
 
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
@@ -168,6 +211,7 @@ class TTSEngine:
             timings=TimingInfo(generation_s=ctx.generation_s, scoring_s=ctx.scoring_s, total_s=total_s),
             backend=self.backend.name,
             model=self.backend.model_name,
+            structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
         )
 
 
@@ -182,6 +226,7 @@ class RunPlan:
     scorer: Scorer | None  # None for the vote (VOTING_SCORER)
     prompt_ids: tuple[int, ...]  # the chat, rendered once
     started: float  # time.perf_counter() when planning began; total_s counts from here
+    output: OutputSpec | None = None  # issue 19: a structured run (JSON or tool call)
 
 
 @dataclass(frozen=True)

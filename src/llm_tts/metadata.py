@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -68,3 +68,34 @@ class TTSMetadata(BaseModel):
     timings: TimingInfo = Field(default_factory=TimingInfo)
     backend: str = Field(description="backend that generated (transformers, vllm, openai)")
     model: str = Field(description="model that generated")
+    # -- issue 19 --
+    structured: StructuredInfo | None = Field(
+        None, description="structured output / tool calling runs: parsing and the vote over objects or calls"
+    )
+
+
+# -- issue 19: structured output and tool calling ------------------------------------------------
+class ToolCallInfo(BaseModel):
+    """The selected tool call (OpenAI's and LangChain's shape: an id, a name, parsed arguments)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class StructuredInfo(BaseModel):
+    """How a structured run went. ``answer_distribution`` of the metadata holds the vote: candidates
+    per distinct canonical object (JSON mode) or call (tools mode; text answers as 'text: ...')."""
+
+    mode: Literal["json", "tools"]
+    constrained: bool = Field(description="candidates were generated under constrained decoding")
+    valid_candidates: int = Field(description="candidates that parsed (and matched their schema)")
+    invalid_candidates: int = Field(description="candidates that did not parse: counted, never selected")
+    errors: list[str] = Field(default_factory=list, description="why each invalid candidate failed, in order")
+    selection: str = Field(description="how the output was chosen among valid candidates")
+    value: Any = Field(None, description="JSON mode: the selected parsed object")
+    tool_calls: list[ToolCallInfo] = Field(default_factory=list, description="tools mode: the selected call, if any")
+    ignored_argument_keys: list[str] = Field(default_factory=list, description="argument keys the call vote ignored")
+
+
+TTSMetadata.model_rebuild()  # its structured field names a model defined after it

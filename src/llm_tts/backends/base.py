@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Protocol, runtime_checkable
 
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
 from llm_tts.types import Segment
@@ -35,6 +36,8 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = True
     top_logprobs: int = 0
+    # -- issue 19: constrained decoding (every sample matches it; see backends/constraints.py) --
+    constraint: DecodingConstraint | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, (str, list)):
@@ -56,6 +59,8 @@ class SamplingParams:
             raise InvalidParameterError("top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameterError("stop", self.stop, "stop strings must be non-empty strings")
+        if self.constraint is not None and not isinstance(self.constraint, DecodingConstraint):
+            raise InvalidParameterError("constraint", type(self.constraint).__name__, "must be a DecodingConstraint")
 
     @property
     def greedy(self) -> bool:
@@ -82,6 +87,8 @@ class BackendCapabilities:
     chat_only: bool = False  # prompts are whole chats the API renders itself (so its prompt count is the real one)
     exact_token_ids: bool = True  # returned ids are the sampled tokens, not a re-tokenised text
     prefix_caching: bool = False  # a repeated prefix is computed once
+    # -- issue 19 --
+    constrained_decoding: bool = False  # honours SamplingParams.constraint (JSON schema, regex, grammar)
 
 
 @runtime_checkable
@@ -144,7 +151,17 @@ def check_request(
         raise CapabilityError(
             f"top_logprobs={params.top_logprobs} exceeds this backend's limit {capabilities.max_top_logprobs}"
         )
+    check_constraint(params, capabilities)
     check_prompts_fit(prompts, max_context_tokens)
+
+
+def check_constraint(params: SamplingParams, capabilities: BackendCapabilities) -> None:
+    """Raise CapabilityError for a constraint this backend cannot honour (never ignored silently)."""
+    if params.constraint is not None and not capabilities.constrained_decoding:
+        raise CapabilityError(
+            f"constrained decoding ({params.constraint.kind}): this backend cannot constrain what it samples; "
+            "use the transformers or vllm backend, or a server that takes response_format / structured outputs"
+        )
 
 
 def check_prompts_fit(prompts: Sequence[Sequence[int]], max_context_tokens: int) -> None:

@@ -18,6 +18,7 @@ from typing import Literal
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
 from llm_tts.backends.base import Backend, SamplingParams, SubmittingBackend
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.config import TTSConfig
 from llm_tts.errors import UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
@@ -82,8 +83,10 @@ class StrategyContext:
         question: str,
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
+        constraint: DecodingConstraint | None = None,  # issue 19: every sample is decoded under it
     ) -> None:
         self.name = name
+        self.constraint = constraint
         self.backend = backend
         self.scorer = scorer
         self.config = config
@@ -118,6 +121,7 @@ class StrategyContext:
             seed=None if c.seed is None else c.seed + self.generate_calls,
             logprobs=self.backend.capabilities.logprobs,
             top_logprobs=self.scorer.top_logprobs_needed if self.scorer else 0,
+            constraint=self.constraint,
         )
         start = time.perf_counter()
         try:

@@ -20,7 +20,7 @@ from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, regi
 def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
     paths = ctx.sample_full(ctx.config.num_paths)
     ctx.score(paths)
-    tie_break = [p.score if ctx.scorer else _mean_logprob(p) for p in paths]
+    tie_break = [p.score if ctx.scorer else mean_logprob(p) for p in paths]
     result = vote([p.answer for p in paths], tie_break)
     chosen = paths[result.selected]
     chosen.status = "selected"
@@ -28,6 +28,6 @@ def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
     return StrategyOutcome(paths, chosen, result)
 
 
-def _mean_logprob(beam: Beam) -> float | None:
+def mean_logprob(beam: Beam) -> float | None:
     lp = beam.trajectory.segments[0].logprobs
     return sum(lp) / len(lp) if lp else None
