@@ -42,9 +42,11 @@ from llm_tts.service.protocol import (
     ModelCard,
     ModelList,
     ResponseMessage,
+    openai_tool_calls,
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
+from llm_tts.structured import OutputSpec
 
 log = logging.getLogger("llm_tts.service")
 
@@ -91,21 +93,25 @@ class ServingChat:
         self._check_provider(request.provider)
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
-        run = await self._start(request.to_messages(), config, RunControl.with_timeout(deadline_s))
+        output = request.to_output()
+        run = await self._start(request.to_messages(), config, RunControl.with_timeout(deadline_s), output)
         watch = _RunWatch(run, client_gone or _never, deadline_s)
         completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
         if request.stream:
             return ChatCompletionStream(watch, ChunkWriter(completion_id, created, model))
         with run:
             result = await watch.result()
+        calls = openai_tool_calls(result.metadata)
         return ChatCompletion(
             id=completion_id,
             created=created,
             model=model,
             choices=[
                 Choice(
-                    message=ResponseMessage(content=result.text),
-                    finish_reason=result.finish_reason,
+                    message=ResponseMessage(content=None, tool_calls=calls)
+                    if calls
+                    else ResponseMessage(content=result.text),
+                    finish_reason="tool_calls" if calls else result.finish_reason,
                     tts_metadata=result.metadata,
                 )
             ],
@@ -116,10 +122,14 @@ class ServingChat:
         """Stop taking runs; queued ones are cancelled, running ones end at their next check."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _start(self, messages: Sequence[ChatMessage], config: TTSConfig, control: RunControl) -> RunStream:
+    async def _start(
+        self, messages: Sequence[ChatMessage], config: TTSConfig, control: RunControl, output: OutputSpec | None = None
+    ) -> RunStream:
         slot = self.slots.acquire()  # 429 when full
         try:
-            plan = await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.plan, messages, config)
+            plan = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.engine.plan, messages, config, output
+            )
             run = RunStream.start(self.engine, plan, control=control, executor=self._executor)
         except BaseException:
             slot.release()

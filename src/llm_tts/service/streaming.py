@@ -15,6 +15,7 @@ from typing import Any
 
 from llm_tts.engine import TTSResult
 from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
+from llm_tts.service.protocol import openai_tool_calls
 
 KEEPALIVE_S = 10.0  # an SSE comment this often keeps proxies from closing a quiet stream
 KEEPALIVE = ": keep-alive\n\n"
@@ -47,6 +48,10 @@ class ChunkWriter:
 
     def answer(self, result: TTSResult) -> list[dict[str, Any]]:
         """The selected answer's content, then the last chunk with its metadata and usage."""
-        last = self.chunk({}, result.finish_reason, tts_metadata=result.metadata.model_dump(mode="json"))
+        calls = openai_tool_calls(result.metadata)
+        finish = "tool_calls" if calls else result.finish_reason
+        last = self.chunk({}, finish, tts_metadata=result.metadata.model_dump(mode="json"))
         last["usage"] = result.metadata.usage.model_dump(mode="json")
+        if calls:  # OpenAI's tool-call delta: index, id, type and the function's name and arguments
+            return [self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}), last]
         return [self.chunk({"content": result.text}), last]
