@@ -40,7 +40,6 @@ SCHEMA = {"type": "object", "properties": {"x": {"type": "integer"}}, "required"
             "tool_choice.function.name",
         ),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"tools": [MULTIPLY, MULTIPLY]}, "tools"),
         ({"tools": [MULTIPLY], "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema"),

@@ -94,6 +94,7 @@ class TTSEngine:
             control,
             self._constraint(plan.output),
         )
+        outcome: StrategyOutcome
         with metered() as api:
             if plan.output is not None:
                 outcome = run_structured(ctx, plan.output, getattr(plan.config, plan.spec.size_field))

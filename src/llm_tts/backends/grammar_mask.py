@@ -13,7 +13,7 @@ vLLM reports them (``logprobs_mode="raw_logprobs"``), so scorers see the same nu
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llm_tts.backends.constraints import DecodingConstraint, schema_of
@@ -25,7 +25,7 @@ _JSON_OBJECT_SCHEMA = {"type": "object"}  # json_object: any JSON object, as Ope
 class GrammarCompiler:
     """Compiles constraints for one tokenizer; thread-safe, with a cache per constraint."""
 
-    def __init__(self, hf_tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+    def __init__(self, hf_tokenizer: Any, vocab_size: int, stop_token_ids: Iterable[int]) -> None:
         import xgrammar as xgr
 
         info = xgr.TokenizerInfo.from_huggingface(

@@ -140,10 +140,8 @@ def output_spec_from_openai(
             raise InvalidParameterError(
                 "response_format", _format_type(response_format), "give tools or a JSON response_format, not both"
             )
-        specs = tuple(_tool(i, t) for i, t in enumerate(_list(tools, "tools")))
+        specs = _unique(tuple(_tool(i, t) for i, t in enumerate(_list(tools, "tools"))))
         names = [t.name for t in specs]
-        if len(set(names)) != len(names):
-            raise InvalidParameterError("tools", names, "tool names must be unique")
         choice = _tool_choice(tool_choice, names)
         return OutputSpec(
             "tools", tools=specs, tool_choice=choice, ignore_argument_keys=ignore, constrained=constrained
@@ -209,6 +207,15 @@ def _tool(i: int, tool: Any) -> ToolSpec:
     if parameters.get("type", "object") != "object":
         raise InvalidParameterError(f"{param}.function.parameters.type", parameters.get("type"), "must be 'object'")
     return ToolSpec(name, description, parameters)
+
+
+def _unique(tools: tuple[ToolSpec, ...]) -> tuple[ToolSpec, ...]:
+    """One tool per name: a repeated name (the same tool given twice, e.g. as a model and as its
+    schema) keeps its first definition, since a call names the tool it calls."""
+    seen: dict[str, ToolSpec] = {}
+    for t in tools:
+        seen.setdefault(t.name, t)
+    return tuple(seen.values())
 
 
 def _tool_choice(choice: Any, names: list[str]) -> str:
