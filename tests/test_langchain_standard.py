@@ -17,7 +17,6 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from llm_tts.integrations import ChatTTS
 
 # Small enough that both integration suites together take a few minutes on a CPU.
-# Small enough that both integration suites together take a few minutes on a CPU.
 SMALL: dict[str, Any] = {"num_paths": 2}
 UNREACHABLE = "http://127.0.0.1:9/v1"  # unit tests never send a request
 

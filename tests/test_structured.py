@@ -207,3 +207,19 @@ def test_chat_tts_http_mode_tool_call_and_structured_output(service_url):
     assert msg.tool_calls and msg.tool_calls[0]["name"] == "multiply"
     assert msg.response_metadata["finish_reason"] == "tool_calls"
     assert isinstance(llm.with_structured_output(Answer).invoke("How many legs does a cat have?"), Answer)
+
+
+def test_tools_go_through_a_chat_template_that_has_a_tools_slot(hf_backend):
+    import copy
+
+    from llm_tts.backends.tokenizer import ChatTokenizer
+
+    chat = [ChatMessage(role="user", content="6*7?")]
+    assert hf_backend.render_chat_with_tools(chat, [MULTIPLY]) is None  # SmolLM2's template has no tools slot
+    hf = copy.deepcopy(hf_backend.tokenizer.hf)
+    hf.chat_template = (
+        "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}{% endfor %}</tools>{% endif %}"
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
+    )
+    ids = ChatTokenizer(hf).render_chat_with_tools(chat, [MULTIPLY])
+    assert ids is not None and hf.decode(ids).startswith("<tools>multiply</tools>user: 6*7?")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import FakeScriptedBackend, Out
 from llm_tts.backends.base import BackendCapabilities, SamplingParams, check_constraint
 from llm_tts.backends.constraints import DecodingConstraint
+from llm_tts.config import TTSConfig
+from llm_tts.engine import TTSEngine
 from llm_tts.errors import CapabilityError, InvalidParameterError, StructuredOutputError, error_class
 from llm_tts.messages import coerce_messages
 from llm_tts.structured import output_spec_from_openai
@@ -139,3 +142,62 @@ def test_openai_assistant_tool_calls_are_rendered_for_the_next_turn():
         ]
     )
     assert '"name": "multiply"' in msgs[1].content and msgs[2].role == "tool"
+
+
+# -- the structured run on the FAKE scripted backend (no constrained decoding: it only parses) ----
+def _fake_engine(*texts: str):
+
+    # Equal probabilities except where a test needs a tie-break: the first text scores highest.
+    return TTSEngine(FakeScriptedBackend({"": [Out(t, 0.9 if i == 0 else 0.5) for i, t in enumerate(texts)]}))
+
+
+def _run(engine, output, **config):
+    return engine.run("q", TTSConfig.create(num_paths=config.pop("n", 4), **config), output=output)
+
+
+def test_fake_whole_object_majority_excludes_what_does_not_parse():
+    spec = output_spec_from_openai(
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}
+    )
+    result = _run(_fake_engine('{"x": 2}', '{"x": 1}', '{ "x" : 1.0 }', '{"x": '), spec)
+    info = result.metadata.structured
+    assert info is not None and not info.constrained  # the fake cannot constrain: parsed only
+    assert (info.valid_candidates, info.invalid_candidates) == (3, 1)
+    assert info.value == {"x": 1} and result.text == '{"x": 1}'
+    assert result.metadata.answer_distribution == {'{"x":2}': 1, '{"x":1}': 2}
+    assert [c.status for c in result.metadata.candidates].count("selected") == 1
+
+
+def test_fake_tool_call_vote_ignoring_a_key():
+    calls = [
+        '{"name": "multiply", "arguments": {"a": 6, "b": 7, "note": "one"}}',
+        '{"name": "multiply", "arguments": {"a": 2, "b": 3, "note": "x"}}',
+        '{"name": "multiply", "arguments": {"a": 6, "b": 7, "note": "two"}}',
+    ]
+    plain = output_spec_from_openai(tools=[MULTIPLY], tool_choice="required")
+    tie = _run(_fake_engine(*calls), plain, n=3).metadata.structured
+    assert tie is not None and tie.tool_calls[0].arguments["note"] == "one"  # three distinct calls: best score
+    ignoring = output_spec_from_openai(tools=[MULTIPLY], tool_choice="required", ignore_argument_keys=["note"])
+    result = _run(_fake_engine(*calls[::-1]), ignoring, n=3)
+    assert result.metadata.structured.tool_calls[0].arguments == {"a": 6, "b": 7, "note": "two"}
+    assert result.metadata.consensus_score == pytest.approx(2 / 3) and result.text == ""
+
+
+def test_fake_no_parse_is_an_error_for_json_and_forced_calls_and_invalid_for_auto():
+    spec = output_spec_from_openai(response_format={"type": "json_object"})
+    with pytest.raises(StructuredOutputError):
+        _run(_fake_engine("no", "json", "here", "{"), spec)
+    with pytest.raises(StructuredOutputError):
+        _run(_fake_engine("no", "call", "at", "all"), output_spec_from_openai(tools=[MULTIPLY], tool_choice="required"))
+    broken = '{"name": "multiply", "arguments": {"a": "six"}}'
+    result = _run(_fake_engine(broken, broken, broken, broken), output_spec_from_openai(tools=[MULTIPLY]))
+    info = result.metadata.structured
+    assert info is not None and info.tool_calls == [] and info.invalid_tool_calls[0].name == "multiply"
+    assert info.invalid_tool_calls[0].args == broken
+
+
+def test_fake_structured_runs_refuse_step_strategies():
+    spec = output_spec_from_openai(response_format={"type": "json_object"})
+    with pytest.raises(InvalidParameterError) as e:
+        _run(_fake_engine("{}"), spec, tts_strategy="beam_search")
+    assert e.value.param == "tts_strategy"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
-from llm_tts.backends.base import Backend, check_prompts_fit
+from llm_tts.backends.base import Backend, ToolTemplateBackend, check_prompts_fit
 from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
@@ -158,8 +158,12 @@ class TTSEngine:
     def _structured_prompt(self, messages: list[ChatMessage], output: OutputSpec) -> list[int]:
         """Tools through the chat template where it has a tools slot, else in the system prompt."""
         tools = [t.to_openai() for t in output.offered_tools]
-        render = getattr(self.backend, "render_chat_with_tools", None)
-        ids = render(messages, tools) if tools and render is not None else None
+        backend = self.backend
+        ids = (
+            backend.render_chat_with_tools(messages, tools)
+            if tools and isinstance(backend, ToolTemplateBackend)
+            else None
+        )
         if ids is not None:
             return list(ids)
         return self.backend.render_chat(with_system_text(messages, tools_prompt(output) or json_prompt(output)))

@@ -83,6 +83,15 @@ class ToolCallInfo(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class InvalidToolCallInfo(BaseModel):
+    """A tool call that did not parse (LangChain's ``invalid_tool_calls`` shape)."""
+
+    id: str
+    name: str | None = None
+    args: str = Field(description="the text the model wrote")
+    error: str
+
+
 class StructuredInfo(BaseModel):
     """How a structured run went. ``answer_distribution`` of the metadata holds the vote: candidates
     per distinct canonical object (JSON mode) or call (tools mode; text answers as 'text: ...')."""
@@ -93,9 +102,14 @@ class StructuredInfo(BaseModel):
     invalid_candidates: int = Field(description="candidates that did not parse: counted, never selected")
     errors: list[str] = Field(default_factory=list, description="why each invalid candidate failed, in order")
     selection: str = Field(description="how the output was chosen among valid candidates")
-    value: Any = Field(None, description="JSON mode: the selected parsed object")
+    value: Any = Field(default=None, description="JSON mode: the selected parsed object")
     tool_calls: list[ToolCallInfo] = Field(default_factory=list, description="tools mode: the selected call, if any")
     ignored_argument_keys: list[str] = Field(default_factory=list, description="argument keys the call vote ignored")
+    invalid_tool_calls: list[InvalidToolCallInfo] = Field(
+        default_factory=list,
+        description="tool_choice='auto' when every candidate attempted a call and none parsed: the best-scored "
+        "attempt, reported as invalid (never as a call)",
+    )
 
 
 TTSMetadata.model_rebuild()  # its structured field names a model defined after it

@@ -142,6 +142,18 @@ class SubmittingBackend(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class ToolTemplateBackend(Protocol):
+    """A backend whose chat template may render tools itself (issue 19; local tokenizers)."""
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
+    ) -> list[int] | None:
+        """The prompt with OpenAI-shaped ``tools`` in the template's tools slot; None when the
+        template has none (the caller then lists the tools in the system prompt)."""
+        ...
+
+
 def check_request(
     prompts: Sequence[Sequence[int]], params: SamplingParams, capabilities: BackendCapabilities, max_context_tokens: int
 ) -> None:

@@ -43,6 +43,7 @@ from llm_tts.integrations.inprocess import aiter_run, iter_run, shared_engine
 from llm_tts.integrations.lc_messages import to_chat_messages
 from llm_tts.integrations.lc_structured import (
     StructuredMethod,
+    invalid_tool_calls_of,
     ls_format,
     openai_tools,
     output_spec,
@@ -416,6 +417,7 @@ def _chat_result(reply: Reply) -> ChatResult:
     message = AIMessage(
         content=reply.text,
         tool_calls=tool_calls_of(reply.tts_metadata),
+        invalid_tool_calls=invalid_tool_calls_of(reply.tts_metadata),
         usage_metadata=_usage(reply),
         response_metadata=_response_metadata(reply),
     )

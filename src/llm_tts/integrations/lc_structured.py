@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import ToolCall, ToolCallChunk
+from langchain_core.messages import InvalidToolCall, ToolCall, ToolCallChunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
@@ -76,6 +76,16 @@ def tool_calls_of(tts_metadata: dict[str, Any]) -> list[ToolCall]:
     return [
         ToolCall(name=c["name"], args=c.get("arguments") or {}, id=c.get("id"), type="tool_call")
         for c in structured.get("tool_calls") or []
+    ]
+
+
+def invalid_tool_calls_of(tts_metadata: dict[str, Any]) -> list[InvalidToolCall]:
+    structured = tts_metadata.get("structured") or {}
+    return [
+        InvalidToolCall(
+            name=c.get("name"), args=c.get("args"), id=c.get("id"), error=c.get("error"), type="invalid_tool_call"
+        )
+        for c in structured.get("invalid_tool_calls") or []
     ]
 
 

@@ -39,6 +39,7 @@ class Parsed:
     value: Any = None
     call: ToolCall | None = None
     error: str | None = None
+    attempted_tool: str | None = None  # a failed call: the tool name it wrote, when it wrote one
 
 
 def parse_candidate(text: str, spec: OutputSpec) -> Parsed:
@@ -113,16 +114,20 @@ def _parse_tool_turn(text: str, spec: OutputSpec) -> Parsed:
     tool = spec.tool(str(value["name"]))
     if tool is None:
         names = ", ".join(t.name for t in spec.offered_tools) or "none"
-        return Parsed(None, error=f"calls {value['name']!r}, which is not an offered tool ({names})")
+        return Parsed(
+            None,
+            error=f"calls {value['name']!r}, which is not an offered tool ({names})",
+            attempted_tool=str(value["name"]),
+        )
     args = value.get("arguments", value.get("parameters", {}))
     if isinstance(args, str):  # OpenAI's wire form: arguments as a JSON string
         args, error = _load(args)
         if error:
-            return Parsed(None, error=f"arguments are {error}")
+            return Parsed(None, error=f"arguments are {error}", attempted_tool=tool.name)
     if not isinstance(args, dict):
-        return Parsed(None, error="arguments must be a JSON object")
+        return Parsed(None, error="arguments must be a JSON object", attempted_tool=tool.name)
     error = _schema_error(args, tool.parameters)
     if error:
-        return Parsed(None, error=f"arguments of {tool.name}: {error}")
+        return Parsed(None, error=f"arguments of {tool.name}: {error}", attempted_tool=tool.name)
     call = ToolCall(tool.name, args)
     return Parsed(call_key(call, spec.ignore_argument_keys), call=call)

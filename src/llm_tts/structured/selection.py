@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from llm_tts.answers import Vote, vote
 from llm_tts.errors import StructuredOutputError
-from llm_tts.metadata import StructuredInfo, ToolCallInfo
+from llm_tts.metadata import InvalidToolCallInfo, StructuredInfo, ToolCallInfo
 from llm_tts.strategies import StrategyContext, StrategyOutcome
 from llm_tts.strategies.base import Beam, best_index
 from llm_tts.strategies.self_consistency import mean_logprob
@@ -59,6 +59,8 @@ def run_structured(ctx: StrategyContext, spec: OutputSpec, size: int) -> Structu
     valid = [i for i, k in enumerate(keys) if k is not None]
     errors = [b.parsed.error or "" for b in beams if b.answer is None]
     if not valid:
+        if spec.mode == "tools" and not spec.forces_call:
+            return _failed_attempt(ctx, spec, beams, scores, errors)
         raise StructuredOutputError(len(beams), errors)
     scored = ctx.scorer is not None and ctx.name != "self_consistency"  # self_consistency: scores break ties
     result: Vote | None
@@ -89,6 +91,35 @@ def run_structured(ctx: StrategyContext, spec: OutputSpec, size: int) -> Structu
     return StructuredOutcome(list(beams), selected, result, info, "" if calls else text)
 
 
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 def _call_info(parsed: Parsed) -> ToolCallInfo:
     assert parsed.call is not None
-    return ToolCallInfo(id=f"call_{uuid.uuid4().hex[:24]}", name=parsed.call.name, arguments=parsed.call.arguments)
+    return ToolCallInfo(id=_call_id(), name=parsed.call.name, arguments=parsed.call.arguments)
+
+
+def _failed_attempt(
+    ctx: StrategyContext, spec: OutputSpec, beams: list[StructuredBeam], scores: list[float | None], errors: list[str]
+) -> StructuredOutcome:
+    """tool_choice='auto' and every candidate attempted a call that did not parse: the model may
+    answer in text here, so the run returns the best-scored attempt's text, with the attempt as
+    an invalid tool call (LangChain's invalid_tool_calls), never as a call."""
+    selected = beams[best_index(scores)]
+    selected.status = "selected"
+    ctx.report(1, 0, len(beams), selected.score, f"0/{len(beams)} candidates parsed")
+    invalid = InvalidToolCallInfo(
+        id=_call_id(), name=selected.parsed.attempted_tool, args=selected.text, error=selected.parsed.error or ""
+    )
+    info = StructuredInfo(
+        mode=spec.mode,
+        constrained=ctx.constraint is not None,
+        valid_candidates=0,
+        invalid_candidates=len(beams),
+        errors=errors,
+        selection="no candidate parsed: best-scored attempt, reported as an invalid tool call",
+        invalid_tool_calls=[invalid],
+        ignored_argument_keys=sorted(spec.ignore_argument_keys),
+    )
+    return StructuredOutcome(list(beams), selected, None, info, selected.text)
