@@ -32,15 +32,15 @@ PERSON = {
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "city": {"type": "string"}},
     "required": ["name", "age", "city"],
 }
-MULTIPLY = {
+CONVERT = {
     "type": "function",
     "function": {
-        "name": "multiply",
-        "description": "Multiply two integers a and b",
+        "name": "convert_temperature",
+        "description": "Convert a temperature to the other unit",
         "parameters": {
             "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
+            "properties": {"value": {"type": "number"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["value", "unit"],
         },
     },
 }
@@ -52,8 +52,8 @@ TASKS: dict[str, tuple[OutputSpec, list[str]]] = {
         ["Invent a person.", "Describe a famous scientist.", "Who is your favourite author?"],
     ),
     "tool_call": (
-        output_spec_from_openai(tools=[MULTIPLY], tool_choice="required"),  # type: ignore[dict-item]
-        ["What is 6 times 7?", "Multiply 12 by 13.", "How much is 25 * 4?"],
+        output_spec_from_openai(tools=[CONVERT], tool_choice="required"),  # type: ignore[dict-item]
+        ["What is 30 degrees celsius in fahrenheit?", "Convert 100 F to C.", "Is 20 C warm? Convert it."],
     ),
 }
 
