@@ -201,3 +201,17 @@ def test_fake_structured_runs_refuse_step_strategies():
     with pytest.raises(InvalidParameterError) as e:
         _run(_fake_engine("{}"), spec, tts_strategy="beam_search")
     assert e.value.param == "tts_strategy"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tools": [MULTIPLY], "tool_choice": {"type": "function", "function": ["multiply"]}},
+        {"tools": [MULTIPLY], "ignore_argument_keys": 5},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
+    ],
+)
+def test_malformed_structured_fields_of_any_shape_are_typed_errors(fields):
+    with pytest.raises(InvalidParameterError):
+        output_spec_from_openai(**fields)

@@ -110,11 +110,15 @@ def check_json_schema(schema: Any, param: str) -> dict[str, Any]:
         text = json.dumps(schema)
     except (TypeError, ValueError) as e:
         raise InvalidParameterError(param, str(schema)[:80], f"is not JSON: {e}") from None
+    import jsonschema
     import xgrammar
 
     try:
-        xgrammar.Grammar.from_json_schema(text, any_whitespace=False)
-    except (RuntimeError, ValueError) as e:  # xgrammar's converter names what it cannot read
+        jsonschema.Draft202012Validator.check_schema(dict(schema))  # what parsing checks candidates with
+        xgrammar.Grammar.from_json_schema(text, any_whitespace=False)  # what constrained decoding compiles
+    except jsonschema.SchemaError as e:
+        raise InvalidParameterError(param, text[:120], f"is not a valid JSON schema: {e.message}") from None
+    except (RuntimeError, ValueError, TypeError) as e:  # xgrammar's converter names what it cannot read
         raise InvalidParameterError(param, text[:120], f"is not a JSON schema this server can follow: {e}") from None
     return dict(schema)
 
@@ -179,7 +183,7 @@ def _list(value: Any, param: str) -> list[Any]:
 
 
 def _strings(value: Sequence[str], param: str) -> list[str]:
-    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise InvalidParameterError(param, value, "must be a list of non-empty strings")
     return list(value)
 
@@ -231,7 +235,8 @@ def _tool_choice(choice: Any, names: list[str]) -> str:
             "tool_choice", choice, f"must be one of {', '.join(TOOL_CHOICES)} or a tool name ({', '.join(names)})"
         )
     if isinstance(choice, Mapping) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, Mapping) else None
         if name in names:
             return str(name)
         raise InvalidParameterError("tool_choice.function.name", name, f"must name a tool ({', '.join(names)})")
