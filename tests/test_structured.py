@@ -223,3 +223,18 @@ def test_tools_go_through_a_chat_template_that_has_a_tools_slot(hf_backend):
     )
     ids = ChatTokenizer(hf).render_chat_with_tools(chat, [MULTIPLY])
     assert ids is not None and hf.decode(ids).startswith("<tools>multiply</tools>user: 6*7?")
+
+
+def test_openai_backend_sends_the_constraint_as_response_format(service_url):
+    import jsonschema
+
+    from llm_tts.backends.openai_backend import OpenAIBackend
+
+    # Our own service as the OpenAI-compatible server: it reads response_format like OpenAI does.
+    backend = OpenAIBackend(base_url=f"{service_url}/v1", max_concurrency=2, extra_body={"num_paths": 1})
+    try:
+        assert backend.capabilities.constrained_decoding
+        for seg in _samples(backend, DecodingConstraint.json_schema(PERSON), n=2):
+            jsonschema.validate(json.loads(seg.text), PERSON)
+    finally:
+        backend.close()
