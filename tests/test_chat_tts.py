@@ -90,14 +90,6 @@ def test_api_key_is_secret_and_never_printed(monkeypatch):
     assert ChatTTS(base_url="http://127.0.0.1:9/v1").api_key.get_secret_value() == "from-env-456"
 
 
-def test_tools_and_structured_output_raise_not_implemented_with_a_reason():
-    llm = ChatTTS()
-    with pytest.raises(NotImplementedError, match="tool calling"):
-        llm.bind_tools([])
-    with pytest.raises(NotImplementedError, match="with_structured_output"):
-        llm.with_structured_output({"type": "object"})
-
-
 def test_langsmith_params_name_provider_model_and_sampling():
     llm = ChatTTS(temperature=0.2, max_tokens=7, stop=["END"])
     params = llm._get_ls_params()

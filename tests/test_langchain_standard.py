@@ -1,8 +1,9 @@
 """langchain-tests' standard suites for ChatTTS, in-process and over HTTP (a real service on
 127.0.0.1), on the embedded model with small sizes.
 
-Feature flags are honest: no tool calling, no structured output, no JSON mode, text only (no
-images, audio, PDF), and no per-call model switch (one server / one loaded model serves one model).
+Feature flags are honest: tool calling (with tool_choice), structured output and JSON mode under
+constrained decoding (issue 19); text only (no images, audio, PDF), and no per-call model switch
+(one server / one loaded model serves one model).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 
 from llm_tts.integrations import ChatTTS
 
-# Small enough that both integration suites together take a few minutes on a CPU.
-SMALL: dict[str, Any] = {"num_paths": 2, "max_tokens": 8}
 UNREACHABLE = "http://127.0.0.1:9/v1"  # unit tests never send a request
 
 
@@ -29,11 +28,19 @@ class _Flags:
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # bind_tools raises NotImplementedError with the reason
+        return True  # bind_tools: forced calls are decoded under the calls' JSON schema
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False  # with_structured_output raises NotImplementedError with the reason
+        return True  # with_structured_output: json_schema (constrained), json_mode, function_calling
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def returns_usage_metadata(self) -> bool:
@@ -61,14 +68,45 @@ class TestChatTTSUnitHTTP(_Flags, ChatModelUnitTests):
         return {"LLM_TTS_API_KEY": "key-from-env"}, {"base_url": UNREACHABLE}, {"api_key": "key-from-env"}
 
 
-class TestChatTTSIntegrationInProcess(_Flags, ChatModelIntegrationTests):
+class _SmallModelLimits:
+    """Standard tests a 135M model cannot pass reliably (langchain-tests wants them marked xfail
+    with the reason); everything else of tool calling and structured output passes under
+    constrained decoding."""
+
+    @pytest.mark.xfail(
+        reason="tool_choice='auto': SmolLM2-135M answers the weather question in text instead of calling the "
+        "tool (only forced calls are guaranteed; test_structured.py's react agent forces its first call)"
+    )
+    def test_agent_loop(self, *args: Any, **kwargs: Any) -> None:
+        super().test_agent_loop(*args, **kwargs)  # type: ignore[misc]
+
+    @pytest.mark.xfail(
+        reason="json_mode constrains to any JSON object: SmolLM2-135M may drop the 'punchline' key the prompt "
+        "asks for (method='json_schema' enforces it and passes test_structured_output)"
+    )
+    def test_json_mode(self, *args: Any, **kwargs: Any) -> None:
+        super().test_json_mode(*args, **kwargs)  # type: ignore[misc]
+
+    # Tool and structured-output tests get room for a whole object (a cut one never parses) and
+    # four candidates (SmolLM2 sometimes loops inside a JSON string until max_tokens: the vote
+    # needs one that did not); the text tests stay short.
+    tokens: int = 8
+    paths: int = 2
+
+    @pytest.fixture(autouse=True)
+    def _room(self, request: pytest.FixtureRequest) -> None:
+        structured = any(word in request.node.name for word in ("tool", "structured", "json", "agent"))
+        type(self).tokens, type(self).paths = (96, 4) if structured else (8, 2)
+
+
+class TestChatTTSIntegrationInProcess(_SmallModelLimits, _Flags, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         # The shared engine cache: every test's model runs on one loaded SmolLM2.
-        return {"backend": "transformers", **SMALL}
+        return {"backend": "transformers", "num_paths": self.paths, "max_tokens": self.tokens}
 
 
-class TestChatTTSIntegrationHTTP(_Flags, ChatModelIntegrationTests):
+class TestChatTTSIntegrationHTTP(_SmallModelLimits, _Flags, ChatModelIntegrationTests):
     url: str = ""
 
     @pytest.fixture(autouse=True)
@@ -78,4 +116,4 @@ class TestChatTTSIntegrationHTTP(_Flags, ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"base_url": self.url, **SMALL}
+        return {"base_url": self.url, "num_paths": self.paths, "max_tokens": self.tokens}

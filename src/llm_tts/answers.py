@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -263,13 +263,17 @@ class AnswerGroup:
     members: list[int] = field(default_factory=list)
 
 
-def group_answers(answers: Sequence[str | None]) -> list[AnswerGroup]:
-    """Group equal answers in order of first appearance; None (no answer) joins no group."""
+def group_answers(
+    answers: Sequence[str | None], equivalent: Callable[[str, str], bool] | None = None
+) -> list[AnswerGroup]:
+    """Group equal answers in order of first appearance; None (no answer) joins no group.
+    ``equivalent`` defaults to :func:`answers_equivalent` (structured outputs pass exact equality)."""
+    same = equivalent or answers_equivalent
     groups: list[AnswerGroup] = []
     for i, a in enumerate(answers):
         if a is None:
             continue
-        group = next((g for g in groups if answers_equivalent(g.answer, a)), None)
+        group = next((g for g in groups if same(g.answer, a)), None)
         if group is None:
             groups.append(AnswerGroup(a, [i]))
         else:
@@ -288,7 +292,13 @@ class Vote:
     group_weights: dict[str, float]  # what each group scored in the vote
 
 
-def vote(answers: Sequence[str | None], scores: Sequence[float | None], *, weighted: bool = False) -> Vote:
+def vote(
+    answers: Sequence[str | None],
+    scores: Sequence[float | None],
+    *,
+    weighted: bool = False,
+    equivalent: Callable[[str, str], bool] | None = None,
+) -> Vote:
     """Pick an answer by majority (or by summed weights) over equivalent answers.
 
     Majority: the group with most members wins; a tie goes to the group whose best member has
@@ -306,7 +316,7 @@ def vote(answers: Sequence[str | None], scores: Sequence[float | None], *, weigh
         raise ValueError("vote needs one score per candidate")
     key = [(-math.inf if s is None else s) for s in scores]
     best_in = lambda members: max(members, key=lambda i: (key[i], -i))  # noqa: E731
-    groups = group_answers(answers)
+    groups = group_answers(answers, equivalent)
     if not groups:
         return Vote(best_in(range(len(answers))), None, {}, 0.0, {})
     weights = _weights(key) if weighted else [1.0] * len(key)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
-from llm_tts.backends.base import Backend, EncodingBackend, check_prompts_fit, check_token_ids
+from llm_tts.backends.base import Backend, EncodingBackend, ToolTemplateBackend, check_prompts_fit, check_token_ids
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.errors import CapabilityError, DeadlineExceededError, InvalidParameterError, UnknownNameError
@@ -27,6 +28,9 @@ from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
 from llm_tts.strategies.base import SearchStopped
+from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
+from llm_tts.structured.selection import STRUCTURED_STRATEGIES, StructuredOutcome, run_structured
+from llm_tts.structured.spec import OutputSpec
 from llm_tts.tir import CodeRunner, ToolLoop, ToolSettings
 from llm_tts.types import Trajectory
 
@@ -78,9 +82,11 @@ class TTSEngine:
         *,
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
+        output: OutputSpec | None = None,
     ) -> TTSResult:
-        """Run ``config``'s strategy on ``messages``: the selected text and its metadata."""
-        return self.execute(self.plan(messages, config), progress=progress, control=control)
+        """Run ``config``'s strategy on ``messages``: the selected text and its metadata
+        (``output``: a structured run, see :mod:`llm_tts.structured`)."""
+        return self.execute(self.plan(messages, config, output=output), progress=progress, control=control)
 
     def execute(
         self, plan: RunPlan, *, progress: ProgressCallback | None = None, control: RunControl | None = None
@@ -96,17 +102,23 @@ class TTSEngine:
             progress,
             control,
             tools=self._tools(plan),
+            constraint=self._constraint(plan.output),
         )
+        outcome: StrategyOutcome
         with metered() as api:
-            outcome = _run_anytime(plan, ctx)
+            if plan.output is not None:
+                outcome = run_structured(ctx, plan.output, getattr(plan.config, plan.spec.size_field))
+            else:
+                outcome = _run_anytime(plan, ctx)
         prompt_tokens = len(plan.prompt_ids)
         if self.backend.capabilities.chat_only and api.requests:
             # A chat-only API renders the prompt itself: its own count is the real one.
             prompt_tokens = api.prompt_tokens // api.requests
         metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
         chosen = outcome.selected
+        text = outcome.text if isinstance(outcome, StructuredOutcome) else chosen.text
         trajectories = tuple(b.trajectory for b in outcome.candidates)
-        return TTSResult(chosen.text, chosen.finish_reason, metadata, chosen.trajectory, trajectories)
+        return TTSResult(text, chosen.finish_reason, metadata, chosen.trajectory, trajectories)
 
     def close(self) -> None:
         with self._scorers_lock:
@@ -126,6 +138,7 @@ class TTSEngine:
         config: TTSConfig | Mapping[str, Any],
         *,
         prompt_token_ids: Sequence[int] | None = None,
+        output: OutputSpec | None = None,
     ) -> RunPlan:
         """Check a request and prepare it to run; bad input raises the typed error a run would raise.
 
@@ -152,13 +165,49 @@ class TTSEngine:
         if config.code_execution:
             self._check_code_execution(spec, config)
         _check_token_output(config, self.backend)
-        if prompt_token_ids is not None:
+        if output is not None:
+            if spec.name not in STRUCTURED_STRATEGIES:
+                raise InvalidParameterError(
+                    "tts_strategy",
+                    spec.name,
+                    f"structured output and tool calls run with {' or '.join(STRUCTURED_STRATEGIES)}: they sample "
+                    "whole candidates, where a step search would cut an object at its step delimiters",
+                )
+            if prompt_token_ids is not None:
+                raise InvalidParameterError(
+                    "prompt_token_ids",
+                    f"{len(prompt_token_ids)} ids",
+                    "cannot be combined with tools or response_format, which render the prompt",
+                )
+            prompt_ids = self._structured_prompt(msgs, output)
+        elif prompt_token_ids is not None:
             prompt_ids = self._checked_token_prompt(prompt_token_ids)
         else:
             prompt_ids = self.backend.render_chat(msgs)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
-        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started)
+        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started, output)
+
+    # -- issue 19: structured runs ----------------------------------------------------------------
+    def _structured_prompt(self, messages: list[ChatMessage], output: OutputSpec) -> list[int]:
+        """Tools through the chat template where it has a tools slot, else in the system prompt."""
+        tools = [t.to_openai() for t in output.offered_tools]
+        backend = self.backend
+        ids = (
+            backend.render_chat_with_tools(messages, tools)
+            if tools and isinstance(backend, ToolTemplateBackend)
+            else None
+        )
+        if ids is not None:
+            return list(ids)
+        return self.backend.render_chat(with_system_text(messages, tools_prompt(output) or json_prompt(output)))
+
+    def _constraint(self, output: OutputSpec | None) -> DecodingConstraint | None:
+        """The output's constraint where the backend can decode under one; else candidates are
+        sampled freely and only parsing filters them (reported as constrained=False)."""
+        if output is None or not self.backend.capabilities.constrained_decoding:
+            return None
+        return output.constraint()
 
     def _checked_token_prompt(self, ids: Sequence[int]) -> list[int]:
         if not self.backend.capabilities.token_prompts or self.backend.capabilities.chat_only:
@@ -256,6 +305,7 @@ class TTSEngine:
                 if plan.config.code_execution
                 else None
             ),
+            structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
         )
 
 
@@ -288,6 +338,7 @@ class RunPlan:
     scorer: Scorer | None  # None for the vote (VOTING_SCORER)
     prompt_ids: tuple[int, ...]  # the chat, rendered once
     started: float  # time.perf_counter() when planning began; total_s counts from here
+    output: OutputSpec | None = None  # issue 19: a structured run (JSON or tool call)
 
 
 @dataclass(frozen=True)

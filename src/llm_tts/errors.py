@@ -265,6 +265,24 @@ class QueueTimeoutError(LLMTTSError):
         self.retry_after_s = retry_after_s
 
 
+class StructuredOutputError(LLMTTSError):
+    """No candidate of a structured run parsed into the requested object or tool call."""
+
+    http_status = 422
+    code = "structured_output_failed"
+    error_type = "invalid_response_error"
+
+    def __init__(self, candidates: int, errors: list[str]) -> None:
+        first = f"; first error: {errors[0]}" if errors else ""
+        super().__init__(
+            f"none of the {candidates} candidates parsed into the requested output{first}; raise max_tokens "
+            "(a cut object does not parse) or the number of candidates",
+            param="response_format",
+        )
+        self.candidates = candidates
+        self.errors = errors
+
+
 ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
     {
         cls.code: cls
@@ -292,6 +310,7 @@ ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
             SessionLimitError,
             SessionFullError,
             QueueTimeoutError,
+            StructuredOutputError,
         )
     }
 )

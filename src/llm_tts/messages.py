@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -71,6 +72,8 @@ def coerce_messages(messages: Sequence[ChatMessage | dict[str, Any]] | str) -> l
         if role not in ROLES:
             raise InvalidParameterError(f"messages[{i}].role", role, f"must be one of {', '.join(ROLES)}")
         content = text_from_content(m.get("content"), param=f"messages[{i}].content")
+        if role == "assistant" and m.get("tool_calls"):
+            content = with_tool_calls(content, _openai_calls(m["tool_calls"], f"messages[{i}].tool_calls"))
         out.append(ChatMessage(role=role, content=content, name=m.get("name"), tool_call_id=m.get("tool_call_id")))
     if not out:
         raise EmptyMessagesError()
@@ -83,3 +86,30 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
         if m.role == "user":
             return m.content
     return messages[-1].content if messages else ""
+
+
+# -- issue 19: an assistant turn's tool calls, as the model reads them next turn -------------------
+def with_tool_calls(text: str, calls: Sequence[dict[str, Any]]) -> str:
+    """``text`` followed by ``calls`` ({"name", "arguments", "id"}) as JSON: the chat has no
+    structured tool-call slot here, so the model reads the earlier turn's calls as text."""
+    if not calls:
+        return text
+    return (text + "\n" if text else "") + json.dumps({"tool_calls": list(calls)}, ensure_ascii=False)
+
+
+def _openai_calls(calls: Any, param: str) -> list[dict[str, Any]]:
+    """OpenAI's wire form (function.arguments as a JSON string) as {"name", "arguments", "id"}."""
+    if not isinstance(calls, list):
+        raise InvalidParameterError(param, type(calls).__name__, "must be a list of tool calls")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidParameterError(f"{param}[{j}].function", fn, "must be an object with a name")
+        args = fn.get("arguments") or "{}"
+        try:
+            parsed = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            parsed = args  # kept as the model wrote it: the next turn should see its own mistake
+        out.append({"name": fn["name"], "arguments": parsed, "id": call.get("id")})
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -93,6 +93,10 @@ class TTSMetadata(BaseModel):
         None,
         description="code_execution: blocks run, per status, and their seconds, over all candidates; None when off",
     )
+    # -- issue 19 --
+    structured: StructuredInfo | None = Field(
+        None, description="structured output / tool calling runs: parsing and the vote over objects or calls"
+    )
 
 
 # -- code execution: tool-integrated reasoning (issue 15) ----------------------------------------
@@ -130,6 +134,44 @@ class CodeExecutionTotals(BaseModel):
             counts[e.status] += 1
         ran = [e for e in executions if e.status != "limit"]
         return cls(executions=len(ran), statuses=counts, seconds=sum(e.seconds for e in ran))
+
+
+# -- issue 19: structured output and tool calling ------------------------------------------------
+class ToolCallInfo(BaseModel):
+    """The selected tool call (OpenAI's and LangChain's shape: an id, a name, parsed arguments)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class InvalidToolCallInfo(BaseModel):
+    """A tool call that did not parse (LangChain's ``invalid_tool_calls`` shape)."""
+
+    id: str
+    name: str | None = None
+    args: str = Field(description="the text the model wrote")
+    error: str
+
+
+class StructuredInfo(BaseModel):
+    """How a structured run went. ``answer_distribution`` of the metadata holds the vote: candidates
+    per distinct canonical object (JSON mode) or call (tools mode; text answers as 'text: ...')."""
+
+    mode: Literal["json", "tools"]
+    constrained: bool = Field(description="candidates were generated under constrained decoding")
+    valid_candidates: int = Field(description="candidates that parsed (and matched their schema)")
+    invalid_candidates: int = Field(description="candidates that did not parse: counted, never selected")
+    errors: list[str] = Field(default_factory=list, description="why each invalid candidate failed, in order")
+    selection: str = Field(description="how the output was chosen among valid candidates")
+    value: Any = Field(default=None, description="JSON mode: the selected parsed object")
+    tool_calls: list[ToolCallInfo] = Field(default_factory=list, description="tools mode: the selected call, if any")
+    ignored_argument_keys: list[str] = Field(default_factory=list, description="argument keys the call vote ignored")
+    invalid_tool_calls: list[InvalidToolCallInfo] = Field(
+        default_factory=list,
+        description="tool_choice='auto' when every candidate attempted a call and none parsed: the best-scored "
+        "attempt, reported as invalid (never as a call)",
+    )
 
 
 # The fields above name these classes before they exist: resolve them now.

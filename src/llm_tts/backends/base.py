@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.config import MAX_TOP_LOGPROBS  # one limit for requests and backends
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
@@ -38,6 +39,8 @@ class SamplingParams:
     # OpenAI's penalties on tokens generated so far in this sequence (0: off)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # -- issue 19: constrained decoding (every sample matches it; see backends/constraints.py) --
+    constraint: DecodingConstraint | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, (str, list)):
@@ -63,6 +66,8 @@ class SamplingParams:
             value = getattr(self, name)
             if not _finite(value) or not -2.0 <= value <= 2.0:
                 raise InvalidParameterError(name, value, "must be in [-2.0, 2.0]")
+        if self.constraint is not None and not isinstance(self.constraint, DecodingConstraint):
+            raise InvalidParameterError("constraint", type(self.constraint).__name__, "must be a DecodingConstraint")
 
     @property
     def greedy(self) -> bool:
@@ -93,6 +98,8 @@ class BackendCapabilities:
     chat_only: bool = False  # prompts are whole chats the API renders itself (so its prompt count is the real one)
     exact_token_ids: bool = True  # returned ids are the sampled tokens, not a re-tokenised text
     prefix_caching: bool = False  # a repeated prefix is computed once
+    # -- issue 19 --
+    constrained_decoding: bool = False  # honours SamplingParams.constraint (JSON schema, regex, grammar)
 
 
 @runtime_checkable
@@ -157,6 +164,18 @@ class EncodingBackend(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class ToolTemplateBackend(Protocol):
+    """A backend whose chat template may render tools itself (issue 19; local tokenizers)."""
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
+    ) -> list[int] | None:
+        """The prompt with OpenAI-shaped ``tools`` in the template's tools slot; None when the
+        template has none (the caller then lists the tools in the system prompt)."""
+        ...
+
+
 def check_request(
     prompts: Sequence[Sequence[int]], params: SamplingParams, capabilities: BackendCapabilities, max_context_tokens: int
 ) -> None:
@@ -166,7 +185,17 @@ def check_request(
         raise CapabilityError(
             f"top_logprobs={params.top_logprobs} exceeds this backend's limit {capabilities.max_top_logprobs}"
         )
+    check_constraint(params, capabilities)
     check_prompts_fit(prompts, max_context_tokens)
+
+
+def check_constraint(params: SamplingParams, capabilities: BackendCapabilities) -> None:
+    """Raise CapabilityError for a constraint this backend cannot honour (never ignored silently)."""
+    if params.constraint is not None and not capabilities.constrained_decoding:
+        raise CapabilityError(
+            f"constrained decoding ({params.constraint.kind}): this backend cannot constrain what it samples; "
+            "use the transformers or vllm backend, or a server that takes response_format / structured outputs"
+        )
 
 
 def check_prompts_fit(prompts: Sequence[Sequence[int]], max_context_tokens: int) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, SamplingParams, check_prompts_fit
+from llm_tts.backends.openai_constraints import chat_constraint_fields, completion_constraint_fields
 from llm_tts.backends.openai_endpoint import TOKEN_ID_PREFIX, Endpoint, RemoteTokenizer, finish_of, prompt_text
 from llm_tts.backends.openai_probe import Discovery
 from llm_tts.backends.remote_tokenizer import ServerTokenizer, TextVocab
@@ -57,6 +58,7 @@ def _capabilities(endpoint: Endpoint, found: Discovery, **typed: bool) -> Backen
         logprobs=found.probe.logprobs,
         max_top_logprobs=MAX_TOP_LOGPROBS if found.probe.top_logprobs else 0,
         seed=endpoint.send_seed,
+        constrained_decoding=True,  # sent as request fields (openai_constraints); a server may refuse them
         **typed,
     )
 
@@ -93,6 +95,7 @@ class TokenDialect(TokenizerMixin):
             "skip_special_tokens": True,
             **self.endpoint.sampling_fields(params),
         }
+        body.update(completion_constraint_fields(params.constraint))
         if not token_prompts:
             body["add_special_tokens"] = False  # the rendered text already has them
         if params.logprobs and self.probe.logprobs:
@@ -191,6 +194,7 @@ class ChatDialect:
             defaults.max_tokens_field: params.max_tokens,
             **self.endpoint.sampling_fields(params),
         }
+        body.update(chat_constraint_fields(params.constraint, self.endpoint.provider))
         if params.stop and defaults.token_level:
             body["include_stop_str_in_output"] = True  # self-hosted servers keep the delimiter, as the tokens do
         if params.logprobs and self.probe.logprobs:

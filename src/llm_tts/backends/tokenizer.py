@@ -40,6 +40,22 @@ class ChatTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
 
+    # -- issue 19: tools through the chat template -------------------------------------------
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
+    ) -> list[int] | None:
+        """The prompt with OpenAI-shaped ``tools`` rendered by the chat template, or None when the
+        template has no tools slot (the caller then describes the tools in the system prompt)."""
+        template = self.hf.chat_template
+        if not isinstance(template, str) or "tools" not in template:
+            return None
+        ids = self.hf.apply_chat_template(
+            [m.to_template_dict() for m in messages], tools=list(tools), add_generation_prompt=True, tokenize=True
+        )
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.hf.decode(list(token_ids), skip_special_tokens=True)
 
@@ -77,6 +93,13 @@ class TokenizerMixin:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
+
+    def render_chat_with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
+    ) -> list[int] | None:
+        """See :meth:`ChatTokenizer.render_chat_with_tools`; None for a tokenizer without templates."""
+        render = getattr(self.tokenizer, "render_chat_with_tools", None)
+        return None if render is None else render(messages, tools)
 
 
 def _eos_ids(tokenizer: Any) -> frozenset[int]:

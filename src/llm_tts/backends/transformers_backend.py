@@ -25,7 +25,9 @@ from llm_tts.backends.base import (
     check_request,
     check_token_ids,
 )
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
+from llm_tts.backends.grammar_mask import GrammarCompiler, RowMasks
 from llm_tts.backends.sampling import sample_next_tokens
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
 from llm_tts.engine_logs import quiet_engine_logs
@@ -77,8 +79,9 @@ class TransformersBackend(TokenizerMixin):
         self.max_context_tokens = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.max_batch_rows = max_batch_rows
-        self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
+        self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True, constrained_decoding=True)
         self._lock = threading.Lock()  # one forward loop at a time on this model
+        self._grammars: GrammarCompiler | None = None  # built on the first constrained request
 
     # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
@@ -93,6 +96,8 @@ class TransformersBackend(TokenizerMixin):
             raise BackendUnavailableError("this TransformersBackend is closed; create a new one")
         check_request(prompts, params, self.capabilities, self.max_context_tokens)
         check_token_ids(prompts, self.vocab_size)
+        if params.constraint is not None:
+            self._row_masks(params.constraint, 1)  # a constraint that cannot compile fails before any work
         import torch
 
         generator = torch.Generator(device=self.device)
@@ -111,6 +116,11 @@ class TransformersBackend(TokenizerMixin):
 
     def close(self) -> None:
         self.model = None
+
+    def _row_masks(self, constraint: DecodingConstraint, rows: int) -> RowMasks:
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer.hf, self.vocab_size, self.eos_token_ids)
+        return self._grammars.masks(constraint, rows)
 
     # -- decoding loop --------------------------------------------------------------------
     def _generate_chunk(
@@ -151,6 +161,7 @@ class TransformersBackend(TokenizerMixin):
             budgets = [min(params.max_tokens, self.max_context_tokens - len(p)) for p in prompts for _ in range(n)]
             loop = _RowState(len(budgets), budgets, self.tokenizer, self.eos_token_ids, params.stop)
             active = list(range(len(budgets)))  # rows still in the batch, in batch order
+            masks = self._row_masks(params.constraint, len(budgets)) if params.constraint else None
             next_pos = positions[:, -1:] + 1
             eos = torch.tensor(sorted(self.eos_token_ids), device=dev)
             k = params.top_logprobs
@@ -158,7 +169,12 @@ class TransformersBackend(TokenizerMixin):
             counts = torch.zeros_like(logits) if params.penalized else None
             for _ in range(max(budgets)):
                 logprobs = torch.log_softmax(logits, dim=-1) if params.logprobs or k else None
-                token = sample_next_tokens(_penalized(logits, counts, params), params, generator)
+                scores = _penalized(logits, counts, params)
+                if masks is not None:  # after the raw logprobs: see llm_tts.backends.grammar_mask
+                    masks.apply(scores, active)
+                token = sample_next_tokens(scores, params, generator)
+                if masks is not None:
+                    masks.accept(active, token.tolist())
                 if counts is not None:
                     counts.scatter_add_(1, token[:, None], counts.new_ones((len(active), 1)))
                 chosen = (

@@ -37,6 +37,7 @@ from llm_tts.backends.base import (
     check_request,
     check_token_ids,
 )
+from llm_tts.backends.constraints import DecodingConstraint, schema_of
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
 from llm_tts.backends.vllm_engine import (
@@ -137,7 +138,11 @@ class VLLMBackend(TokenizerMixin):
         extra = {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or ())
         self.eos_token_ids = frozenset(self.tokenizer.eos_token_ids | extra)
         self.capabilities = BackendCapabilities(
-            logprobs=True, seed=not self.on_cpu, token_prompts=True, prefix_caching=enable_prefix_caching
+            logprobs=True,
+            seed=not self.on_cpu,
+            token_prompts=True,
+            prefix_caching=enable_prefix_caching,
+            constrained_decoding=True,  # vLLM's structured outputs (xgrammar / guidance)
         )
         from llm_tts.backends.vllm_loop import EngineLoop
 
@@ -297,6 +302,7 @@ class VLLMBackend(TokenizerMixin):
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            structured_outputs=None if params.constraint is None else structured_outputs(params.constraint),
         )
 
     def _segments(self, out: Any, params: SamplingParams) -> list[Segment]:
@@ -304,6 +310,19 @@ class VLLMBackend(TokenizerMixin):
         texts = self.tokenizer.hf.batch_decode([list(c.token_ids) for c in completions], skip_special_tokens=True)
         row = [_segment(c, text, params) for c, text in zip(completions, texts)]
         return row * params.n if params.greedy and params.n > 1 else row  # vLLM refuses n > 1 when greedy
+
+
+def structured_outputs(c: DecodingConstraint) -> Any:
+    """vLLM's StructuredOutputsParams for a constraint (compact JSON, as the transformers backend writes it)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if c.kind == "json_schema":
+        return StructuredOutputsParams(json=schema_of(c), disable_any_whitespace=True)
+    if c.kind == "json_object":
+        return StructuredOutputsParams(json={"type": "object"}, disable_any_whitespace=True)
+    if c.kind == "regex":
+        return StructuredOutputsParams(regex=c.spec)
+    return StructuredOutputsParams(grammar=c.spec)
 
 
 def _segment(c: Any, text: str, params: SamplingParams) -> Segment:

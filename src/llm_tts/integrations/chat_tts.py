@@ -26,10 +26,11 @@ from langchain_core.callbacks import (
     adispatch_custom_event,
     dispatch_custom_event,
 )
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 from langchain_core.utils import secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, create_model
@@ -40,6 +41,19 @@ from llm_tts.errors import InvalidParameterError, LLMTTSError, UnknownNameError
 from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
 from llm_tts.integrations.inprocess import aiter_run, iter_run, shared_engine
 from llm_tts.integrations.lc_messages import to_chat_messages
+from llm_tts.integrations.lc_structured import (
+    StructuredMethod,
+    invalid_tool_calls_of,
+    ls_format,
+    openai_tools,
+    output_spec,
+    pop_output_fields,
+    response_format_of,
+    structured_runnable,
+    tool_call_chunks_of,
+    tool_calls_of,
+    tool_choice_field,
+)
 from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
 from llm_tts.integrations.transport import ServiceTransport
 from llm_tts.messages import ChatMessage
@@ -149,20 +163,64 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
             params["ls_stop"] = list(ls_stop)
         return params
 
-    # -- unsupported features: say so clearly -----------------------------------------------
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "ChatTTS does not support tool calling (bind_tools): test-time scaling searches over free-text "
-            "reasoning and returns one selected answer, not tool calls. Use a tool-calling chat model for the "
-            "agent's tool steps and ChatTTS for the reasoning steps."
-        )
+    # -- tool calling and structured output (issue 19, llm_tts.structured) -----------------------
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool | None = None,
+        tts_tool_vote_ignore_keys: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, functions, Pydantic models or OpenAI tool dicts).
 
-    def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "ChatTTS does not support with_structured_output: it selects among free-text reasoning "
-            "candidates and has no JSON or tool-call mode. Parse the text with an output parser "
-            "(e.g. `llm | StrOutputParser()`), or read response_metadata['tts_metadata']['selected_answer']."
-        )
+        ``tool_choice``: "auto" (default), "none", "required" / "any" / True, or a tool name;
+        a forced call is decoded under the calls' JSON schema. Every candidate is parsed and the
+        returned call is the vote over (name, canonical arguments); ``tts_tool_vote_ignore_keys``
+        leaves argument keys out of that vote (["*"]: vote on the tool name alone).
+        """
+        fields: dict[str, Any] = {"tools": openai_tools(tools)}
+        if tool_choice is not None:
+            fields["tool_choice"] = tool_choice_field(tool_choice)
+        if parallel_tool_calls is not None:
+            fields["parallel_tool_calls"] = parallel_tool_calls
+        if tts_tool_vote_ignore_keys is not None:
+            fields["tts_tool_vote_ignore_keys"] = list(tts_tool_vote_ignore_keys)
+        output_spec(fields)  # bad tools or tool_choice fail here, at bind time
+        return self.bind(**fields, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Any = None,
+        *,
+        method: StructuredMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Outputs parsed into ``schema`` (a Pydantic model, a TypedDict or a JSON schema dict).
+
+        ``method``: "json_schema" (default: every candidate decoded under the schema),
+        "json_mode" (any JSON object, parsed into ``schema`` when given) or "function_calling"
+        (a forced call of a tool made from the schema). Candidates are voted on their parsed,
+        canonical value (whole-object majority, see :mod:`llm_tts.structured.selection`).
+        ``include_raw=True`` returns {"raw", "parsed", "parsing_error"} as in langchain-openai.
+        """
+        if kwargs:
+            name = next(iter(kwargs))
+            raise UnknownNameError("with_structured_output argument", name, ["method", "include_raw", "strict"])
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw)
+        if method not in ("json_schema", "json_mode"):
+            raise InvalidParameterError("method", method, "must be json_schema, json_mode or function_calling")
+        if schema is None and method == "json_schema":
+            raise InvalidParameterError("schema", None, "method='json_schema' needs a schema")
+        fields: dict[str, Any] = {"response_format": response_format_of(schema, method, strict)}
+        output_spec(fields)
+        if schema is not None:
+            fields["ls_structured_output_format"] = ls_format(schema, method, strict)
+        return structured_runnable(self.bind(**fields), schema, include_raw)
 
     # -- the request ---------------------------------------------------------------------------
     def tts_config(self, **overrides: Any) -> TTSConfig:
@@ -172,19 +230,26 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
 
     def _request(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[list[ChatMessage], TTSConfig, str | None]:
+    ) -> tuple[list[ChatMessage], TTSConfig, str | None, dict[str, Any]]:
         overrides = dict(kwargs)
         overrides.pop("stream", None)  # LangChain's own "stream this call" flag, not a TTS field
+        output = pop_output_fields(overrides)  # tools / response_format: the run's shape, not TTS fields
         model = overrides.pop("model", None) or self.model_name
         if stop is not None:
             overrides["stop"] = stop  # a call's stop replaces the instance's, as in OpenAI's API
         config = self.tts_config(**overrides)
-        return to_chat_messages(messages), config, model
+        output_spec(output)  # typed errors before any work, in both modes
+        return to_chat_messages(messages), config, model, output
 
     def _payload(
-        self, messages: list[ChatMessage], config: TTSConfig, model: str | None, stream: bool
+        self,
+        messages: list[ChatMessage],
+        config: TTSConfig,
+        model: str | None,
+        stream: bool,
+        output: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload: dict[str, Any] = {"messages": [m.to_template_dict() for m in messages]}
+        payload: dict[str, Any] = {"messages": [m.to_template_dict() for m in messages], **(output or {})}
         if model:
             payload["model"] = model
         payload.update(config.model_dump(mode="json", exclude_unset=True))
@@ -225,21 +290,21 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
     def _items(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool
     ) -> Iterator[RunItem]:
-        chat, config, model = self._request(messages, stop, kwargs)  # bad input fails here, before any work
+        chat, config, model, output = self._request(messages, stop, kwargs)  # bad input fails here, before any work
         if self.base_url:
-            return self._service().iter(self._payload(chat, config, model, stream))
-        return iter_run(self._engine_for(model), chat, config, timeout=self.timeout)
+            return self._service().iter(self._payload(chat, config, model, stream, output))
+        return iter_run(self._engine_for(model), chat, config, timeout=self.timeout, output=output_spec(output))
 
     async def _aitems(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], stream: bool
     ) -> AsyncIterator[RunItem]:
-        chat, config, model = self._request(messages, stop, kwargs)
+        chat, config, model, output = self._request(messages, stop, kwargs)
         if self.base_url:
-            source = self._service().aiter(self._payload(chat, config, model, stream))
+            source = self._service().aiter(self._payload(chat, config, model, stream, output))
         else:
             # A first call may load a model (seconds): do that off the event loop too.
             engine = await asyncio.to_thread(self._engine_for, model)
-            source = aiter_run(engine, chat, config, timeout=self.timeout)
+            source = aiter_run(engine, chat, config, timeout=self.timeout, output=output_spec(output))
         async with contextlib.aclosing(source):
             async for item in source:
                 yield item
@@ -349,18 +414,21 @@ def _usage(reply: Reply) -> UsageMetadata:
 
 
 def _response_metadata(reply: Reply) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "tts_metadata": reply.tts_metadata,
-        "model_name": reply.model_name,
-        "finish_reason": reply.finish_reason,
-    }
+    finish = "tool_calls" if tool_calls_of(reply.tts_metadata) else reply.finish_reason  # OpenAI's, both modes
+    meta: dict[str, Any] = {"tts_metadata": reply.tts_metadata, "model_name": reply.model_name, "finish_reason": finish}
     if reply.token_ids is not None:  # return_token_ids=True or logprobs=True
         meta.update(prompt_token_ids=reply.prompt_token_ids, token_ids=reply.token_ids, logprobs=reply.logprobs)
     return meta
 
 
 def _chat_result(reply: Reply) -> ChatResult:
-    message = AIMessage(content=reply.text, usage_metadata=_usage(reply), response_metadata=_response_metadata(reply))
+    message = AIMessage(
+        content=reply.text,
+        tool_calls=tool_calls_of(reply.tts_metadata),
+        invalid_tool_calls=invalid_tool_calls_of(reply.tts_metadata),
+        usage_metadata=_usage(reply),
+        response_metadata=_response_metadata(reply),
+    )
     llm_output = {"model_name": reply.model_name, "token_usage": dict(_usage(reply))}
     return ChatResult(generations=[ChatGeneration(message=message)], llm_output=llm_output)
 
@@ -383,7 +451,11 @@ class _ChunkAssembler:
         if not self.text_sent and item.text:
             out.append(ChatGenerationChunk(message=AIMessageChunk(content=item.text)))
         last = AIMessageChunk(
-            content="", usage_metadata=_usage(item), response_metadata=_response_metadata(item), chunk_position="last"
+            content="",
+            tool_call_chunks=tool_call_chunks_of(item.tts_metadata),
+            usage_metadata=_usage(item),
+            response_metadata=_response_metadata(item),
+            chunk_position="last",
         )
         out.append(ChatGenerationChunk(message=last))
         return out

@@ -22,6 +22,7 @@ from llm_tts.integrations.run_items import Reply, RunItem
 from llm_tts.messages import ChatMessage
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
+from llm_tts.structured import OutputSpec
 from llm_tts.token_output import token_output
 
 _EngineKey = tuple[str | None, str, str | None, str]
@@ -65,22 +66,32 @@ def clear_engine_cache() -> None:
 
 
 def iter_run(
-    engine: TTSEngine, messages: Sequence[ChatMessage], config: TTSConfig, *, timeout: float | None = None
+    engine: TTSEngine,
+    messages: Sequence[ChatMessage],
+    config: TTSConfig,
+    *,
+    timeout: float | None = None,
+    output: OutputSpec | None = None,
 ) -> Iterator[RunItem]:
     """Plan (bad input raises before any generation), run in a worker; yield its progress, then the Reply."""
     control = RunControl.with_timeout(timeout)
-    plan = engine.plan(messages, config)
+    plan = engine.plan(messages, config, output=output)
     with RunStream.start(engine, plan, control=control) as run:
         for event in run:
             yield _run_item(event, engine, config)
 
 
 async def aiter_run(
-    engine: TTSEngine, messages: Sequence[ChatMessage], config: TTSConfig, *, timeout: float | None = None
+    engine: TTSEngine,
+    messages: Sequence[ChatMessage],
+    config: TTSConfig,
+    *,
+    timeout: float | None = None,
+    output: OutputSpec | None = None,
 ) -> AsyncGenerator[RunItem, None]:
     """Async twin of :func:`iter_run`: planning (it may load a PRM) and the run stay off the loop."""
     control = RunControl.with_timeout(timeout)
-    plan = await asyncio.to_thread(engine.plan, messages, config)
+    plan = await asyncio.to_thread(engine.plan, messages, config, output=output)
     with RunStream.start(engine, plan, control=control) as run:
         async for event in run:
             yield _run_item(event, engine, config)

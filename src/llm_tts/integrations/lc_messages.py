@@ -25,7 +25,7 @@ from langchain_core.messages import (
 )
 
 from llm_tts.errors import EmptyMessagesError, InvalidParameterError
-from llm_tts.messages import ROLES, ChatMessage, text_from_content
+from llm_tts.messages import ROLES, ChatMessage, text_from_content, with_tool_calls
 
 # Blocks an AI turn may carry besides its text; they are represented elsewhere (tool_calls) or
 # are the model's own scratch work, so they are not fed back as prompt text.
@@ -66,12 +66,8 @@ def _ai_text(m: AIMessage, param: str) -> str:
     if isinstance(content, list):
         content = [b for b in content if not (isinstance(b, dict) and b.get("type") in _AI_SKIPPED_BLOCKS)]
     text = text_from_content(content, param=param)
-    if m.tool_calls:
-        # The chat has no structured tool-call slot here; show the calls as JSON so the model
-        # can read the earlier turn instead of silently losing it.
-        calls = [{"name": c["name"], "arguments": c["args"], "id": c.get("id")} for c in m.tool_calls]
-        text = (text + "\n" if text else "") + json.dumps({"tool_calls": calls}, ensure_ascii=False)
-    return text
+    calls = [{"name": c["name"], "arguments": c["args"], "id": c.get("id")} for c in m.tool_calls]
+    return with_tool_calls(text, calls)
 
 
 def _tool_text(content: Any, param: str) -> str:

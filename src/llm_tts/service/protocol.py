@@ -7,6 +7,7 @@ OpenAI chat fields. Unknown fields are rejected by name rather than silently ign
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llm_tts.config import MAX_TOKENS, TTSConfig
 from llm_tts.messages import ChatMessage, Role, coerce_messages
 from llm_tts.metadata import TTSMetadata, UsageInfo
+from llm_tts.structured import OutputSpec, output_spec_from_openai
 from llm_tts.token_output import ChoiceLogprobs
 
 
@@ -28,6 +30,10 @@ class RequestMessage(BaseModel):
     )
     name: str | None = None
     tool_call_id: str | None = None
+    # -- issue 19 --
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description="an assistant turn's tool calls, shown to the model as JSON in the next turn"
+    )
 
 
 class StreamOptions(BaseModel):
@@ -94,6 +100,28 @@ class ChatCompletionRequest(TTSConfig):
         description="SGLang's field, sent by RL rollout clients: a value >= 0 returns prompt_token_ids and "
         "token_ids as return_token_ids does (prompt logprobs are not computed); -1: no effect",
     )
+    # -- issue 19: structured output and tool calling (llm_tts.structured; checked in to_output) --
+    tools: Any = Field(None, description="OpenAI function tools; the model may call one per answer")
+    tool_choice: Any = Field(None, description="auto, none, required, or {'type': 'function', 'function': {'name'}}")
+    response_format: Any = Field(
+        None, description="{'type': 'text' | 'json_object' | 'json_schema', 'json_schema': {'name', 'schema'}}"
+    )
+    parallel_tool_calls: Any = Field(
+        None, description="honoured: every answer makes at most one tool call, which true and false both allow"
+    )
+    tts_tool_vote_ignore_keys: Any = Field(
+        None, description="argument keys left out of the vote over tool calls (['*']: vote on the tool name)"
+    )
+
+    def to_output(self) -> OutputSpec | None:
+        """The structured run this request asks for (None: plain text); typed errors for bad fields."""
+        return output_spec_from_openai(
+            response_format=self.response_format,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            ignore_argument_keys=self.tts_tool_vote_ignore_keys or (),
+        )
 
     def to_messages(self) -> list[ChatMessage]:
         return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
@@ -116,13 +144,16 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(ChatCompletionRequest.model_fields)
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None  # issue 19: OpenAI's shape (openai_tool_calls)
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"] = Field(description="'length' when max_tokens cut the selected answer")
+    finish_reason: Literal["stop", "length", "tool_calls"] = Field(
+        description="'length' when max_tokens cut the selected answer; 'tool_calls' when it is a tool call"
+    )
     logprobs: ChoiceLogprobs | None = Field(
         None, description="logprobs=true: one entry per sampled token of the answer, each with its token_id"
     )
@@ -175,3 +206,17 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# -- issue 19 -----------------------------------------------------------------------------------
+def openai_tool_calls(metadata: TTSMetadata) -> list[dict[str, Any]]:
+    """The selected tool call in OpenAI's shape (arguments as a JSON string); [] for none."""
+    calls = metadata.structured.tool_calls if metadata.structured is not None else []
+    return [
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+        }
+        for c in calls
+    ]

@@ -43,9 +43,11 @@ from llm_tts.service.protocol import (
     ModelCard,
     ModelList,
     ResponseMessage,
+    openai_tool_calls,
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
+from llm_tts.structured import OutputSpec
 from llm_tts.token_output import token_output
 
 log = logging.getLogger("llm_tts.service")
@@ -101,7 +103,8 @@ class ServingChat:
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
         control = RunControl.with_timeout(deadline_s)
-        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids, deadline_s)
+        output = request.to_output()
+        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids, deadline_s, output)
         watch = _RunWatch(
             run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if config.tts_anytime else DEADLINE_GRACE_S
         )
@@ -125,11 +128,13 @@ class ServingChat:
         control: RunControl,
         prompt_token_ids: Sequence[int] | None = None,
         wait_s: float | None = None,
+        output: OutputSpec | None = None,
     ) -> RunStream:
         slot = await self.slots.wait(wait_s)  # queued while every slot is busy; 429 when the queue is full
         try:
             plan = await asyncio.get_running_loop().run_in_executor(
-                self._executor, partial(self.engine.plan, messages, config, prompt_token_ids=prompt_token_ids)
+                self._executor,
+                partial(self.engine.plan, messages, config, prompt_token_ids=prompt_token_ids, output=output),
             )
             run = RunStream.start(self.engine, plan, control=control, executor=self._executor)
         except BaseException:
@@ -236,9 +241,10 @@ class _Answer:
         tokens = None
         if config.logprobs or config.return_token_ids:
             tokens = token_output(result.trajectory, self.engine.backend, config.top_logprobs or 0)
+        calls = openai_tool_calls(result.metadata)
         choice = Choice(
-            message=ResponseMessage(content=result.text),
-            finish_reason=result.finish_reason,
+            message=ResponseMessage(content=None, tool_calls=calls) if calls else ResponseMessage(content=result.text),
+            finish_reason="tool_calls" if calls else result.finish_reason,
             tts_metadata=result.metadata,
             logprobs=tokens.logprobs if tokens is not None and config.logprobs else None,
             token_ids=list(tokens.token_ids) if tokens is not None and config.return_token_ids else None,

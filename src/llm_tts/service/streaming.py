@@ -15,7 +15,7 @@ from typing import Any
 
 from llm_tts.engine import TTSResult
 from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
-from llm_tts.service.protocol import ChatCompletion
+from llm_tts.service.protocol import ChatCompletion, openai_tool_calls
 
 KEEPALIVE_S = 10.0  # an SSE comment this often keeps proxies from closing a quiet stream
 KEEPALIVE = ": keep-alive\n\n"
@@ -47,12 +47,17 @@ class ChunkWriter:
         return chunk
 
     def answer(self, result: TTSResult, completion: ChatCompletion | None = None) -> list[dict[str, Any]]:
-        """The selected answer's content, then the last chunk with its metadata and usage. The
-        content chunk carries the completion's token output (logprobs, token_ids,
-        prompt_token_ids) when it has any, as vLLM's chunks do."""
-        last = self.chunk({}, result.finish_reason, tts_metadata=result.metadata.model_dump(mode="json"))
+        """The selected answer's content (or its tool call, as OpenAI's delta), then the last chunk
+        with its metadata and usage. The content chunk carries the completion's token output
+        (logprobs, token_ids, prompt_token_ids) when it has any, as vLLM's chunks do."""
+        calls = openai_tool_calls(result.metadata)
+        finish = "tool_calls" if calls else result.finish_reason
+        last = self.chunk({}, finish, tts_metadata=result.metadata.model_dump(mode="json"))
         last["usage"] = result.metadata.usage.model_dump(mode="json")
-        content = self.chunk({"content": result.text})
+        if calls:  # OpenAI's tool-call delta: index, id, type and the function's name and arguments
+            content = self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+        else:
+            content = self.chunk({"content": result.text})
         if completion is not None:
             choice = completion.choices[0]
             if choice.logprobs is not None:

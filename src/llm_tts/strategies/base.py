@@ -26,6 +26,7 @@ from llm_tts.backends.base import (
     WatchingBackend,
     WatchVerdict,
 )
+from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.config import TTSConfig
 from llm_tts.errors import InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
@@ -112,8 +113,10 @@ class StrategyContext:
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
         tools: ToolLoop | None = None,
+        constraint: DecodingConstraint | None = None,  # issue 19: every sample is decoded under it
     ) -> None:
         self.name = name
+        self.constraint = constraint
         self.backend = backend
         self.scorer = scorer
         self.config = config
@@ -174,6 +177,7 @@ class StrategyContext:
             ),
             presence_penalty=c.presence_penalty,
             frequency_penalty=c.frequency_penalty,
+            constraint=self.constraint,
         )
         start = time.perf_counter()
         try:
