@@ -215,3 +215,9 @@ def test_fake_structured_runs_refuse_step_strategies():
 def test_malformed_structured_fields_of_any_shape_are_typed_errors(fields):
     with pytest.raises(InvalidParameterError):
         output_spec_from_openai(**fields)
+
+
+def test_json_inside_prose_parses():
+    spec = output_spec_from_openai(response_format={"type": "json_object"})
+    assert parse_candidate('Here it is: {"a": {"b": 1}} and more {"c": 2}', spec).value == {"a": {"b": 1}}
+    assert parse_candidate("Here it is: {not json} {", spec).key is None

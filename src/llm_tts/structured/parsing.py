@@ -78,9 +78,18 @@ def _json_text(text: str) -> str:
 
 
 def _load(text: str) -> tuple[Any, str | None]:
+    """The JSON value of ``text``: the whole text (or its code fence), else the first JSON object
+    written inside prose (what a model sampled without constraints often writes)."""
+    body = _json_text(text)
     try:
-        return json.loads(_json_text(text)), None
+        return json.loads(body), None
     except json.JSONDecodeError as e:
+        start = body.find("{")
+        while start != -1:
+            try:
+                return json.JSONDecoder().raw_decode(body, start)[0], None
+            except json.JSONDecodeError:
+                start = body.find("{", start + 1)
         return None, f"not JSON: {e.msg} at character {e.pos}"
 
 
