@@ -136,6 +136,24 @@ def test_token_continuation_inherits_the_previous_turns_tokens(server):
     assert sample["metadata"]["turns"] == 2 and sample["metadata"]["rerendered_turns"] == []
 
 
+def test_streamed_and_chattts_requests_are_recorded_too(server):
+    from llm_tts.integrations import ChatTTS
+
+    url, _ = server
+    sid = new_session(url)
+    llm = ChatTTS(base_url=f"{url}/sessions/{sid}/v1", return_token_ids=True, **TURN)
+    msg = llm.invoke(QUESTION["content"])
+    body = {"messages": [QUESTION], "stream": True, **TURN}
+    with httpx.stream("POST", f"{url}/sessions/{sid}/v1/chat/completions", json=body, timeout=300) as r:
+        assert r.status_code == 200 and list(r.iter_lines())[-2] == "data: [DONE]"
+    first, streamed = httpx.get(f"{url}/sessions/{sid}", timeout=30).json()["records"]
+    chosen = first["candidates"][first["selected"]]
+    assert [t for seg in chosen["segments"] for t in seg["token_ids"]] == msg.response_metadata["token_ids"]
+    assert first["prompt_token_ids"] == msg.response_metadata["prompt_token_ids"]
+    assert streamed["request"]["stream"] is True and streamed["status"] in ("completed", "truncated")
+    assert len(samples_of(url, sid)) == 2  # two single-turn conversations
+
+
 def test_beam_search_session_exports_every_candidate_with_one_selected(server):
     url, _ = server
     sid = new_session(url)

@@ -71,22 +71,21 @@ class MemorySessionStore(SessionStore):
             return info
 
     def get(self, session_id: str, *, now: float | None = None) -> SessionInfo:
-        now = time.time() if now is None else now
         with self._lock:
-            info = self._sessions.get(session_id)
-            if info is None or info.expired(now):
-                raise SessionNotFoundError(session_id)
-            return info.model_copy(update={"num_records": len(self._records[session_id])})
+            return self._live(session_id, time.time() if now is None else now)
 
     def touch(self, session_id: str, *, now: float | None = None) -> SessionInfo:
         now = time.time() if now is None else now
         with self._lock:
-            info = self._sessions.get(session_id)
-            if info is None or info.expired(now):
-                raise SessionNotFoundError(session_id)
-            info = info.model_copy(update={"last_used_at": now, "num_records": len(self._records[session_id])})
+            info = self._live(session_id, now).model_copy(update={"last_used_at": now})
             self._sessions[session_id] = info
             return info
+
+    def _live(self, session_id: str, now: float) -> SessionInfo:
+        info = self._sessions.get(session_id)
+        if info is None or info.expired(now):
+            raise SessionNotFoundError(session_id)
+        return info.model_copy(update={"num_records": len(self._records[session_id])})
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
