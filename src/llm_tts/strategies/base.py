@@ -25,7 +25,7 @@ from llm_tts.metadata import CodeExecutionInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
-from llm_tts.tir.loop import Grown, Origin, ToolLoop
+from llm_tts.tir.loop import Grown, Origin, ToolLoop, text_after_outputs
 from llm_tts.tir.steps import trajectory_steps, whole_steps
 from llm_tts.types import Segment, Step, Trajectory
 
@@ -64,9 +64,7 @@ class Beam:
     @property
     def answer_text(self) -> str:
         """Where the answer is: the text after the last injected output (all of it when none)."""
-        segs = self.trajectory.segments
-        last = max((i for i, s in enumerate(segs) if not s.is_model), default=-1)
-        return "".join(s.text for s in segs[last + 1 :])
+        return text_after_outputs(self.trajectory.segments)
 
     @property
     def num_tokens(self) -> int:
