@@ -205,6 +205,8 @@ class StrategyContext:
             executions=[*beam.executions, *(grown.executions if grown else ())],
         )
         user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
+        if grown is not None and not grown.segments[-1].is_model:
+            user_stop = False  # out of budget right after an output: not an ending the model chose
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens
             or len(traj.token_ids) >= self.backend.max_context_tokens - 1
