@@ -10,6 +10,15 @@ stamp=.venv/.setup-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+# The sandbox for code_execution (tool-integrated reasoning) is bubblewrap, from the system's packages.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing bubblewrap (the sandbox of code_execution) ..."
+    { apt-get update -qq && apt-get install -y -qq bubblewrap; } >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+  else
+    echo "note: bubblewrap (bwrap) is not installed: code_execution=True is refused until it is (README)" >&2
+  fi
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi

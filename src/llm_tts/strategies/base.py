@@ -34,7 +34,7 @@ from llm_tts.metadata import CodeExecutionInfo, StoppedBy
 from llm_tts.progress import RunControl
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
-from llm_tts.tir.loop import Grown, Origin, ToolLoop
+from llm_tts.tir.loop import Grown, Origin, ToolLoop, text_after_outputs
 from llm_tts.tir.steps import trajectory_steps, whole_steps
 from llm_tts.types import Segment, Step, Trajectory
 
@@ -73,9 +73,7 @@ class Beam:
     @property
     def answer_text(self) -> str:
         """Where the answer is: the text after the last injected output (all of it when none)."""
-        segs = self.trajectory.segments
-        last = max((i for i, s in enumerate(segs) if not s.is_model), default=-1)
-        return "".join(s.text for s in segs[last + 1 :])
+        return text_after_outputs(self.trajectory.segments)
 
     @property
     def num_tokens(self) -> int:
@@ -297,6 +295,8 @@ class StrategyContext:
             executions=[*beam.executions, *(grown.executions if grown else ())],
         )
         user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
+        if grown is not None and not grown.segments[-1].is_model:
+            user_stop = False  # out of budget right after an output: not an ending the model chose
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens
             or len(traj.token_ids) >= self.backend.max_context_tokens - 1

@@ -65,12 +65,17 @@ class Grown:
     @property
     def answer_text(self) -> str:
         """The model's text after the last injected output: where its answer is."""
-        tail: list[str] = []
-        for s in reversed(self.segments):
-            if not s.is_model:
-                break
-            tail.append(s.text)
-        return "".join(reversed(tail))
+        return text_after_outputs(self.segments)
+
+
+def text_after_outputs(segments: Sequence[Segment]) -> str:
+    """The text of the segments after the last injected one (all of them when none is)."""
+    tail: list[str] = []
+    for s in reversed(segments):
+        if not s.is_model:
+            break
+        tail.append(s.text)
+    return "".join(reversed(tail))
 
 
 @dataclass
@@ -96,12 +101,7 @@ class _Draft:
     @property
     def model_tail(self) -> str:
         """The model's text since the last injected segment (where a pending block is)."""
-        tail: list[str] = []
-        for s in reversed(self.all_segments):
-            if not s.is_model:
-                break
-            tail.append(s.text)
-        return "".join(reversed(tail))
+        return text_after_outputs(self.all_segments)
 
 
 class ToolLoop:
