@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_tts.config import MAX_TOKENS, TTSConfig
 from llm_tts.messages import ChatMessage, Role, coerce_messages
@@ -36,6 +36,9 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = Field(
         None, description="accepted for compatibility: usage is always sent on the last chunk"
     )
+
+
+NULL_MEANS_DEFAULT = frozenset({"logprobs", "return_token_ids", "presence_penalty", "frequency_penalty"})
 
 
 class ChatCompletionRequest(TTSConfig):
@@ -91,6 +94,14 @@ class ChatCompletionRequest(TTSConfig):
         description="SGLang's field, sent by RL rollout clients: a value >= 0 returns prompt_token_ids and "
         "token_ids as return_token_ids does (prompt logprobs are not computed); -1: no effect",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_nulls_mean_default(cls, data: Any) -> Any:
+        # OpenAI's API takes null for its optional token-output and penalty fields: the default.
+        if isinstance(data, dict) and any(data.get(k, 0) is None for k in NULL_MEANS_DEFAULT):
+            return {k: v for k, v in data.items() if not (k in NULL_MEANS_DEFAULT and v is None)}
+        return data
 
     def to_messages(self) -> list[ChatMessage]:
         return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
