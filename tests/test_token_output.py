@@ -136,3 +136,10 @@ def test_chattts_response_metadata_has_token_output(mode, tts_engine, service_ur
     assert [e["token_id"] for e in meta["logprobs"]] == meta["token_ids"]
     plain = ChatTTS(**kwargs, **TINY).invoke(QUESTION[0]["content"]).response_metadata
     assert "token_ids" not in plain
+
+
+def test_openai_nulls_mean_the_default(service_url):
+    body = {"messages": QUESTION, "logprobs": None, "presence_penalty": None, **TINY}
+    r = httpx.post(f"{service_url}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["logprobs"] is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_tts.config import MAX_TOKENS, TTSConfig
 from llm_tts.messages import ChatMessage, Role, coerce_messages
@@ -42,6 +42,9 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = Field(
         None, description="accepted for compatibility: usage is always sent on the last chunk"
     )
+
+
+NULL_MEANS_DEFAULT = frozenset({"logprobs", "return_token_ids", "presence_penalty", "frequency_penalty"})
 
 
 class ChatCompletionRequest(TTSConfig):
@@ -122,6 +125,14 @@ class ChatCompletionRequest(TTSConfig):
             parallel_tool_calls=self.parallel_tool_calls,
             ignore_argument_keys=self.tts_tool_vote_ignore_keys or (),
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_nulls_mean_default(cls, data: Any) -> Any:
+        # OpenAI's API takes null for its optional token-output and penalty fields: the default.
+        if isinstance(data, dict) and any(data.get(k, 0) is None for k in NULL_MEANS_DEFAULT):
+            return {k: v for k, v in data.items() if not (k in NULL_MEANS_DEFAULT and v is None)}
+        return data
 
     def to_messages(self) -> list[ChatMessage]:
         return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
