@@ -13,7 +13,7 @@ from llm_tts.tir.prompts import tir_messages
 
 QUESTION = "What is 123 * 457?"
 OUTPUT = "<tool_output>\n56211\n</tool_output>"
-GREEDY = {"code_execution": True, "temperature": 0.0, "max_tokens": 48}
+GREEDY = {"code_execution": True, "temperature": 0.0, "max_tokens": 96}
 
 
 def assert_ran_and_continued(result) -> None:
