@@ -4,8 +4,9 @@ model can: see test_tir.py) with the REAL sandbox: the loop's mechanics, pinned 
 from __future__ import annotations
 
 import pytest
-from tests.fakes import FakeScriptedBackend, FakeScriptedScorer, run_strategy
+from tests.fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 
+from llm_tts.backends.base import BackendCapabilities
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
 from llm_tts.tir import CodeRunner
@@ -205,3 +206,18 @@ def test_fake_without_code_execution_nothing_runs(runner):
         run_strategy("self_consistency", FakeScriptedBackend({"": [a]}), None, num_paths=1).outcome.selected.executions
         == []
     )
+
+
+def test_fake_chat_only_api_gets_the_trajectory_as_messages(runner):
+    """No continuation: after a block the API is sent the request's messages, the model's text up to
+    the closing tag as an assistant turn and the output block as a user turn."""
+    a = block("print(123 * 457)")
+    backend = FakeScriptedBackend({})
+    backend.capabilities = BackendCapabilities(continuation=False, chat_only=True)
+    # the fake renders "<role>content\n" per message, then "<assistant>"; the script is keyed by the
+    # text after the first "<assistant>"
+    carried = f"{a}\n<user><tool_output>\n56211\n</tool_output>\n<assistant>"
+    backend.script = {"": [Out(a)], carried: [Out("\\boxed{56211}")]}
+    result = TTSEngine(backend, code_runner=runner).run(USER, {"code_execution": True, "num_paths": 1})
+    assert [s.source for s in result.trajectory.segments] == ["model", "injected", "model"]
+    assert result.text == a + output("56211") + "\\boxed{56211}"

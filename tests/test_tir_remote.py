@@ -13,7 +13,7 @@ from llm_tts.tir.prompts import tir_messages
 
 QUESTION = "What is 123 * 457?"
 OUTPUT = "<tool_output>\n56211\n</tool_output>"
-GREEDY = {"code_execution": True, "temperature": 0.0, "max_tokens": 48}
+GREEDY = {"code_execution": True, "temperature": 0.0, "max_tokens": 96}
 
 
 def assert_ran_and_continued(result) -> None:
@@ -21,13 +21,14 @@ def assert_ran_and_continued(result) -> None:
     assert sources[:3] == ["model", "injected", "model"], result.text
     assert OUTPUT in result.trajectory.segments[1].text
     assert result.metadata.candidates[0].code_executions[0].status == "ok"
-    assert result.metadata.selected_answer == "56211", result.text
 
 
 def test_vllm_backend_runs_the_models_own_block(vllm_backend):
     engine = TTSEngine(vllm_backend)
     try:
-        assert_ran_and_continued(engine.run(tir_messages(QUESTION), {**GREEDY, "num_paths": 1}))
+        result = engine.run(tir_messages(QUESTION), {**GREEDY, "num_paths": 1})
+        assert_ran_and_continued(result)
+        assert result.metadata.selected_answer == "56211", result.text
     finally:
         engine.code_runner().close()  # the backend is the session's: close only the sandboxes
 
@@ -52,6 +53,10 @@ def test_chat_only_api_carries_the_trajectory_as_messages(vllm_server_url):
     engine = TTSEngine(OpenAIBackend(base_url=vllm_server_url, provider="vllm", tokenizer="none"))
     try:
         assert not engine.backend.capabilities.continuation
-        assert_ran_and_continued(engine.run(tir_messages(QUESTION), {**GREEDY, "num_paths": 1}))
+        result = engine.run(tir_messages(QUESTION), {**GREEDY, "num_paths": 1})
+        assert_ran_and_continued(result)
+        # (what the 135M model makes of an output given as a user turn is its own affair: in this
+        # mode it often writes another output block instead of the answer; the messages sent are
+        # pinned by test_tir_fake.py::test_fake_chat_only_api_gets_the_trajectory_as_messages)
     finally:
         engine.close()
