@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -199,10 +200,12 @@ def test_100_mb_of_output_is_cut_at_the_cap(pool, healthy):
 
 
 def test_sleep_past_the_timeout_kills_the_whole_sandbox(pool, healthy):
-    code = "import subprocess, time\nsubprocess.Popen(['sleep', '300'])\ntime.sleep(300)"
+    seconds = f"{300 + os.getpid() % 1000}.{time.time_ns() % 10**6}"  # unique: another run's sleep is not ours
+    code = f"import subprocess, time\nsubprocess.Popen(['sleep', '{seconds}'])\ntime.sleep(300)"
     result = pool.execute(code, timeout=1)
     assert result.status == "timeout"
-    leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == b"sleep\x00300\x00"]
+    mine = f"sleep\x00{seconds}\x00".encode()
+    leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == mine]
     assert not leftover
 
 
