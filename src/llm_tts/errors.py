@@ -283,6 +283,15 @@ class StructuredOutputError(LLMTTSError):
         self.errors = errors
 
 
+# -- code execution (tool-integrated reasoning) -------------------------------------------------
+class SandboxUnavailableError(CapabilityError):
+    """``code_execution=True`` on a machine where the sandbox cannot be created (no bubblewrap, no
+    namespaces). Never answered by running the code unsandboxed."""
+
+    code = "sandbox_unavailable"
+    retryable = False
+
+
 ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
     {
         cls.code: cls
@@ -311,6 +320,7 @@ ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
             SessionFullError,
             QueueTimeoutError,
             StructuredOutputError,
+            SandboxUnavailableError,
         )
     }
 )
@@ -320,15 +330,3 @@ ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
 def error_class(code: object) -> type[LLMTTSError]:
     """The class for an error code from the wire; :class:`ServiceError` for a code not listed."""
     return ERROR_CLASSES.get(str(code), ServiceError)
-
-
-# -- code execution (tool-integrated reasoning) -------------------------------------------------
-class SandboxUnavailableError(CapabilityError):
-    """``code_execution=True`` on a machine where the sandbox cannot be created (no bubblewrap, no
-    namespaces). Never answered by running the code unsandboxed."""
-
-    code = "sandbox_unavailable"
-    retryable = False
-
-
-ERROR_CLASSES = MappingProxyType({**ERROR_CLASSES, SandboxUnavailableError.code: SandboxUnavailableError})
