@@ -10,7 +10,6 @@ watcher saw (not a fake: every token comes from the model).
 from __future__ import annotations
 
 import json
-import math
 
 import httpx
 import numpy as np
@@ -22,6 +21,7 @@ from llm_tts.engine import TTSEngine
 from llm_tts.errors import DeadlineExceededError
 from llm_tts.messages import coerce_messages
 from llm_tts.strategies.base import StrategyContext
+from test_fake_adaptive import stays
 
 QUESTION = [{"role": "user", "content": "What is 3 + 4? Put the final answer in \\boxed{}."}]
 ESSAY = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome, with many sections."}]
@@ -58,19 +58,6 @@ class Recorder:
         self.finished.append(order)
         self.returned.append([s for row in rows for s in row])
         return rows
-
-
-def stays(a: int, b: int, m: int) -> float:
-    """By hand, as a Polya urn: the chance the leader ends strictly ahead after m more draws."""
-
-    def rising(x: int, k: int) -> int:
-        return math.prod(x + i for i in range(k))
-
-    return sum(
-        math.comb(m, x) * rising(a + 1, x) * rising(b + 1, m - x) / rising(a + b + 2, m)
-        for x in range(m + 1)
-        if a + x > b + m - x
-    )
 
 
 def answer_of(engine: TTSEngine, seg) -> str | None:
