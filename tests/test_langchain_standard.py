@@ -87,6 +87,13 @@ class _SmallModelLimits:
     def test_json_mode(self, *args: Any, **kwargs: Any) -> None:
         super().test_json_mode(*args, **kwargs)  # type: ignore[misc]
 
+    @pytest.mark.xfail(
+        reason="SmolLM2-135M does not reliably copy Japanese into a tool argument: asked for 'こんにちは', one CI "
+        "run's HTTP-mode call carried 'トラップサイブルト・ポールラス' (the call itself parses and is selected)"
+    )
+    def test_unicode_tool_call_integration(self, *args: Any, **kwargs: Any) -> None:
+        super().test_unicode_tool_call_integration(*args, **kwargs)  # type: ignore[misc]
+
     # A cut object never parses: structured-output and tool tests get room for a whole object and
     # four candidates (SmolLM2 sometimes writes a string longer than 300 characters, and gets a
     # call's argument wrong: the vote needs candidates that finished, and a majority to agree);
