@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 QUESTIONS = [
@@ -33,7 +35,9 @@ QUESTIONS = [
 ]
 
 
-def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A uvicorn server for ``app`` on a free loopback port, stopped on exit; yields its URL."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -43,7 +47,11 @@ def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def bench_latency(engine: Any, url: str, repeats: int) -> None:
@@ -202,18 +210,17 @@ def main() -> int:
 
     engine = TTSEngine.create(args.model, backend=args.backend)
     concurrency = max(len(QUESTIONS), args.batch_requests)
-    url, server, thread = start_server(create_app(engine, ServiceSettings(max_concurrency=concurrency)))
-    print(f"backend {engine.backend.name}: {engine.backend.model_name}, server {url}, {os.cpu_count()} CPUs")
+    app = create_app(engine, ServiceSettings(max_concurrency=concurrency))
     try:
-        if not args.skip_latency:
-            bench_latency(engine, url, args.repeats)
-        if not args.skip_throughput:
-            bench_throughput(url, engine.backend.model_name, args.paths, args.max_tokens)
-        if args.batch_requests:
-            bench_offline_vs_service(engine, url, args.batch_requests, args.paths, args.max_tokens)
+        with serving(app) as url:
+            print(f"backend {engine.backend.name}: {engine.backend.model_name}, server {url}, {os.cpu_count()} CPUs")
+            if not args.skip_latency:
+                bench_latency(engine, url, args.repeats)
+            if not args.skip_throughput:
+                bench_throughput(url, engine.backend.model_name, args.paths, args.max_tokens)
+            if args.batch_requests:
+                bench_offline_vs_service(engine, url, args.batch_requests, args.paths, args.max_tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         engine.close()
     return 0
 

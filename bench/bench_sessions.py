@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_service import bench_offline_vs_service, start_server
+from bench_service import bench_offline_vs_service, serving
 
 MESSAGES = [{"role": "user", "content": "Name a prime number between 10 and 20."}]
 TOOL = {"role": "tool", "tool_call_id": "call_1", "content": "checked: it is prime"}
@@ -172,22 +172,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServiceSettings(session_db=str(Path(tmp) / "sessions.sqlite3"))  # default concurrency
         app = create_app(engine, settings)
-        url, server, thread = start_server(app)
         try:
-            import httpx
+            with serving(app) as url:
+                import httpx
 
-            health = httpx.get(f"{url}/health").json()
-            print(
-                f"backend {engine.backend.name}: {model}, {os.cpu_count()} CPUs, "
-                f"default max_concurrency {health['max_concurrency']}"
-            )
-            bench_overhead(url, model, args.requests, args.concurrency, args.max_tokens, args.rounds)
-            eot = sorted(getattr(engine.backend, "eos_token_ids", ()))
-            bench_samples_and_store(url, model, eot, args.records)
-            bench_offline_vs_service(engine, url, args.batch_requests, args.batch_paths, args.batch_max_tokens)
+                health = httpx.get(f"{url}/health").json()
+                print(
+                    f"backend {engine.backend.name}: {model}, {os.cpu_count()} CPUs, "
+                    f"default max_concurrency {health['max_concurrency']}"
+                )
+                bench_overhead(url, model, args.requests, args.concurrency, args.max_tokens, args.rounds)
+                eot = sorted(getattr(engine.backend, "eos_token_ids", ()))
+                bench_samples_and_store(url, model, eot, args.records)
+                bench_offline_vs_service(engine, url, args.batch_requests, args.batch_paths, args.batch_max_tokens)
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
             engine.close()
     return 0
 
