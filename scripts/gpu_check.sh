@@ -14,8 +14,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $py -c "import torch, transformers, vllm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)" | tee -a "$out/device.txt"
 case "${1:?tests, bench or searches}" in
   tests)
-    $py -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee "$out/gpu-tests.log"
-    $py -m pytest -p no:cacheprovider -q tests/test_vllm_backend.py tests/test_backend_contract.py 2>&1 | tee "$out/vllm-tests.log"
+    $py -m pytest -p no:cacheprovider -q -m gpu tests/model/test_gpu.py 2>&1 | tee "$out/gpu-tests.log"
+    $py -m pytest -p no:cacheprovider -q tests/model/test_vllm_backend.py tests/model/test_backend_contract.py 2>&1 | tee "$out/vllm-tests.log"
     ;;
   bench)
     llama=/tmp/random-llama-1b

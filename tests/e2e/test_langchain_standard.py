@@ -112,6 +112,7 @@ class _SmallModelLimits:
             type(self).tokens, type(self).paths = 8, 2
 
 
+@pytest.mark.usefixtures("embedded_model_dir")  # ChatTTS(backend="transformers") loads it itself
 class TestChatTTSIntegrationInProcess(_SmallModelLimits, _Flags, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:

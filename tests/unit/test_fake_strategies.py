@@ -3,7 +3,7 @@
 Each test scripts the candidates and their scores, then pins which candidates the strategy
 keeps, prunes and selects, how ties break, the statuses in ``tts_metadata``, and that each step
 costs ONE backend call (all candidates of the step) and ONE scorer call. Runs in seconds:
-``pytest -m fast``. The same strategies run against real models in tests/test_strategies.py.
+``pytest -m fast``. The same strategies run against real models in tests/model/test_strategies.py.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import pytest
 
 from fakes import QUESTION, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 from llm_tts.engine import TTSEngine
-
-pytestmark = pytest.mark.fast
 
 D = "\n\n"  # the default step delimiter
 

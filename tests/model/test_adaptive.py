@@ -21,7 +21,7 @@ from llm_tts.engine import TTSEngine
 from llm_tts.errors import DeadlineExceededError
 from llm_tts.messages import coerce_messages
 from llm_tts.strategies.base import StrategyContext
-from test_fake_adaptive import stays
+from polya import stays
 
 QUESTION = [{"role": "user", "content": "What is 3 + 4? Put the final answer in \\boxed{}."}]
 ESSAY = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome, with many sections."}]

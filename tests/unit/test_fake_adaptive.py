@@ -18,28 +18,13 @@ from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
 from llm_tts.strategies.confidence import group_confidences, percentile
 from llm_tts.strategies.stopping import leader_stays_probability, settled, wave_size
-
-pytestmark = pytest.mark.fast
+from polya import stays
 
 D = "\n\n"
 
 
 def boxed(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
-
-
-def stays(a: int, b: int, m: int) -> float:
-    """By hand, as a Polya urn: m more draws from an urn with a + 1 leader and b + 1 runner-up
-    balls (each draw adds a ball of its colour); the chance the leader ends strictly ahead."""
-
-    def rising(x: int, k: int) -> int:
-        return math.prod(x + i for i in range(k))
-
-    return sum(
-        math.comb(m, x) * rising(a + 1, x) * rising(b + 1, m - x) / rising(a + b + 2, m)
-        for x in range(m + 1)
-        if a + x > b + m - x
-    )
 
 
 # -- the posterior rule ---------------------------------------------------------------------------
