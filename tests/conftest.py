@@ -115,24 +115,23 @@ def embedded_model_dir():
 
 
 @pytest.fixture(scope="session")
-def hf_backend(embedded_model_dir):
-    """The transformers backend on the embedded model, shared by the whole session."""
-    from llm_tts.backends.transformers_backend import TransformersBackend
+def tts_engine(embedded_model_dir):
+    """TTSEngine on the transformers backend and the embedded model, shared by the whole session.
+    It is the in-process engine cache's entry, so ``ChatTTS(backend="transformers")`` in a test
+    runs on it too instead of loading the model a second time; closed with the cache at the end."""
+    from llm_tts.integrations.inprocess import clear_engine_cache, shared_engine
 
-    backend = TransformersBackend()
-    yield backend
-    backend.close()
+    yield shared_engine(None, "transformers")
+    clear_engine_cache()
 
 
-# -- the llm-tts service on loopback (issue 5) -------------------------------------------------
 @pytest.fixture(scope="session")
-def tts_engine(hf_backend):
-    """TTSEngine on the session's transformers backend (the backend is closed by hf_backend)."""
-    from llm_tts.engine import TTSEngine
-
-    return TTSEngine(hf_backend)
+def hf_backend(tts_engine):
+    """The transformers backend on the embedded model, shared by the whole session."""
+    return tts_engine.backend
 
 
+# -- the llm-tts service on loopback -----------------------------------------------------------
 @pytest.fixture(scope="session")
 def serve_app():
     """Start an ASGI app on a real uvicorn server at 127.0.0.1:<free port>; returns its base URL.
