@@ -64,8 +64,8 @@ class FakeScriptedBackend:
         self, script: Mapping[str, Sequence[Out | str]], *, max_context_tokens: int = 100_000, watching: bool = True
     ) -> None:
         self.script = {k: [o if isinstance(o, Out) else Out(o) for o in v] for k, v in script.items()}
-        if not watching:  # a backend that cannot be watched (as a WatchingBackend has no such method)
-            self.generate_watched = None  # type: ignore[method-assign,assignment]
+        if not watching:  # then isinstance(self, WatchingBackend) is False: the budget is checked per step
+            self.generate_watched = None
         self.max_context_tokens = max_context_tokens
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self.calls: list[Call] = []
