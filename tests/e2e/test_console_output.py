@@ -75,7 +75,8 @@ _STATE = """
 """
 
 
-# The cases that import vLLM (seconds each): their interpreters start together, side by side.
+# The cases that import vLLM (seconds each, so they are marked vllm: not in the fast tier) start
+# their interpreters together, side by side.
 _CASES = {
     "nobody asked": ((_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))"), {}),
     "user configured": (
@@ -103,6 +104,7 @@ def cases():
             proc.communicate()
 
 
+@pytest.mark.vllm
 def test_engine_logs_are_quieted_when_nobody_asked(cases):
     proc = _finish(cases["nobody asked"])
     assert proc.returncode == 0, proc.stderr
@@ -116,6 +118,7 @@ def test_engine_logs_are_quieted_when_nobody_asked(cases):
     }
 
 
+@pytest.mark.vllm
 def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs(cases):
     proc = _finish(cases["user configured"])
     assert proc.returncode == 0, proc.stderr
@@ -130,6 +133,7 @@ def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs(ca
     }
 
 
+@pytest.mark.vllm
 def test_logging_configured_after_a_quiet_engine_applies_to_the_next_one(cases):
     proc = _finish(cases["configured after"])
     assert proc.returncode == 0, proc.stderr
@@ -137,6 +141,7 @@ def test_logging_configured_after_a_quiet_engine_applies_to_the_next_one(cases):
     assert (got["vllm"], got["transformers"], got["tqdm"]) == (logging_level("NOTSET"), logging_level("WARNING"), True)
 
 
+@pytest.mark.vllm
 def test_vllms_own_logging_variables_are_honoured(cases):
     proc = _finish(cases["vllm variables"])
     assert proc.returncode == 0, proc.stderr
