@@ -40,6 +40,7 @@ from llm_tts.backends.base import (
 from llm_tts.backends.constraints import DecodingConstraint, schema_of
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
+from llm_tts.backends.vllm_compat import default_enforce_eager
 from llm_tts.backends.vllm_engine import (
     CPU_BLOCK_SIZE,
     EngineStats,
@@ -73,8 +74,9 @@ class VLLMBackend(TokenizerMixin):
     for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
     ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
     on GPU it overrides ``gpu_memory_utilization``'s share), ``enable_prefix_caching``,
-    ``block_size`` and ``enforce_eager`` (False on GPU captures CUDA graphs: faster decoding,
-    slower start). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
+    ``block_size`` and ``enforce_eager`` (default: False on CUDA, which captures CUDA graphs and
+    compiles the model: faster decoding, slower first start; True on the CPU build, which needs
+    it). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
     """
 
     tokenizer: ChatTokenizer
@@ -92,7 +94,7 @@ class VLLMBackend(TokenizerMixin):
         kv_cache_space: float | None = None,
         enable_prefix_caching: bool = True,
         block_size: int | None = None,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         **engine_kwargs: Any,
     ) -> None:
         _check_options(max_model_len, gpu_memory_utilization, tensor_parallel_size, kv_cache_space)
@@ -102,9 +104,12 @@ class VLLMBackend(TokenizerMixin):
         quiet_engine_logs()  # before torch and vLLM are imported: they log from their import on
         self.on_cpu = not cuda_available()
         prepare_process(on_cpu=self.on_cpu)
+        if enforce_eager is None:
+            enforce_eager = default_enforce_eager(on_cpu=self.on_cpu)
+        self.enforce_eager = enforce_eager
         dtype = engine_dtype(dtype, path, on_cpu=self.on_cpu)  # float32 on a CPU without bfloat16 instructions
         self.dtype = dtype
-        where = "CPU" if self.on_cpu else "GPU"
+        where = "CPU" if self.on_cpu else ("GPU, eager" if enforce_eager else "GPU, CUDA graphs")
         with startup_step(f"starting the vLLM engine for {self.model_name} ({where}, {dtype})"):
             require_vllm()  # a typed error here when vLLM is missing or broken
             try:
@@ -118,7 +123,7 @@ class VLLMBackend(TokenizerMixin):
                 tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization,
                 enable_prefix_caching=enable_prefix_caching,
-                enforce_eager=enforce_eager,  # no graph capture: starts in seconds; the CPU build needs it
+                enforce_eager=enforce_eager,
                 logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
                 max_logprobs=20,
                 disable_log_stats=False,  # we read the prefix-cache statistics

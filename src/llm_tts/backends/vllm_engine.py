@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from llm_tts.backends.device import cuda_available
+from llm_tts.backends.vllm_compat import check_vllm_version, installed_vllm_version
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, LLMTTSError, ModelLoadError
 
 GiB = 1 << 30
@@ -23,7 +24,8 @@ _ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide st
 
 
 def require_vllm() -> None:
-    """Import vLLM, or raise a typed error when it is missing or broken."""
+    """Import vLLM, or raise a typed error when it is missing, broken or of an unsupported release."""
+    check_vllm_version(installed_vllm_version())
     try:
         import vllm  # noqa: F401
     except Exception as e:

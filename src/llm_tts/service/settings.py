@@ -104,6 +104,10 @@ class ServiceSettings(BaseModel):
     kv_cache_space: Annotated[float | None, Source("--kv-cache-space", "LLM_TTS_KV_CACHE_SPACE", _VLLM)] = Field(
         None, gt=0, description="vLLM: GiB of KV cache (on CPU; unset: $VLLM_CPU_KVCACHE_SPACE or 2)"
     )
+    enforce_eager: Annotated[bool | None, Source("--enforce-eager", "LLM_TTS_ENFORCE_EAGER", _VLLM)] = Field(
+        None,
+        description="vLLM: true runs eagerly (no CUDA graphs: quicker start, slower decoding); unset: false on CUDA, true on CPU",
+    )
 
     # -- the wait queue and sessions (issue 14) ------------------------------------------------
     queue_size: Annotated[int, Source("--queue-size", "LLM_TTS_QUEUE_SIZE")] = Field(

@@ -75,6 +75,8 @@ class VLLMPRMEngine:
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=True,
+            # A pooling engine only runs prefills, which CUDA graphs do not speed up (vLLM captures
+            # them for decode batches); compiling would only lengthen its start, on any device.
             enforce_eager=True,
             disable_log_stats=False,
             **vllm_engine_args(),
