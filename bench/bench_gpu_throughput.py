@@ -96,6 +96,7 @@ async def send_all(url: str, model: str, bodies: list[dict[str, Any]]) -> tuple[
         *(client.chat.completions.create(model=model, **b) for b in bodies), return_exceptions=True
     )
     wall = time.perf_counter() - start
+    await client.close()
     failed = [r for r in replies if isinstance(r, BaseException)]
     if failed:
         print(f"  {len(failed)} requests failed, first: {failed[0]!r}"[:400])
@@ -170,10 +171,10 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     ap.add_argument("--questions", type=int, default=256, help="concurrent self-consistency requests")
     ap.add_argument("--paths", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=192)
     ap.add_argument("--searches", type=int, default=64, help="concurrent step searches per search workload")
     ap.add_argument("--workloads", nargs="*", default=["sc", "beam", "pf", "code"])
-    ap.add_argument("--eager", action="store_true", help="enforce_eager=True (no CUDA graphs)")
+    ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=False, help="vLLM enforce_eager")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     args = ap.parse_args()
 
@@ -183,12 +184,9 @@ def main() -> None:
 
     start = time.perf_counter()
     backend = VLLMBackend(
-        args.model,
-        max_model_len=4096,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        enforce_eager=args.eager or None,
+        args.model, max_model_len=4096, gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.eager
     )
-    print(f"engine start: {time.perf_counter() - start:.1f} s (enforce_eager={backend.enforce_eager})")
+    print(f"engine start: {time.perf_counter() - start:.1f} s (enforce_eager={args.eager})")
     recorder = Recorder(backend._loop)
     settings = ServiceSettings(max_concurrency=1024)
     rows = []

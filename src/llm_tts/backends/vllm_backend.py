@@ -44,6 +44,7 @@ from llm_tts.backends.vllm_compat import default_enforce_eager
 from llm_tts.backends.vllm_engine import (
     CPU_BLOCK_SIZE,
     EngineStats,
+    close_at_exit,
     prepare_process,
     require_vllm,
     shutdown_engine,
@@ -155,6 +156,7 @@ class VLLMBackend(TokenizerMixin):
         self._loop: EngineLoop | None = EngineLoop(self.engine, request_error=lambda e: _request_error(e, limit, vocab))
         self._warned_seed = False
         self._seed_lock = threading.Lock()
+        close_at_exit(self)
 
     # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
@@ -301,6 +303,10 @@ class VLLMBackend(TokenizerMixin):
             stop=list(params.stop) or None,
             stop_token_ids=sorted(self.eos_token_ids),
             include_stop_str_in_output=True,
+            # The text is decoded here once a sample ends (one batch_decode): vLLM's per-step
+            # incremental detokenizer is only needed to find stop strings. Without any, it would
+            # cost the engine's output processing Python work per sequence per step.
+            detokenize=bool(params.stop),
             skip_special_tokens=True,
             seed=seed,
             logprobs=params.top_logprobs if want_logprobs else None,

@@ -6,9 +6,11 @@ Start-up failures come back as the package's typed errors, saying what the user 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from llm_tts.backends.device import cuda_available
 from llm_tts.backends.vllm_compat import check_vllm_version, installed_vllm_version
@@ -141,7 +143,35 @@ def start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: Engi
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
     with _live_lock:
         _live_engines += 1
+        global _exit_hook_registered
+        if not _exit_hook_registered:
+            # Registered after vLLM's own exit handlers (imported above), so it runs before them.
+            atexit.register(_close_at_exit)
+            _exit_hook_registered = True
     return engine
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_open_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def close_at_exit(owner: Closable) -> None:
+    """Have ``owner.close()`` (which stops its engine loop and shuts its engine down) run when
+    the interpreter exits, if its user has not called it. An engine left to the interpreter's
+    teardown can hang the exit with its engine process still holding the GPU's memory."""
+    _open_owners.add(owner)
+
+
+def _close_at_exit() -> None:
+    for owner in list(_open_owners):
+        try:
+            owner.close()
+        except Exception:  # noqa: BLE001 - exiting anyway: close the others
+            continue
 
 
 _live_engines = 0

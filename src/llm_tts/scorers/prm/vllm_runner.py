@@ -89,8 +89,13 @@ class VLLMPRMEngine:
             self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
+        self._closed = False
+        vllm_engine.close_at_exit(self)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.loop.close()
         vllm_engine.shutdown_engine(self.engine)
 
