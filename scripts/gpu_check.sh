@@ -57,7 +57,7 @@ free_gpu
 
 run_part() {
   case "$1" in
-    tests) pytest_part gpu-tests 560 "${GPU_TESTS[@]}" ;;
+    tests) pytest_part gpu-tests "${GPU_CHECK_LIMIT:-560}" "${GPU_TESTS[@]}" ;;
     suite)
       ignore=()
       for f in "${GPU_TESTS[@]}"; do ignore+=(--ignore="$f"); done
