@@ -72,7 +72,7 @@ class VLLMBackend(TokenizerMixin):
     Engine options: ``dtype`` ("auto": the model's own, but float32 on a CPU without bfloat16
     instructions, see :mod:`llm_tts.backends.device`; "bfloat16", "float16", "float32"), ``max_model_len``
     (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
-    for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
+    for weights + KV cache; default 0.9, or what is free when ``kv_cache_space`` sizes the KV cache), ``tensor_parallel_size`` (GPUs to shard over),
     ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
     on GPU it overrides ``gpu_memory_utilization``'s share), ``enable_prefix_caching``,
     ``block_size`` and ``enforce_eager`` (default: False on CUDA, which captures CUDA graphs and
@@ -90,7 +90,7 @@ class VLLMBackend(TokenizerMixin):
         *,
         dtype: str = "auto",
         max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         tensor_parallel_size: int = 1,
         kv_cache_space: float | None = None,
         enable_prefix_caching: bool = True,
@@ -435,12 +435,12 @@ def _num_after(text: str, word: str) -> int:
     return int(tail[0]) if tail and tail[0].lstrip("-").isdigit() else -1
 
 
-def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float | None) -> None:
+def _check_options(max_model_len: int | None, gpu_mem: float | None, tp: int, kv: float | None) -> None:
     if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 16):
         raise InvalidParameterError(
             "max_model_len", max_model_len, "must be an integer >= 16 (or None for the model's)"
         )
-    if not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0:
+    if gpu_mem is not None and (not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0):
         raise InvalidParameterError("gpu_memory_utilization", gpu_mem, "must be a fraction in (0, 1]")
     if not isinstance(tp, int) or tp < 1:
         raise InvalidParameterError("tensor_parallel_size", tp, "must be an integer >= 1 (number of GPUs)")

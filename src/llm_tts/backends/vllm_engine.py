@@ -17,6 +17,7 @@ from llm_tts.backends.vllm_compat import check_vllm_version, installed_vllm_vers
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, LLMTTSError, ModelLoadError
 
 GiB = 1 << 30
+VLLM_DEFAULT_GPU_SHARE = 0.9  # vLLM's own default gpu_memory_utilization
 DEFAULT_CPU_KV_CACHE_GIB = 2.0  # when neither kv_cache_space nor VLLM_CPU_KVCACHE_SPACE is given
 # The CPU attention kernel needs block sizes that are multiples of 32; vLLM's CPU default is 128,
 # which caches nothing of a prefix shorter than 128 tokens. 32 keeps beams' prefixes cached.
@@ -129,6 +130,8 @@ def start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: Engi
             args["kv_cache_memory_bytes"] = int(kv_cache_space * GiB)
         elif saved is None and not cuda_available():
             args["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * GiB)
+        if args.get("gpu_memory_utilization") is None:
+            args["gpu_memory_utilization"] = _gpu_share(kv_cache_space)
         try:
             engine_args = EngineArgs(**args)
             engine = LLMEngine.from_engine_args(
@@ -172,6 +175,18 @@ def _close_at_exit() -> None:
             owner.close()
         except Exception:  # noqa: BLE001 - exiting anyway: close the others
             continue
+
+
+def _gpu_share(kv_cache_space: float | None) -> float:
+    """``gpu_memory_utilization`` when the caller gave none: vLLM's 0.9, unless the KV cache is
+    sized in bytes on a GPU. vLLM still refuses to start unless that share of the whole GPU is
+    free, which fails beside any other engine; the share then only has to cover what is free."""
+    if kv_cache_space is None or not cuda_available():
+        return VLLM_DEFAULT_GPU_SHARE
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return max(0.01, round(0.95 * free / total, 3))
 
 
 _live_engines = 0

@@ -97,7 +97,12 @@ class ServiceSettings(BaseModel):
     )
     gpu_memory_utilization: Annotated[
         float | None, Source("--gpu-memory-utilization", "LLM_TTS_GPU_MEMORY_UTILIZATION", _VLLM)
-    ] = Field(None, gt=0, le=1, description="vLLM: fraction of GPU memory for weights and KV cache; unset: 0.9")
+    ] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="vLLM: fraction of GPU memory for weights and KV cache; unset: 0.9, or what is free when --kv-cache-space sizes the KV cache",
+    )
     tensor_parallel_size: Annotated[
         int | None, Source("--tensor-parallel-size", "LLM_TTS_TENSOR_PARALLEL_SIZE", _VLLM)
     ] = Field(None, ge=1, description="vLLM: GPUs to shard the model over; unset: 1")
