@@ -18,8 +18,8 @@ part=${1:?tests, suite, start, bench, quality, searches, summary or all}
 out=${2:-/tmp/gpu-out}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-GPU_TESTS=(tests/test_gpu.py tests/test_vllm_backend.py tests/test_backend_contract.py tests/test_vllm_compat.py
-  tests/test_prm.py tests/test_transformers_backend.py)
+GPU_TESTS=(tests/model/test_gpu.py tests/model/test_vllm_backend.py tests/model/test_backend_contract.py
+  tests/unit/test_vllm_compat.py tests/model/test_prm.py tests/model/test_transformers_backend.py)
 
 free_gpu() {  # kill whatever still holds the GPU (an engine core orphaned by a killed part)
   local pids
@@ -62,8 +62,8 @@ run_part() {
       ignore=()
       for f in "${GPU_TESTS[@]}"; do ignore+=(--ignore="$f"); done
       # the notebook, LangChain's standard suites and the fuzzer need packages a GPU host is not given
-      pytest_part gpu-suite 560 tests -m "not fast" "${ignore[@]}" --ignore=tests/test_notebook.py \
-        --ignore=tests/test_langchain_standard.py --ignore=tests/test_service_fuzz.py
+      pytest_part gpu-suite 560 tests/model tests/e2e "${ignore[@]}" --ignore=tests/e2e/test_notebook.py \
+        --ignore=tests/e2e/test_langchain_standard.py --ignore=tests/e2e/test_service_fuzz.py
       ;;
     start)
       cache=$(mktemp -d)

@@ -1,8 +1,11 @@
-"""Session fixtures: each real model is loaded once per test session."""
+"""The suite's layers, its tiers (markers derived from what each test uses) and the session
+fixtures: each real model is loaded once per test session. tests/README.md says where a test goes.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,93 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Must be set before torch starts its OpenMP runtime, hence here at import time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "model", "e2e")  # run in this order: the cheapest failures first
+# Every fixture that loads a model depends on this one, so a test uses a model when it is in the
+# test's fixture closure (``item.fixturenames``), requested directly or through another. MODEL_FIXTURES
+# are the fixtures below that do: a test may name one in a parameter and get it with
+# ``request.getfixturevalue``. A test that loads a model some other way (converting the GGUF in a
+# child, a notebook) says so with ``@pytest.mark.model``.
+MODEL_FIXTURE = "embedded_model_dir"
+VLLM_FIXTURES = frozenset({"vllm_backend", "vllm_server_url"})
+MODEL_FIXTURES = VLLM_FIXTURES | {
+    MODEL_FIXTURE,
+    "hf_backend",
+    "hf_backend_fp32",
+    "tts_engine",
+    "service_url",
+    "tiny_prm_dir",
+}
+NOT_FAST = ("model", "vllm", "gpu", "slow")  # marks a test may carry by hand: it needs more than fakes
+
+
+def _layer(item: pytest.Item) -> str:
+    parts = item.path.resolve().relative_to(TESTS).parts
+    if len(parts) < 2 or parts[0] not in LAYERS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: a test lives in tests/unit, tests/model or tests/e2e (tests/README.md)"
+        )
+    return parts[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test from what it uses: ``fast`` when no model is in its fixture closure (the
+    fast tier; the guard below makes it fail if it loads one anyway), ``model`` otherwise, plus
+    ``vllm`` on a vLLM engine or server and ``e2e`` in tests/e2e. A test in tests/unit that asks
+    for a model is a collection error. Layers run in LAYERS order."""
+    for item in items:
+        layer = _layer(item)
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        names |= {v for v in callspec.params.values() if isinstance(v, str)} if callspec else set()
+        if names & MODEL_FIXTURES or any(item.get_closest_marker(m) for m in NOT_FAST):
+            if layer == "unit":
+                raise pytest.UsageError(f"{item.nodeid} uses a model: it belongs in tests/model or tests/e2e")
+            item.add_marker(pytest.mark.model)
+        else:
+            item.add_marker(pytest.mark.fast)
+        if names & VLLM_FIXTURES:
+            item.add_marker(pytest.mark.vllm)
+        if layer == "e2e":
+            item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: LAYERS.index(_layer(item)))  # stable: files keep their order
+
+
+class ModelLoadedInFastTier(RuntimeError):
+    """A test without a model fixture tried to load a model."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_loads_no_model(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory):
+    """Make a ``fast`` test fail loudly if it loads a model. Every model is resolved through
+    ``llm_tts.models`` (the embedded model, a .gguf, a hub id): in-process that is refused here,
+    and a child process finds a model cache it cannot create and no hub. The test also fails if the
+    code under test swallowed the refusal."""
+    if request.node.get_closest_marker("fast") is None:
+        yield
+        return
+    import llm_tts.models
+
+    refused: list[str] = []
+
+    def refuse() -> None:
+        refused.append("llm_tts.models.ensure_embedded_model()")
+        raise ModelLoadedInFastTier(
+            f"{request.node.nodeid} loaded a model with no model fixture: request one (e.g. "
+            f"{MODEL_FIXTURE}) and put the test in tests/model or tests/e2e, or use tests/fakes.py"
+        )
+
+    monkeypatch.setattr(llm_tts.models, "ensure_embedded_model", refuse)
+    # A file where a folder must be: the model cache cannot be created, so no converted model is
+    # found or made (a .gguf converts into the cache too), in-process or in a child.
+    blocker = tmp_path_factory.getbasetemp() / "fast-tier-tests-load-no-model"
+    blocker.touch()
+    monkeypatch.setenv("LLM_TTS_CACHE", str(blocker / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    if refused:
+        pytest.fail(f"{request.node.nodeid} loaded a model in the fast tier: {refused[0]}", pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def embedded_model_dir():
@@ -25,24 +115,23 @@ def embedded_model_dir():
 
 
 @pytest.fixture(scope="session")
-def hf_backend(embedded_model_dir):
-    """The transformers backend on the embedded model, shared by the whole session."""
-    from llm_tts.backends.transformers_backend import TransformersBackend
+def tts_engine(embedded_model_dir):
+    """TTSEngine on the transformers backend and the embedded model, shared by the whole session.
+    It is the in-process engine cache's entry, so ``ChatTTS(backend="transformers")`` in a test
+    runs on it too instead of loading the model a second time; closed with the cache at the end."""
+    from llm_tts.integrations.inprocess import clear_engine_cache, shared_engine
 
-    backend = TransformersBackend()
-    yield backend
-    backend.close()
+    yield shared_engine(None, "transformers")
+    clear_engine_cache()
 
 
-# -- the llm-tts service on loopback (issue 5) -------------------------------------------------
 @pytest.fixture(scope="session")
-def tts_engine(hf_backend):
-    """TTSEngine on the session's transformers backend (the backend is closed by hf_backend)."""
-    from llm_tts.engine import TTSEngine
-
-    return TTSEngine(hf_backend)
+def hf_backend(tts_engine):
+    """The transformers backend on the embedded model, shared by the whole session."""
+    return tts_engine.backend
 
 
+# -- the llm-tts service on loopback -----------------------------------------------------------
 @pytest.fixture(scope="session")
 def serve_app():
     """Start an ASGI app on a real uvicorn server at 127.0.0.1:<free port>; returns its base URL.

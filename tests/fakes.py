@@ -60,8 +60,12 @@ class FakeScriptedBackend:
     name = "fake_scripted"
     model_name = "fake-scripted-model"
 
-    def __init__(self, script: Mapping[str, Sequence[Out | str]], *, max_context_tokens: int = 100_000) -> None:
+    def __init__(
+        self, script: Mapping[str, Sequence[Out | str]], *, max_context_tokens: int = 100_000, watching: bool = True
+    ) -> None:
         self.script = {k: [o if isinstance(o, Out) else Out(o) for o in v] for k, v in script.items()}
+        if not watching:  # then isinstance(self, WatchingBackend) is False: the budget is checked per step
+            self.generate_watched = None
         self.max_context_tokens = max_context_tokens
         self.capabilities = BackendCapabilities(logprobs=True, seed=True, token_prompts=True)
         self.calls: list[Call] = []

@@ -3,17 +3,19 @@
 Each test scripts the candidates and their scores, then pins which candidates the strategy
 keeps, prunes and selects, how ties break, the statuses in ``tts_metadata``, and that each step
 costs ONE backend call (all candidates of the step) and ONE scorer call. Runs in seconds:
-``pytest -m fast``. The same strategies run against real models in tests/test_strategies.py.
+``pytest -m fast``. The same strategies run against real models in tests/model/test_strategies.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fakes import QUESTION, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
+from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
-
-pytestmark = pytest.mark.fast
+from llm_tts.errors import CapabilityError
 
 D = "\n\n"  # the default step delimiter
 
@@ -367,3 +369,17 @@ def test_fake_metadata_statuses_through_the_engine(strategy, script, config, exp
     assert result.text == selected.text and meta.selected_answer == selected.answer
     # every scripted continuation was generated once, one token per character, pruned ones included
     assert meta.usage.completion_tokens == sum(len(o.text) for outs in script.values() for o in outs)
+
+
+def test_fake_no_logprobs_backend_refuses_logprob_scorers_before_generating():
+    # What an API without logprobs is: validate and run refuse before any sample is drawn.
+    backend = FakeScriptedBackend({"": [Out(boxed(5))] * 2})
+    backend.capabilities = dataclasses.replace(backend.capabilities, logprobs=False)
+    engine = TTSEngine(backend)
+    for scorer in ("entropy", "perplexity", "sequence_prob"):
+        config = TTSConfig.create(tts_strategy="offline_bon", tts_scorer=scorer, tts_num_trajectories=2)
+        for call in (engine.validate, engine.run):
+            with pytest.raises(CapabilityError) as info:
+                call([{"role": "user", "content": QUESTION}], config)
+            assert scorer in str(info.value)
+    assert backend.calls == []

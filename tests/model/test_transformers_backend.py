@@ -280,6 +280,7 @@ def test_an_option_the_backend_does_not_take_is_a_typed_error_before_loading():
     assert "max_batch_rows" in str(e.value)  # names what it takes
 
 
+@pytest.mark.usefixtures("embedded_model_dir")  # create_backend loads the embedded model itself
 def test_auto_without_vllm_drops_vllm_only_options_with_a_warning(monkeypatch, caplog):
     # Was a TypeError: backend="auto" handed vLLM's options (kv_cache_space, ...) to transformers.
     import llm_tts.backends as backends

@@ -71,25 +71,30 @@ class TestChatTTSUnitHTTP(_Flags, ChatModelUnitTests):
 class _SmallModelLimits:
     """Standard tests a 135M model cannot pass reliably (langchain-tests wants them marked xfail
     with the reason); everything else of tool calling and structured output passes under
-    constrained decoding."""
+    constrained decoding. They are not run (``run=False``): a run that fails is expected, and one
+    that passes by luck would prove nothing, so running the model for them in both modes only
+    costs time."""
 
     @pytest.mark.xfail(
+        run=False,
         reason="tool_choice='auto': SmolLM2-135M answers the weather question in text instead of calling the "
-        "tool (only forced calls are guaranteed; test_structured.py's react agent forces its first call)"
+        "tool (only forced calls are guaranteed; test_structured.py's react agent forces its first call)",
     )
     def test_agent_loop(self, *args: Any, **kwargs: Any) -> None:
         super().test_agent_loop(*args, **kwargs)  # type: ignore[misc]
 
     @pytest.mark.xfail(
+        run=False,
         reason="json_mode constrains to any JSON object: SmolLM2-135M may drop the 'punchline' key the prompt "
-        "asks for (method='json_schema' enforces it and passes test_structured_output)"
+        "asks for (method='json_schema' enforces it and passes test_structured_output)",
     )
     def test_json_mode(self, *args: Any, **kwargs: Any) -> None:
         super().test_json_mode(*args, **kwargs)  # type: ignore[misc]
 
     @pytest.mark.xfail(
+        run=False,
         reason="SmolLM2-135M does not reliably copy Japanese into a tool argument: asked for 'こんにちは', one CI "
-        "run's HTTP-mode call carried 'トラップサイブルト・ポールラス' (the call itself parses and is selected)"
+        "run's HTTP-mode call carried 'トラップサイブルト・ポールラス' (the call itself parses and is selected)",
     )
     def test_unicode_tool_call_integration(self, *args: Any, **kwargs: Any) -> None:
         super().test_unicode_tool_call_integration(*args, **kwargs)  # type: ignore[misc]
@@ -112,6 +117,7 @@ class _SmallModelLimits:
             type(self).tokens, type(self).paths = 8, 2
 
 
+@pytest.mark.usefixtures("embedded_model_dir")  # ChatTTS(backend="transformers") loads it itself
 class TestChatTTSIntegrationInProcess(_SmallModelLimits, _Flags, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from llm_tts.engine import TTSEngine
 from llm_tts.errors import DeadlineExceededError
 from llm_tts.messages import coerce_messages
 from llm_tts.strategies.base import StrategyContext
-from test_fake_adaptive import stays
+from polya import stays
 
 QUESTION = [{"role": "user", "content": "What is 3 + 4? Put the final answer in \\boxed{}."}]
 ESSAY = [{"role": "user", "content": "Write a very long, detailed essay on the history of Rome, with many sections."}]
@@ -187,7 +187,8 @@ def test_token_budget_is_never_exceeded_by_more_than_one_step(hf_backend):
 def test_token_budget_on_vllm_self_consistency(vllm_backend):
     meta = run(TTSEngine(vllm_backend), ESSAY, num_paths=4, tts_token_budget=50, max_tokens=200).metadata
     assert meta.stopped_by == "budget"
-    assert 50 <= meta.usage.completion_tokens <= 50 + 4 * 200
+    # Up to 4 x 200 tokens could run; the watcher aborts every sample as the 50th token arrives.
+    assert 50 <= meta.usage.completion_tokens <= 50 + 4 - 1  # within one token per row, as above
     assert sum(c.stopped_early for c in meta.candidates) >= 1
 
 

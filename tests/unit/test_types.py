@@ -157,16 +157,3 @@ def test_split_uses_decode_for_step_text():
 def test_split_token_texts_must_match_tokens():
     with pytest.raises(InvalidParameterError, match=r"token_texts.*2 entries.*one per token \(3\)"):
         split_steps(seg(["a", "b", "c"]), ["a", "b"], "\n")
-
-
-def test_split_real_tokenizer_round_trip(embedded_model_dir):
-    """With the embedded model's tokenizer, step texts re-join to the decoded text."""
-    from llm_tts.backends.tokenizer import ChatTokenizer
-
-    tok = ChatTokenizer.from_folder(embedded_model_dir)
-    text = "Step 1: add 2 and 3.\n\nStep 2: that is 5.\n\nSo the answer is 5."
-    ids = tok.encode(text)
-    s = Segment(token_ids=ids, text=tok.decode(ids))
-    steps = split_steps(s, tok.token_texts(ids), "\n\n", decode=tok.decode)
-    assert [x.text for x in steps] == ["Step 1: add 2 and 3.\n\n", "Step 2: that is 5.\n\n", "So the answer is 5."]
-    assert sum((x.token_ids for x in steps), ()) == tuple(ids)

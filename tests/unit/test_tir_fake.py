@@ -4,14 +4,12 @@ model can: see test_tir.py) with the REAL sandbox: the loop's mechanics, pinned 
 from __future__ import annotations
 
 import pytest
-from tests.fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 
+from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 from llm_tts.backends.base import BackendCapabilities
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
 from llm_tts.tir import CodeRunner
-
-pytestmark = pytest.mark.fast
 
 USER = [{"role": "user", "content": "What is 123 * 457?"}]
 
@@ -177,8 +175,7 @@ def test_fake_step_does_not_end_at_a_blank_line_inside_a_block(runner):
 
 
 def run_strategy_with_tools(strategy, backend, runner, scorer, **config):
-    from tests.fakes import QUESTION
-
+    from fakes import QUESTION
     from llm_tts.config import TTSConfig
     from llm_tts.messages import ChatMessage
     from llm_tts.strategies import StrategyContext, get_strategy

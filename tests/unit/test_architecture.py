@@ -12,10 +12,8 @@ import ast
 from pathlib import Path
 
 import grimp
-import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-pytestmark = pytest.mark.fast
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _module_name(path: Path) -> str:

@@ -15,8 +15,6 @@ from llm_tts.structured import output_spec_from_openai
 from llm_tts.structured.parsing import parse_candidate
 from llm_tts.structured.spec import tool_call_schema
 
-pytestmark = pytest.mark.fast
-
 MULTIPLY = {
     "type": "function",
     "function": {

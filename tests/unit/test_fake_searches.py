@@ -2,7 +2,7 @@
 
 Pins which subtree leaves survive, which particles are resampled for a fixed seed, the final
 choice, the metadata statuses, and that every step costs ONE backend call and ONE scorer call.
-The same searches run against the embedded model in tests/test_strategies.py.
+The same searches run against the embedded model in tests/model/test_strategies.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
 from llm_tts.strategies.particle_filtering import resampling_weights
-
-pytestmark = pytest.mark.fast
 
 D = "\n\n"
 

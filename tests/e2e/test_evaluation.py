@@ -32,7 +32,7 @@ from llm_tts.evaluation.plots import plot_accuracy_vs_tokens, plot_reliability
 from llm_tts.evaluation.progress import EvalProgress
 from llm_tts.evaluation.summary import bootstrap_interval, expected_calibration_error
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 QUESTIONS = [
     {"id": "a", "question": "What is 2 + 3?", "answer": "5"},
     {"id": "b", "question": "What is 4 * 2?", "answer": "8"},
@@ -64,7 +64,6 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 # -- bad input: one clear error before anything runs (no model is loaded by these) -------------
-@pytest.mark.fast
 def test_bad_data_is_refused_naming_the_file_or_row(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_questions(tmp_path / "missing.jsonl")
@@ -74,7 +73,6 @@ def test_bad_data_is_refused_naming_the_file_or_row(tmp_path):
     assert [q.answer for q in load_questions(rows, answer_field="question")] == ["What is 2 + 3?", "What is 1 + 1?"]
 
 
-@pytest.mark.fast
 def test_bad_configurations_are_typed_errors_naming_the_field():
     with pytest.raises(UnknownNameError, match="unknown strategy 'beam_serch'"):
         build_configurations(["beam_serch"], [1])
@@ -86,7 +84,6 @@ def test_bad_configurations_are_typed_errors_naming_the_field():
     assert names == ["greedy", "beam_search:tts_scorer=entropy@1", "beam_search:tts_scorer=entropy@4"]
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -110,7 +107,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 # -- the results store and the progress display (no model) --------------------------------------
-@pytest.mark.fast
 def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere():
     row = ResultRow(
         question_id="a",
@@ -134,7 +130,6 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere():
         assert text.startswith("\r[") if terminal else text.startswith("llm-tts eval: ")
 
 
-@pytest.mark.fast
 def test_bootstrap_is_seeded_and_calibration_error_is_the_bin_gap():
     values = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0]
     assert bootstrap_interval(values, seed=3) == bootstrap_interval(values, seed=3)

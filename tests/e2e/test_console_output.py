@@ -39,9 +39,20 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _python(*parts: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _start(*parts: str, **env: str) -> subprocess.Popen[str]:
     code = "\n".join(textwrap.dedent(part) for part in parts)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(**env), timeout=300)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**env)
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _python(*parts: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _finish(_start(*parts, **env))
 
 
 _STATE = """
@@ -65,8 +76,36 @@ _STATE = """
 """
 
 
-def test_engine_logs_are_quieted_when_nobody_asked():
-    proc = _python(_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))")
+# The cases that import vLLM (seconds each): their interpreters start together, side by side.
+_CASES = {
+    "nobody asked": ((_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))"), {}),
+    "user configured": (
+        (_STATE, "logging.basicConfig(level=logging.INFO)\nquiet_engine_logs()\nprint(json.dumps(state()))"),
+        {},
+    ),
+    "configured after": (
+        (
+            _STATE,
+            "quiet_engine_logs()\nlogging.basicConfig(level=logging.INFO)\nquiet_engine_logs()\nprint(json.dumps(state()))",
+        ),
+        {},
+    ),
+    "vllm variables": ((_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))"), {"VLLM_LOGGING_LEVEL": "DEBUG"}),
+}
+
+
+@pytest.fixture(scope="module")
+def cases():
+    procs = {name: _start(*parts, **env) for name, (parts, env) in _CASES.items()}
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_engine_logs_are_quieted_when_nobody_asked(cases):
+    proc = _finish(cases["nobody asked"])
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {
         "vllm": logging_level("ERROR"),
@@ -78,13 +117,8 @@ def test_engine_logs_are_quieted_when_nobody_asked():
     }
 
 
-def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs():
-    code = """
-    logging.basicConfig(level=logging.INFO)
-    quiet_engine_logs()
-    print(json.dumps(state()))
-    """
-    proc = _python(_STATE, code)
+def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs(cases):
+    proc = _finish(cases["user configured"])
     assert proc.returncode == 0, proc.stderr
     # Nothing changed; vLLM is told not to install its own handler, so its records reach the user's.
     assert json.loads(proc.stdout) == {
@@ -97,21 +131,15 @@ def test_a_users_logging_configuration_is_left_alone_and_receives_engine_logs():
     }
 
 
-def test_logging_configured_after_a_quiet_engine_applies_to_the_next_one():
-    code = """
-    quiet_engine_logs()
-    logging.basicConfig(level=logging.INFO)
-    quiet_engine_logs()
-    print(json.dumps(state()))
-    """
-    proc = _python(_STATE, code)
+def test_logging_configured_after_a_quiet_engine_applies_to_the_next_one(cases):
+    proc = _finish(cases["configured after"])
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert (got["vllm"], got["transformers"], got["tqdm"]) == (logging_level("NOTSET"), logging_level("WARNING"), True)
 
 
-def test_vllms_own_logging_variables_are_honoured():
-    proc = _python(_STATE, "quiet_engine_logs()\nprint(json.dumps(state()))", VLLM_LOGGING_LEVEL="DEBUG")
+def test_vllms_own_logging_variables_are_honoured(cases):
+    proc = _finish(cases["vllm variables"])
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["vllm"] == logging_level("NOTSET")  # vLLM configures itself from its variables

@@ -16,8 +16,6 @@ import pytest
 from llm_tts.errors import SandboxUnavailableError
 from llm_tts.sandbox import SandboxImage, SandboxLimits, SandboxPool, check_sandbox
 
-pytestmark = pytest.mark.fast
-
 SECRET = "sk-llm-tts-fake-secret-0123456789"
 _MARK = "The program each sandbox runs"  # the worker's docstring: it is in every sandbox's command line
 

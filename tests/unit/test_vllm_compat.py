@@ -13,8 +13,6 @@ from llm_tts.backends.vllm_compat import (
 )
 from llm_tts.errors import BackendUnavailableError
 
-pytestmark = pytest.mark.fast
-
 
 @pytest.mark.parametrize("version", ["0.20.0", "0.20.2", "0.20.2+cu130", "0.32.0+cpu", "0.32.1", "0.25.0rc1"])
 def test_releases_in_the_range_are_accepted(version):

@@ -12,34 +12,19 @@ import math
 
 import pytest
 
-from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
+from fakes import QUESTION, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
 from llm_tts.strategies.confidence import group_confidences, percentile
 from llm_tts.strategies.stopping import leader_stays_probability, settled, wave_size
-
-pytestmark = pytest.mark.fast
+from polya import stays
 
 D = "\n\n"
 
 
 def boxed(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
-
-
-def stays(a: int, b: int, m: int) -> float:
-    """By hand, as a Polya urn: m more draws from an urn with a + 1 leader and b + 1 runner-up
-    balls (each draw adds a ball of its colour); the chance the leader ends strictly ahead."""
-
-    def rising(x: int, k: int) -> int:
-        return math.prod(x + i for i in range(k))
-
-    return sum(
-        math.comb(m, x) * rising(a + 1, x) * rising(b + 1, m - x) / rising(a + b + 2, m)
-        for x in range(m + 1)
-        if a + x > b + m - x
-    )
 
 
 # -- the posterior rule ---------------------------------------------------------------------------
@@ -203,22 +188,44 @@ def test_fake_token_budget_aborts_at_the_cap_and_ends_the_search():
     assert run.ctx.stopped_by == "budget"
 
 
-def test_fake_budget_is_never_exceeded_by_more_than_one_step(monkeypatch):
-    # beam_search over a long script: every step spends 2 x 2 x 5 tokens; the budget is checked
-    # while tokens arrive and before each step.
-    script = {"": [Out("ab" + D[0] * 0 + "cd" + D)] * 4}
+def long_beam_script() -> dict[str, list[Out]]:
+    """beam_search's script: every step is "abcd" + D (6 tokens) for each of 2 x 2 samples."""
+    script = {"": [Out("abcd" + D)] * 4}
     prefix = ""
     for _ in range(12):
         prefix += "abcd" + D
         script[prefix] = [Out("abcd" + D)] * 4
-    backend = FakeScriptedBackend(script)
-    scorer = FakeScriptedScorer(AnyStep())
-    for budget in (1, 7, 20, 33):
-        run = run_strategy(
-            "beam_search", backend, scorer, tts_beam_size=2, tts_candidates_per_step=2, tts_token_budget=budget
-        )
-        assert run.ctx.stopped_by == "budget"
-        assert budget <= run.ctx.completion_tokens <= budget  # aborted exactly at the cap on a watched backend
+    return script
+
+
+@pytest.mark.parametrize("budget", [1, 7, 20, 33])
+def test_fake_budget_aborts_exactly_at_the_cap_on_a_watched_backend(budget):
+    # The budget is checked as each token arrives: the token that reaches it aborts every sample.
+    backend = FakeScriptedBackend(long_beam_script())
+    run = run_strategy(
+        "beam_search",
+        backend,
+        FakeScriptedScorer(AnyStep()),
+        tts_beam_size=2,
+        tts_candidates_per_step=2,
+        tts_token_budget=budget,
+    )
+    assert run.ctx.stopped_by == "budget"
+    assert run.ctx.completion_tokens == budget
+
+
+@pytest.mark.parametrize("budget", [1, 7, 20, 33])
+def test_fake_budget_without_watching_is_exceeded_by_at_most_one_step(budget):
+    # A backend that cannot be watched is checked before each step only: a step (at most 2 x 2
+    # samples of 6 tokens: 24) that starts under the budget runs to its end; the next never starts.
+    engine = TTSEngine(FakeScriptedBackend(long_beam_script(), watching=False))
+    config = TTSConfig.create(
+        tts_strategy="beam_search", tts_beam_size=2, tts_candidates_per_step=2, tts_scorer="perplexity",
+        tts_token_budget=budget,
+    )  # fmt: skip
+    meta = engine.run([{"role": "user", "content": QUESTION}], config).metadata
+    assert meta.stopped_by == "budget"
+    assert budget < meta.usage.completion_tokens <= budget + 24 - 1  # the step that crossed it, no more
 
 
 def test_fake_budget_ends_a_search_through_the_engine_with_an_answer():

@@ -24,8 +24,6 @@ from llm_tts.sessions.records import SegmentRecord
 from llm_tts.sessions.sqlite_store import SQLiteSessionStore
 from llm_tts.sessions.turns import align_turn
 
-pytestmark = pytest.mark.fast
-
 EOT = 2  # end-of-turn id in these token sequences
 USER = [{"role": "user", "content": "q"}]
 
