@@ -8,7 +8,7 @@ starts, :func:`quiet_engine_logs` applies one rule per library:
   a ``dictConfig``, ``llm-tts --verbose``), configured that library's logger (a level or handler
   of their own), or set that library's own environment variables (``VLLM_CONFIGURE_LOGGING``,
   ``VLLM_LOGGING_LEVEL``, ``VLLM_LOGGING_CONFIG_PATH``, ``TRANSFORMERS_VERBOSITY``). Nothing is
-  changed, and vLLM's records flow into the user's configuration (see :func:`vllm_engine_args`);
+  changed, and vLLM's records flow into the user's configuration (vLLM installs no handler of its own);
 - **not asked for**: the library's logger is set to ERROR, Python warnings raised from torch,
   transformers and vLLM are ignored unless warnings were configured (``-W`` or
   ``PYTHONWARNINGS``), and torch's C++ log level is set to ERROR if torch is not loaded yet
@@ -46,6 +46,7 @@ _WARNING_MODULES = r"(torch|transformers|vllm)(\.|$)"
 _lock = threading.Lock()
 _quieted: dict[str, int] = {}  # logger name -> the level it had before it was quieted here
 _warnings_filtered = False
+_env_set_here: set[str] = set()  # variables this module set, which are not the user asking for logs
 
 
 def logging_configured() -> bool:
@@ -55,7 +56,7 @@ def logging_configured() -> bool:
 
 def logs_asked_for(library: str) -> bool:
     """True when ``library``'s logs should show: see the rule in the module doc."""
-    if any(os.environ.get(var) for var in _LIBRARY_ENV.get(library, ())):
+    if any(os.environ.get(var) for var in _LIBRARY_ENV.get(library, ()) if var not in _env_set_here):
         return True
     if logging_configured():
         return True
@@ -73,6 +74,7 @@ def quiet_engine_logs() -> None:
         # torch's C++ warnings (vLLM's CPU worker logs one about NUMA binding) print straight to
         # stderr, below Python's logging; their level is read once, when torch loads.
         os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    _keep_vllm_handler_off()
     _configure_transformers_logging()  # it sets its own level on first use; ours must come after
     with _lock:
         for library in _UNTOUCHED_LEVELS:
@@ -91,17 +93,22 @@ def quiet_engine_logs() -> None:
 def vllm_engine_args() -> dict[str, Any]:
     """``vllm.EngineArgs`` options that apply the rule to one engine (after :func:`quiet_engine_logs`).
 
-    Unless vLLM's own environment variables configure its logging, vLLM is told not to install
-    its handler (which writes INFO to stdout whatever the user configured): its records then go
-    where the user's logging sends them, or nowhere below ERROR. Its weight-loading progress bar
-    shows only when vLLM's logs are asked for.
+    vLLM's weight-loading progress bar shows only when vLLM's logs are asked for. (Whether vLLM
+    installs its own log handler is decided by ``VLLM_CONFIGURE_LOGGING``, which
+    :func:`quiet_engine_logs` sets: see there.)
     """
-    shown = logs_asked_for("vllm")
-    if any(os.environ.get(var) for var in _LIBRARY_ENV["vllm"]):
-        return {"use_tqdm_on_load": shown}
-    from vllm.config.logging import LoggingConfig
+    return {"use_tqdm_on_load": logs_asked_for("vllm")}
 
-    return {"logging_config": LoggingConfig(configure_logging=False), "use_tqdm_on_load": shown}
+
+def _keep_vllm_handler_off() -> None:
+    # Unless the user configured vLLM's logging through its own variables, vLLM must not install
+    # its handler (which writes INFO to stdout whatever the user configured): its records then go
+    # where the user's logging sends them, or nowhere below ERROR. VLLM_CONFIGURE_LOGGING is the
+    # one switch every supported vLLM reads (0.20 when it is imported, later releases when an
+    # engine starts; see llm_tts.backends.vllm_compat), and engine processes inherit it.
+    if not any(os.environ.get(var) for var in _LIBRARY_ENV["vllm"]):
+        os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
+        _env_set_here.add("VLLM_CONFIGURE_LOGGING")
 
 
 def _configure_transformers_logging() -> None:

@@ -31,6 +31,7 @@ GOOD = {
     "gpu_memory_utilization": "0.5",
     "tensor_parallel_size": "2",
     "kv_cache_space": "1.5",
+    "enforce_eager": "true",
     "queue_size": "7",
     "queue_timeout_s": "30",
     "session_store": "memory",

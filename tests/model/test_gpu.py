@@ -8,7 +8,9 @@ process), every strategy x scorer once, and the service on vLLM with concurrent 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -41,11 +43,15 @@ SMALL = dict(
 
 
 def test_first_use_flow_converts_then_starts_vllm_in_one_process(tmp_path):
-    """A new user's first call: empty cache -> GGUF conversion -> vLLM engine start -> answer.
-    A naive script doing this in one process hung at engine start; ours must not. First in the
-    file: vLLM's default memory share needs a GPU no other test holds yet."""
+    """A new user's first call: empty cache -> GGUF conversion -> vLLM engine start (CUDA graphs,
+    the GPU default) -> answer, in one process. First in the file: vLLM's default memory share
+    needs a GPU no other test holds yet. The process runs in its own process group, killed
+    whole if it overruns (a vLLM engine process left behind would hold the GPU for every later
+    test); a hang dumps every thread's stack first, so the failure says where it hung."""
     code = textwrap.dedent(
         """
+        import faulthandler, sys
+        faulthandler.dump_traceback_later(400, exit=True)
         from llm_tts.integrations import ChatTTS
         msg = ChatTTS(backend="vllm", tts_strategy="self_consistency", num_paths=4, max_tokens=64).invoke("What is 2 + 3?")
         md = msg.response_metadata["tts_metadata"]
@@ -53,9 +59,25 @@ def test_first_use_flow_converts_then_starts_vllm_in_one_process(tmp_path):
         """
     )
     env = {**os.environ, "LLM_TTS_CACHE": str(tmp_path / "cache"), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=540)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "FIRST-USE-OK vllm SmolLM2-135M-Instruct" in proc.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=440)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the first use did not finish in 440 s; its stderr ends:\n{stderr[-6000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the engine process too, whatever happened
+    assert proc.returncode == 0, stderr[-6000:]
+    assert "FIRST-USE-OK vllm SmolLM2-135M-Instruct" in stdout
     assert (tmp_path / "cache").is_dir()
 
 

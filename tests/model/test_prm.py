@@ -41,7 +41,7 @@ def reference(prm, question: str, texts: list[str]) -> tuple[list[int], list[flo
     text = tok.apply_chat_template(prm_messages(question, texts), tokenize=False, add_generation_prompt=False)
     ids = tok.encode(text)
     with torch.inference_mode():
-        logits, _ = prm.model(input_ids=torch.tensor([ids]))
+        logits, _ = prm.model(input_ids=torch.tensor([ids], device=next(prm.model.parameters()).device))
     probs = torch.softmax(logits.float(), dim=-1)[0, :, 1]
     sep = tok.convert_tokens_to_ids(STEP_SEPARATOR)
     return ids, [float(probs[i]) for i, t in enumerate(ids) if t == sep]

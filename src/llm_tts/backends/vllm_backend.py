@@ -40,9 +40,11 @@ from llm_tts.backends.base import (
 from llm_tts.backends.constraints import DecodingConstraint, schema_of
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
+from llm_tts.backends.vllm_compat import default_enforce_eager
 from llm_tts.backends.vllm_engine import (
     CPU_BLOCK_SIZE,
     EngineStats,
+    close_at_exit,
     prepare_process,
     require_vllm,
     shutdown_engine,
@@ -70,11 +72,12 @@ class VLLMBackend(TokenizerMixin):
     Engine options: ``dtype`` ("auto": the model's own, but float32 on a CPU without bfloat16
     instructions, see :mod:`llm_tts.backends.device`; "bfloat16", "float16", "float32"), ``max_model_len``
     (context length; default the model's), ``gpu_memory_utilization`` (fraction of GPU memory
-    for weights + KV cache), ``tensor_parallel_size`` (GPUs to shard over),
+    for weights + KV cache; default 0.9, or what is free when ``kv_cache_space`` sizes the KV cache), ``tensor_parallel_size`` (GPUs to shard over),
     ``kv_cache_space`` (GiB of KV cache; on CPU the default is ``$VLLM_CPU_KVCACHE_SPACE`` or 2,
     on GPU it overrides ``gpu_memory_utilization``'s share), ``enable_prefix_caching``,
-    ``block_size`` and ``enforce_eager`` (False on GPU captures CUDA graphs: faster decoding,
-    slower start). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
+    ``block_size`` and ``enforce_eager`` (default: False on CUDA, which captures CUDA graphs and
+    compiles the model: faster decoding, slower first start; True on the CPU build, which needs
+    it). Other keyword arguments go to ``vllm.EngineArgs`` unchanged.
     """
 
     tokenizer: ChatTokenizer
@@ -87,12 +90,12 @@ class VLLMBackend(TokenizerMixin):
         *,
         dtype: str = "auto",
         max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         tensor_parallel_size: int = 1,
         kv_cache_space: float | None = None,
         enable_prefix_caching: bool = True,
         block_size: int | None = None,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         **engine_kwargs: Any,
     ) -> None:
         _check_options(max_model_len, gpu_memory_utilization, tensor_parallel_size, kv_cache_space)
@@ -102,9 +105,12 @@ class VLLMBackend(TokenizerMixin):
         quiet_engine_logs()  # before torch and vLLM are imported: they log from their import on
         self.on_cpu = not cuda_available()
         prepare_process(on_cpu=self.on_cpu)
+        if enforce_eager is None:
+            enforce_eager = default_enforce_eager(on_cpu=self.on_cpu)
+        self.enforce_eager = enforce_eager
         dtype = engine_dtype(dtype, path, on_cpu=self.on_cpu)  # float32 on a CPU without bfloat16 instructions
         self.dtype = dtype
-        where = "CPU" if self.on_cpu else "GPU"
+        where = "CPU" if self.on_cpu else ("GPU, eager" if enforce_eager else "GPU, CUDA graphs")
         with startup_step(f"starting the vLLM engine for {self.model_name} ({where}, {dtype})"):
             require_vllm()  # a typed error here when vLLM is missing or broken
             try:
@@ -118,7 +124,7 @@ class VLLMBackend(TokenizerMixin):
                 tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization,
                 enable_prefix_caching=enable_prefix_caching,
-                enforce_eager=enforce_eager,  # no graph capture: starts in seconds; the CPU build needs it
+                enforce_eager=enforce_eager,
                 logprobs_mode="raw_logprobs",  # temperature-free, like the transformers backend
                 max_logprobs=20,
                 disable_log_stats=False,  # we read the prefix-cache statistics
@@ -150,6 +156,7 @@ class VLLMBackend(TokenizerMixin):
         self._loop: EngineLoop | None = EngineLoop(self.engine, request_error=lambda e: _request_error(e, limit, vocab))
         self._warned_seed = False
         self._seed_lock = threading.Lock()
+        close_at_exit(self)
 
     # -- protocol (render_chat, decode, token_texts come from TokenizerMixin) ----------
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Segment]]:
@@ -296,6 +303,10 @@ class VLLMBackend(TokenizerMixin):
             stop=list(params.stop) or None,
             stop_token_ids=sorted(self.eos_token_ids),
             include_stop_str_in_output=True,
+            # The text is decoded here once a sample ends (one batch_decode): vLLM's per-step
+            # incremental detokenizer is only needed to find stop strings. Without any, it would
+            # cost the engine's output processing Python work per sequence per step.
+            detokenize=bool(params.stop),
             skip_special_tokens=True,
             seed=seed,
             logprobs=params.top_logprobs if want_logprobs else None,
@@ -424,12 +435,12 @@ def _num_after(text: str, word: str) -> int:
     return int(tail[0]) if tail and tail[0].lstrip("-").isdigit() else -1
 
 
-def _check_options(max_model_len: int | None, gpu_mem: float, tp: int, kv: float | None) -> None:
+def _check_options(max_model_len: int | None, gpu_mem: float | None, tp: int, kv: float | None) -> None:
     if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 16):
         raise InvalidParameterError(
             "max_model_len", max_model_len, "must be an integer >= 16 (or None for the model's)"
         )
-    if not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0:
+    if gpu_mem is not None and (not isinstance(gpu_mem, (int, float)) or not 0.0 < gpu_mem <= 1.0):
         raise InvalidParameterError("gpu_memory_utilization", gpu_mem, "must be a fraction in (0, 1]")
     if not isinstance(tp, int) or tp < 1:
         raise InvalidParameterError("tensor_parallel_size", tp, "must be an integer >= 1 (number of GPUs)")

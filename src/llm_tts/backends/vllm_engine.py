@@ -6,14 +6,18 @@ Start-up failures come back as the package's typed errors, saying what the user 
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from llm_tts.backends.device import cuda_available
+from llm_tts.backends.vllm_compat import check_vllm_version, installed_vllm_version
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, LLMTTSError, ModelLoadError
 
 GiB = 1 << 30
+VLLM_DEFAULT_GPU_SHARE = 0.9  # vLLM's own default gpu_memory_utilization
 DEFAULT_CPU_KV_CACHE_GIB = 2.0  # when neither kv_cache_space nor VLLM_CPU_KVCACHE_SPACE is given
 # The CPU attention kernel needs block sizes that are multiples of 32; vLLM's CPU default is 128,
 # which caches nothing of a prefix shorter than 128 tokens. 32 keeps beams' prefixes cached.
@@ -23,7 +27,8 @@ _ENGINE_START_LOCK = threading.Lock()  # engine start-up touches process-wide st
 
 
 def require_vllm() -> None:
-    """Import vLLM, or raise a typed error when it is missing or broken."""
+    """Import vLLM, or raise a typed error when it is missing, broken or of an unsupported release."""
+    check_vllm_version(installed_vllm_version())
     try:
         import vllm  # noqa: F401
     except Exception as e:
@@ -125,6 +130,8 @@ def start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: Engi
             args["kv_cache_memory_bytes"] = int(kv_cache_space * GiB)
         elif saved is None and not cuda_available():
             args["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * GiB)
+        if args.get("gpu_memory_utilization") is None:
+            args["gpu_memory_utilization"] = _gpu_share(kv_cache_space)
         try:
             engine_args = EngineArgs(**args)
             engine = LLMEngine.from_engine_args(
@@ -139,7 +146,47 @@ def start_engine(args: dict[str, Any], kv_cache_space: float | None, stats: Engi
                 os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
     with _live_lock:
         _live_engines += 1
+        global _exit_hook_registered
+        if not _exit_hook_registered:
+            # Registered after vLLM's own exit handlers (imported above), so it runs before them.
+            atexit.register(_close_at_exit)
+            _exit_hook_registered = True
     return engine
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_open_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def close_at_exit(owner: Closable) -> None:
+    """Have ``owner.close()`` (which stops its engine loop and shuts its engine down) run when
+    the interpreter exits, if its user has not called it. An engine left to the interpreter's
+    teardown can hang the exit with its engine process still holding the GPU's memory."""
+    _open_owners.add(owner)
+
+
+def _close_at_exit() -> None:
+    for owner in list(_open_owners):
+        try:
+            owner.close()
+        except Exception:  # noqa: BLE001 - exiting anyway: close the others
+            continue
+
+
+def _gpu_share(kv_cache_space: float | None) -> float:
+    """``gpu_memory_utilization`` when the caller gave none: vLLM's 0.9, unless the KV cache is
+    sized in bytes on a GPU. vLLM still refuses to start unless that share of the whole GPU is
+    free, which fails beside any other engine; the share then only has to cover what is free."""
+    if kv_cache_space is None or not cuda_available():
+        return VLLM_DEFAULT_GPU_SHARE
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return max(0.01, round(0.95 * free / total, 3))
 
 
 _live_engines = 0

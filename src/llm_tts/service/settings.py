@@ -97,12 +97,21 @@ class ServiceSettings(BaseModel):
     )
     gpu_memory_utilization: Annotated[
         float | None, Source("--gpu-memory-utilization", "LLM_TTS_GPU_MEMORY_UTILIZATION", _VLLM)
-    ] = Field(None, gt=0, le=1, description="vLLM: fraction of GPU memory for weights and KV cache; unset: 0.9")
+    ] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="vLLM: fraction of GPU memory for weights and KV cache; unset: 0.9, or what is free when --kv-cache-space sizes the KV cache",
+    )
     tensor_parallel_size: Annotated[
         int | None, Source("--tensor-parallel-size", "LLM_TTS_TENSOR_PARALLEL_SIZE", _VLLM)
     ] = Field(None, ge=1, description="vLLM: GPUs to shard the model over; unset: 1")
     kv_cache_space: Annotated[float | None, Source("--kv-cache-space", "LLM_TTS_KV_CACHE_SPACE", _VLLM)] = Field(
         None, gt=0, description="vLLM: GiB of KV cache (on CPU; unset: $VLLM_CPU_KVCACHE_SPACE or 2)"
+    )
+    enforce_eager: Annotated[bool | None, Source("--enforce-eager", "LLM_TTS_ENFORCE_EAGER", _VLLM)] = Field(
+        None,
+        description="vLLM: true runs eagerly (no CUDA graphs: quicker start, slower decoding); unset: false on CUDA, true on CPU",
     )
 
     # -- the wait queue and sessions (issue 14) ------------------------------------------------

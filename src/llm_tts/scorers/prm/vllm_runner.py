@@ -75,6 +75,8 @@ class VLLMPRMEngine:
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=True,
+            # A pooling engine only runs prefills, which CUDA graphs do not speed up (vLLM captures
+            # them for decode batches); compiling would only lengthen its start, on any device.
             enforce_eager=True,
             disable_log_stats=False,
             **vllm_engine_args(),
@@ -87,8 +89,13 @@ class VLLMPRMEngine:
             self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
+        self._closed = False
+        vllm_engine.close_at_exit(self)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.loop.close()
         vllm_engine.shutdown_engine(self.engine)
 
