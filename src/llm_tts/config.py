@@ -7,7 +7,7 @@ typed model validates every face the same way; out-of-range values raise
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,34 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and what the backends return at most
 MAX_CODE_EXECUTIONS = 64
 MAX_CODE_EXECUTION_TIMEOUT = 120.0
 MAX_CODE_OUTPUT_CHARACTERS = 100_000
+
+
+# The fields that only some strategies take (each strategy declares which, at its registration);
+# every other field is taken by every strategy. A field of this kind, set explicitly for a strategy
+# that does not take it, is refused when the request is planned.
+StrategyField = Literal[
+    "num_paths",
+    "tts_num_trajectories",
+    "tts_candidates_per_step",
+    "tts_beam_size",
+    "tts_num_subtrees",
+    "tts_num_particles",
+    "tts_resampling_temperature",
+    "tts_max_steps",
+    "tts_step_max_tokens",
+    "tts_score_aggregation",
+    "tts_window_size",
+    "tts_selection",
+    "tts_stop_confidence",
+    "tts_deepconf_mode",
+    "tts_deepconf_warmup",
+    "tts_deepconf_percentile",
+    "tts_confidence_window",
+]
+STRATEGY_FIELDS: frozenset[str] = frozenset(get_args(StrategyField))
+# Fields every strategy with steps takes, and every strategy that can score candidates.
+STEP_FIELDS: tuple[StrategyField, ...] = ("tts_max_steps", "tts_step_max_tokens")
+SCORED_FIELDS: tuple[StrategyField, ...] = ("tts_score_aggregation", "tts_window_size", "tts_selection")
 
 
 class TTSConfig(BaseModel):

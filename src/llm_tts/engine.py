@@ -19,14 +19,21 @@ import llm_tts.scorers  # noqa: F401  (registers the built-in scorers)
 from llm_tts.backends.base import Backend, EncodingBackend, ToolTemplateBackend, check_prompts_fit, check_token_ids
 from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.usage import metered
-from llm_tts.config import TTSConfig
+from llm_tts.config import STRATEGY_FIELDS, TTSConfig
 from llm_tts.errors import CapabilityError, DeadlineExceededError, InvalidParameterError, UnknownNameError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
-from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
+from llm_tts.strategies import (
+    VOTING_SCORER,
+    StrategyContext,
+    StrategyOutcome,
+    StrategySpec,
+    get_strategy,
+    strategies_taking,
+)
 from llm_tts.strategies.base import SearchStopped
 from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
 from llm_tts.structured.selection import STRUCTURED_STRATEGIES, StructuredOutcome, run_structured
@@ -107,7 +114,7 @@ class TTSEngine:
         outcome: StrategyOutcome
         with metered() as api:
             if plan.output is not None:
-                outcome = run_structured(ctx, plan.output, getattr(plan.config, plan.spec.size_field))
+                outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))
             else:
                 outcome = _run_anytime(plan, ctx)
         prompt_tokens = len(plan.prompt_ids)
@@ -152,12 +159,7 @@ class TTSEngine:
         msgs = coerce_messages(messages)
         resolved = resolve_config(config)
         spec, config, scorer_name = resolved.spec, resolved.config, resolved.scorer_name
-        if spec.continues_steps and not self.backend.capabilities.continuation:
-            raise CapabilityError(
-                f"continuation: {spec.name} extends partial answers step by step and {self.backend.name} cannot "
-                "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
-                "token-level API (vLLM, SGLang)"
-            )
+        _check_requirements(spec, self.backend)
         if config.continue_final_message and msgs[-1].role != "assistant":
             raise InvalidParameterError(
                 "continue_final_message", True, "needs messages that end with an assistant message to continue"
@@ -226,10 +228,12 @@ class TTSEngine:
     # -- code execution (tool-integrated reasoning, issue 15) ------------------------------------
     def _check_code_execution(self, spec: StrategySpec, config: TTSConfig) -> None:
         """A request with code_execution fails here when the sandbox or the backend cannot do it."""
-        if spec.name == "deepconf" or config.tts_stop_confidence is not None:
-            # Both watch each path's tokens as one sampled segment; a TIR path is several.
+        if not spec.code_execution or config.tts_stop_confidence is not None:
+            # Both watch each path's tokens as one sampled segment; a path that runs code is several.
             raise InvalidParameterError(
-                "code_execution", True, "does not combine with deepconf or tts_stop_confidence (yet)"
+                "code_execution",
+                True,
+                f"does not combine with {spec.name if not spec.code_execution else 'tts_stop_confidence'} (yet)",
             )
         if not isinstance(self.backend, EncodingBackend):
             raise CapabilityError(
@@ -356,8 +360,35 @@ def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
     if not isinstance(config, TTSConfig):
         config = TTSConfig.create(**dict(config))
     spec = get_strategy(config.tts_strategy)
+    _check_fields(spec, config)
     config = _apply_budget(spec, config)
     return ResolvedConfig(spec, config, _resolve_scorer(spec, config.tts_scorer))
+
+
+def _check_fields(spec: StrategySpec, config: TTSConfig) -> None:
+    """A strategy-owned field set explicitly for a strategy that does not take it is refused: no
+    field is silently ignored."""
+    for name in sorted((config.model_fields_set & STRATEGY_FIELDS) - spec.fields):
+        takers = " and ".join(strategies_taking(name))
+        raise InvalidParameterError(
+            name, getattr(config, name), f"{spec.name} does not take it (it is a field of {takers})"
+        )
+
+
+def _check_requirements(spec: StrategySpec, backend: Backend) -> None:
+    """What the strategy declared it cannot run without, checked before anything runs."""
+    caps = backend.capabilities
+    if "continuation" in spec.requires and not caps.continuation:
+        raise CapabilityError(
+            f"continuation: {spec.name} extends partial answers step by step and {backend.name} cannot "
+            "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
+            "token-level API (vLLM, SGLang)"
+        )
+    if "top_logprobs" in spec.requires and (not caps.logprobs or caps.max_top_logprobs < 1):
+        raise CapabilityError(
+            f"{spec.name} needs top-k token logprobs, which backend {backend.name!r} does not return; "
+            "use self_consistency (with tts_stop_confidence to stop early)"
+        )
 
 
 def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:
@@ -371,7 +402,7 @@ def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:
                 f"sets {spec.size_field}={size}, which must be <= {spec.size_cap} for {spec.name}",
             )
         config = config.model_copy(update={spec.size_field: size})
-    size = getattr(config, spec.size_field)
+    size = spec.size(config)
     if size > spec.size_cap:
         raise InvalidParameterError(spec.size_field, size, f"must be <= {spec.size_cap} for {spec.name}")
     return config

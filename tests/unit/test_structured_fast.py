@@ -197,7 +197,7 @@ def test_fake_no_parse_is_an_error_for_json_and_forced_calls_and_invalid_for_aut
 def test_fake_structured_runs_refuse_step_strategies():
     spec = output_spec_from_openai(response_format={"type": "json_object"})
     with pytest.raises(InvalidParameterError) as e:
-        _run(_fake_engine("{}"), spec, tts_strategy="beam_search")
+        _run(_fake_engine("{}"), spec, tts_strategy="beam_search", n=None)
     assert e.value.param == "tts_strategy"
 
 

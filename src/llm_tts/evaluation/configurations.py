@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_tts.config import TTSConfig
+from llm_tts.config import STRATEGY_FIELDS, TTSConfig
 from llm_tts.engine import resolve_config
 from llm_tts.errors import InvalidParameterError, UnknownNameError
-from llm_tts.strategies import strategy_names
+from llm_tts.strategies import get_strategy, strategy_names
 
 GREEDY = "greedy"
 # The baseline: one path at temperature 0, its answer taken as is.
@@ -90,14 +90,15 @@ def build_configurations(
 ) -> list[Configuration]:
     """Every (strategy, budget) to run, greedy first; each checked for every seed now.
 
-    ``common`` fields (e.g. ``max_tokens``) apply to every configuration; a strategy's own fields
-    win over them."""
+    ``common`` fields (e.g. ``max_tokens``) apply to every configuration whose strategy takes them
+    (a step field such as ``tts_max_steps`` only to step searches); a strategy's own fields win."""
     specs = [(s.strip(), *parse_strategy(s)) for s in strategies]
     if greedy and not any(name == GREEDY for _, name, _ in specs):
         specs.insert(0, (GREEDY, GREEDY, {}))
     configurations: list[Configuration] = []
     for label, name, fields in specs:
-        base = {**(common or {}), **fields}
+        strategy = GREEDY_FIELDS["tts_strategy"] if name == GREEDY else name
+        base = {**_taken_by(strategy, common or {}), **fields}
         if name == GREEDY:
             configurations.append(Configuration(label, None, {**base, **GREEDY_FIELDS}))
             continue
@@ -111,6 +112,16 @@ def build_configurations(
         for seed in seeds:
             configuration.tts_config(seed)  # raises the typed error a run would raise
     return configurations
+
+
+def _taken_by(strategy: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` less the strategy-owned ones ``strategy`` does not take (an unknown strategy
+    keeps them all: its name is refused later, with the list of names)."""
+    try:
+        taken = get_strategy(strategy).fields
+    except UnknownNameError:
+        return dict(fields)
+    return {k: v for k, v in fields.items() if k not in STRATEGY_FIELDS or k in taken}
 
 
 def _value(text: str) -> Any:

@@ -37,7 +37,7 @@ def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
     if config.tts_budget is not None:
         cap("tts_budget", config.tts_budget, settings.max_budget, "a budget")
     else:  # the same quantity tts_budget would set: paths, trajectories, candidates or beams
-        cap(spec.size_field, getattr(config, spec.size_field), settings.max_budget, "a budget")
+        cap(spec.size_field, spec.size(config), settings.max_budget, "a budget")
     return config.model_copy(update=updates) if updates else config
 
 

@@ -21,6 +21,7 @@ from llm_tts.strategies.base import (
     StrategySpec,
     get_strategy,
     register_strategy,
+    strategies_taking,
     strategy_names,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "StrategySpec",
     "get_strategy",
     "register_strategy",
+    "strategies_taking",
     "strategy_names",
 ]

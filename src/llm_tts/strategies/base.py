@@ -27,8 +27,8 @@ from llm_tts.backends.base import (
     WatchVerdict,
 )
 from llm_tts.backends.constraints import DecodingConstraint
-from llm_tts.config import TTSConfig
-from llm_tts.errors import InvalidParameterError, UnknownNameError
+from llm_tts.config import StrategyField, TTSConfig
+from llm_tts.errors import UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
 from llm_tts.metadata import CodeExecutionInfo, StoppedBy
 from llm_tts.progress import RunControl
@@ -41,6 +41,8 @@ from llm_tts.types import Segment, Step, Trajectory
 _POLL_S = 0.05  # how often a running backend call checks cancellation and the deadline
 VOTING_SCORER = "majority_vote"  # not a Scorer object: self_consistency's vote itself
 Status = Literal["selected", "kept", "pruned"]
+# Backend capabilities a strategy can require: continuing partial answers, top-k logprobs.
+Requirement = Literal["continuation", "top_logprobs"]
 
 
 @dataclass
@@ -233,11 +235,7 @@ class StrategyContext:
         """``n`` whole trajectories from ONE backend call, split into steps at the delimiter
         (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
         c = self.config
-        if self.tools is not None:
-            if watcher is not None or top_logprobs is not None:  # refused in TTSEngine.plan; a safety net
-                raise InvalidParameterError(
-                    "code_execution", True, "deepconf and tts_stop_confidence watch single-segment paths"
-                )
+        if self.tools is not None:  # planning refused watchers with code execution (StrategySpec.code_execution)
             beams = self._tool_full(n)
         else:
             (row,) = self.generate(
@@ -500,19 +498,35 @@ StrategyFn = Callable[[StrategyContext], StrategyOutcome]
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """A registered strategy and what the engine needs to know to run it."""
+    """A registered strategy: how to run it and what it takes, needs and combines with.
+
+    ``fields``: the strategy-owned config fields it reads (:data:`~llm_tts.config.StrategyField`);
+    ``requires``: backend capabilities it cannot run without; ``code_execution``: whether its paths
+    can run code (a strategy that watches each path as one sampled segment cannot). Planning derives
+    every cross-check from these (:func:`llm_tts.engine.resolve_config` and ``TTSEngine.plan``).
+    """
 
     name: str
     run: StrategyFn
-    size_field: str  # the TTSConfig field tts_budget maps onto
+    size_field: StrategyField  # the TTSConfig field tts_budget maps onto
     size_cap: int  # the largest value allowed for that field
+    fields: frozenset[StrategyField]
     needs_scorer: bool  # False: the vote decides, a scorer only breaks ties
-    continues_steps: bool = False  # True: extends partial answers, so the backend must continue them
-    budget_unit: str | None = None  # tts_budget is divided by this field to give size_field (dvts)
+    requires: frozenset[Requirement] = frozenset()
+    code_execution: bool = True
+    budget_unit: StrategyField | None = None  # tts_budget is divided by this field to give size_field (dvts)
+
+    def size(self, config: TTSConfig) -> int:
+        value: int = getattr(config, self.size_field)  # a StrategyField: checked against TTSConfig by a test
+        return value
 
     def size_for_budget(self, config: TTSConfig, budget: int) -> int:
         """The main size ``tts_budget`` sets: the budget itself, or budget / unit (at least 1)."""
         return budget if self.budget_unit is None else max(1, budget // getattr(config, self.budget_unit))
+
+    @property
+    def continues_steps(self) -> bool:
+        return "continuation" in self.requires
 
     @property
     def default_scorer(self) -> str:
@@ -525,17 +539,30 @@ _STRATEGIES: dict[str, StrategySpec] = {}
 def register_strategy(
     name: str,
     *,
-    size_field: str,
+    size_field: StrategyField,
     size_cap: int,
+    fields: Sequence[StrategyField],
     needs_scorer: bool = True,
-    continues_steps: bool = False,
-    budget_unit: str | None = None,
+    requires: Sequence[Requirement] = (),
+    code_execution: bool = True,
+    budget_unit: StrategyField | None = None,
 ) -> Callable[[StrategyFn], StrategyFn]:
+    """Register ``run`` under ``name`` with what it takes (``fields``, which include ``size_field``
+    and ``budget_unit``), needs and combines with: see :class:`StrategySpec`."""
+
     def deco(fn: StrategyFn) -> StrategyFn:
-        _STRATEGIES[name] = StrategySpec(name, fn, size_field, size_cap, needs_scorer, continues_steps, budget_unit)
+        taken = frozenset(fields) | {size_field} | ({budget_unit} if budget_unit else set())
+        _STRATEGIES[name] = StrategySpec(
+            name, fn, size_field, size_cap, taken, needs_scorer, frozenset(requires), code_execution, budget_unit
+        )
         return fn
 
     return deco
+
+
+def strategies_taking(field: str) -> list[str]:
+    """The registered strategies that take ``field`` (sorted)."""
+    return sorted(name for name, spec in _STRATEGIES.items() if field in spec.fields)
 
 
 def strategy_names() -> list[str]:

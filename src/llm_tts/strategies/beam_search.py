@@ -14,7 +14,7 @@ summed scores ("weighted", the default), or the best aggregated score ("best").
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_BEAM_SIZE
+from llm_tts.config import MAX_BEAM_SIZE, SCORED_FIELDS, STEP_FIELDS
 from llm_tts.strategies.base import (
     Beam,
     StrategyContext,
@@ -28,7 +28,13 @@ from llm_tts.strategies.base import (
 from llm_tts.types import Trajectory
 
 
-@register_strategy("beam_search", size_field="tts_beam_size", size_cap=MAX_BEAM_SIZE, continues_steps=True)
+@register_strategy(
+    "beam_search",
+    size_field="tts_beam_size",
+    size_cap=MAX_BEAM_SIZE,
+    fields=("tts_candidates_per_step", *STEP_FIELDS, *SCORED_FIELDS),
+    requires=("continuation",),
+)
 def beam_search(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
     live = [Beam(Trajectory(ctx.prompt_ids))]

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from llm_tts.answers import vote
 from llm_tts.backends.base import SampleUpdate, WatchVerdict
 from llm_tts.config import MAX_PATHS
-from llm_tts.errors import CapabilityError
 from llm_tts.metadata import StoppedBy
 from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, register_strategy
 from llm_tts.strategies.confidence import (
@@ -44,15 +43,23 @@ TOP_K = 20  # top logprobs per token, as in the paper (at most what the backend 
 CONSENSUS = 0.95  # the paper's tau, here the threshold of the settled-vote rule
 
 
-@register_strategy("deepconf", size_field="num_paths", size_cap=MAX_PATHS, needs_scorer=False)
+@register_strategy(
+    "deepconf",
+    size_field="num_paths",
+    size_cap=MAX_PATHS,
+    fields=(
+        "tts_stop_confidence",
+        "tts_deepconf_mode",
+        "tts_deepconf_warmup",
+        "tts_deepconf_percentile",
+        "tts_confidence_window",
+    ),
+    needs_scorer=False,
+    requires=("top_logprobs",),  # checked when the request is planned
+    code_execution=False,  # it watches each trace as one sampled segment
+)
 def deepconf(ctx: StrategyContext) -> StrategyOutcome:
-    caps = ctx.backend.capabilities
-    if not caps.logprobs or caps.max_top_logprobs < 1:
-        raise CapabilityError(
-            f"deepconf needs top-k token logprobs, which backend {ctx.backend.name!r} does not return; "
-            "use self_consistency (with tts_stop_confidence to stop early)"
-        )
-    k = min(TOP_K, caps.max_top_logprobs)
+    k = min(TOP_K, ctx.backend.capabilities.max_top_logprobs)
     if ctx.config.tts_deepconf_mode == "offline":
         return _offline(ctx, k)
     return _online(ctx, k)

@@ -15,7 +15,7 @@ or the leaf with the best aggregated score (``"best"``).
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_SUBTREES
+from llm_tts.config import MAX_SUBTREES, SCORED_FIELDS, STEP_FIELDS
 from llm_tts.strategies.base import (
     Beam,
     StrategyContext,
@@ -33,7 +33,8 @@ from llm_tts.types import Trajectory
     size_field="tts_num_subtrees",
     size_cap=MAX_SUBTREES,
     budget_unit="tts_candidates_per_step",
-    continues_steps=True,
+    fields=(*STEP_FIELDS, *SCORED_FIELDS),
+    requires=("continuation",),
 )
 def dvts(ctx: StrategyContext) -> StrategyOutcome:
     c, k = ctx.config, ctx.config.tts_candidates_per_step

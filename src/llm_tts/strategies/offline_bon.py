@@ -14,12 +14,17 @@ weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are 
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_PATHS
+from llm_tts.config import MAX_PATHS, SCORED_FIELDS
 from llm_tts.strategies.base import StrategyContext, StrategyOutcome, best_score, register_strategy, select_finished
 from llm_tts.strategies.stopping import sample_until_settled
 
 
-@register_strategy("offline_bon", size_field="tts_num_trajectories", size_cap=MAX_PATHS)
+@register_strategy(
+    "offline_bon",
+    size_field="tts_num_trajectories",
+    size_cap=MAX_PATHS,
+    fields=("tts_stop_confidence", *SCORED_FIELDS),
+)
 def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
     if c.tts_stop_confidence is None:

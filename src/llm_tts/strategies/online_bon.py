@@ -10,13 +10,17 @@ steps (then the trajectory is marked "length"). The returned score is the aggreg
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_CANDIDATES_PER_STEP
+from llm_tts.config import MAX_CANDIDATES_PER_STEP, SCORED_FIELDS, STEP_FIELDS
 from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, dedupe, register_strategy
 from llm_tts.types import Trajectory
 
 
 @register_strategy(
-    "online_bon", size_field="tts_candidates_per_step", size_cap=MAX_CANDIDATES_PER_STEP, continues_steps=True
+    "online_bon",
+    size_field="tts_candidates_per_step",
+    size_cap=MAX_CANDIDATES_PER_STEP,
+    fields=(*STEP_FIELDS, *SCORED_FIELDS),
+    requires=("continuation",),
 )
 def online_bon(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config

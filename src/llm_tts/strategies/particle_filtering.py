@@ -21,7 +21,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from llm_tts.config import MAX_PARTICLES
+from llm_tts.config import MAX_PARTICLES, SCORED_FIELDS, STEP_FIELDS
 from llm_tts.strategies.base import (
     Beam,
     StrategyContext,
@@ -35,7 +35,13 @@ from llm_tts.types import Trajectory
 _EPS = 1e-6  # keeps the logit of a reward of exactly 0 or 1 finite
 
 
-@register_strategy("particle_filtering", size_field="tts_num_particles", size_cap=MAX_PARTICLES, continues_steps=True)
+@register_strategy(
+    "particle_filtering",
+    size_field="tts_num_particles",
+    size_cap=MAX_PARTICLES,
+    fields=("tts_resampling_temperature", *STEP_FIELDS, *SCORED_FIELDS),
+    requires=("continuation",),
+)
 def particle_filtering(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
     rng = random.Random(c.seed)

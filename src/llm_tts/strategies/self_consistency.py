@@ -15,12 +15,18 @@ is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned"
 from __future__ import annotations
 
 from llm_tts.answers import vote
-from llm_tts.config import MAX_PATHS
+from llm_tts.config import MAX_PATHS, SCORED_FIELDS
 from llm_tts.strategies.base import StrategyContext, StrategyOutcome, mean_logprob, register_strategy
 from llm_tts.strategies.stopping import sample_until_settled
 
 
-@register_strategy("self_consistency", size_field="num_paths", size_cap=MAX_PATHS, needs_scorer=False)
+@register_strategy(
+    "self_consistency",
+    size_field="num_paths",
+    size_cap=MAX_PATHS,
+    fields=("tts_stop_confidence", *SCORED_FIELDS),  # a scorer, when given, breaks the vote's ties
+    needs_scorer=False,
+)
 def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
     threshold = ctx.config.tts_stop_confidence
     if threshold is None:
