@@ -4,7 +4,9 @@ Every error a user can cause derives from :class:`LLMTTSError`; messages name th
 value and the limit, and say what to do. The service maps them onto OpenAI-shaped 4xx bodies
 through :attr:`LLMTTSError.http_status` and :attr:`LLMTTSError.code`, and a client turns a
 code back into its class through :data:`ERROR_CLASSES` (one table for both directions, so what a
-client raises does not depend on which modules it happened to import).
+client raises does not depend on which modules it happened to import). A class that declares its
+own ``code`` registers itself there; only classes of this module may (a subclass elsewhere, such as
+the vLLM backend's EngineDeadError, keeps its parent's code).
 """
 
 from __future__ import annotations
@@ -13,9 +15,21 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+_BY_CODE: dict[str, type[LLMTTSError]] = {}
+
 
 class LLMTTSError(Exception):
     """Base class of every error raised by llm_tts."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return  # decoded as the parent whose code it sends
+        if cls.__module__ != __name__:
+            raise TypeError(f"{cls.__name__}: an error code is declared in {__name__}, where every client has it")
+        if cls.code in _BY_CODE:
+            raise TypeError(f"{cls.__name__}: error code {cls.code!r} is {_BY_CODE[cls.code].__name__}'s")
+        _BY_CODE[cls.code] = cls
 
     http_status: int = 400
     code: str = "llm_tts_error"
@@ -292,38 +306,7 @@ class SandboxUnavailableError(CapabilityError):
     retryable = False
 
 
-ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(
-    {
-        cls.code: cls
-        for cls in (
-            InvalidParameterError,
-            UnknownNameError,
-            EmptyMessagesError,
-            ContextLengthError,
-            ModelNotFoundError,
-            ModelLoadError,
-            BackendUnavailableError,
-            CapabilityError,
-            DeadlineExceededError,
-            RunCancelledError,
-            RemoteAPIError,
-            RemoteTimeoutError,
-            AuthenticationError,
-            RequestTooLargeError,
-            TooManyRequestsError,
-            MalformedJSONError,
-            DatasetError,
-            InternalError,
-            ServiceError,
-            SessionNotFoundError,
-            SessionLimitError,
-            SessionFullError,
-            QueueTimeoutError,
-            StructuredOutputError,
-            SandboxUnavailableError,
-        )
-    }
-)
+ERROR_CLASSES: Mapping[str, type[LLMTTSError]] = MappingProxyType(_BY_CODE)
 """Every error code the service sends, to the class a client raises for it."""
 
 

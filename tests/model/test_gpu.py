@@ -124,9 +124,12 @@ COMBOS = [("self_consistency", "majority_vote")] + [
 def test_every_strategy_with_every_scorer_on_cuda(cuda_vllm, tiny_prm_dir, strategy, scorer):
     from llm_tts.config import TTSConfig
     from llm_tts.engine import TTSEngine
+    from llm_tts.strategies import fields_for
 
     engine = TTSEngine(cuda_vllm, prm_model=str(tiny_prm_dir))
-    result = engine.run(MESSAGES, TTSConfig.create(tts_strategy=strategy, tts_scorer=scorer, **SMALL))
+    result = engine.run(
+        MESSAGES, TTSConfig.create(tts_strategy=strategy, tts_scorer=scorer, **fields_for(strategy, SMALL))
+    )
     md = result.metadata
     assert (md.strategy, md.scorer, md.backend) == (strategy, scorer, "vllm")
     assert result.text and md.usage.completion_tokens > 0

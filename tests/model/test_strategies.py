@@ -26,6 +26,7 @@ from llm_tts.errors import (
 )
 from llm_tts.messages import coerce_messages
 from llm_tts.progress import RunControl
+from llm_tts.strategies import fields_for
 
 MESSAGES = [
     {
@@ -80,7 +81,8 @@ def counting(hf_backend):
 
 
 def _config(**fields: Any) -> TTSConfig:
-    return TTSConfig.create(**{**SMALL, **fields})
+    strategy = fields.get("tts_strategy", "self_consistency")
+    return TTSConfig.create(**{**fields_for(strategy, SMALL), **fields})
 
 
 COMBOS = [("self_consistency", "majority_vote")] + [(s, sc) for s in STRATEGIES for sc in STEP_SCORERS]

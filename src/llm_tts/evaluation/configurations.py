@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_tts.config import STRATEGY_FIELDS, TTSConfig
+from llm_tts.config import TTSConfig
 from llm_tts.engine import resolve_config
 from llm_tts.errors import InvalidParameterError, UnknownNameError
-from llm_tts.strategies import get_strategy, strategy_names
+from llm_tts.strategies import fields_for, strategy_names
 
 GREEDY = "greedy"
 # The baseline: one path at temperature 0, its answer taken as is.
@@ -98,7 +98,7 @@ def build_configurations(
     configurations: list[Configuration] = []
     for label, name, fields in specs:
         strategy = GREEDY_FIELDS["tts_strategy"] if name == GREEDY else name
-        base = {**_taken_by(strategy, common or {}), **fields}
+        base = {**fields_for(strategy, common or {}), **fields}
         if name == GREEDY:
             configurations.append(Configuration(label, None, {**base, **GREEDY_FIELDS}))
             continue
@@ -112,16 +112,6 @@ def build_configurations(
         for seed in seeds:
             configuration.tts_config(seed)  # raises the typed error a run would raise
     return configurations
-
-
-def _taken_by(strategy: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``fields`` less the strategy-owned ones ``strategy`` does not take (an unknown strategy
-    keeps them all: its name is refused later, with the list of names)."""
-    try:
-        taken = get_strategy(strategy).fields
-    except UnknownNameError:
-        return dict(fields)
-    return {k: v for k, v in fields.items() if k not in STRATEGY_FIELDS or k in taken}
 
 
 def _value(text: str) -> Any:

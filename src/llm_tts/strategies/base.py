@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
 from llm_tts.backends.base import (
@@ -27,7 +27,7 @@ from llm_tts.backends.base import (
     WatchVerdict,
 )
 from llm_tts.backends.constraints import DecodingConstraint
-from llm_tts.config import StrategyField, TTSConfig
+from llm_tts.config import STRATEGY_FIELDS, StrategyField, TTSConfig
 from llm_tts.errors import UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
 from llm_tts.metadata import CodeExecutionInfo, StoppedBy
@@ -558,6 +558,15 @@ def register_strategy(
         return fn
 
     return deco
+
+
+def fields_for(strategy: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` less the strategy-owned ones ``strategy`` does not take: one set of sizes shared
+    by a sweep over strategies (an unknown strategy keeps them all; its name is refused later)."""
+    spec = _STRATEGIES.get(strategy)
+    if spec is None:
+        return dict(fields)
+    return {k: v for k, v in fields.items() if k not in STRATEGY_FIELDS or k in spec.fields}
 
 
 def strategies_taking(field: str) -> list[str]:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from llm_tts.backends.base import EncodingBackend
-from llm_tts.errors import InvalidParameterError
 from llm_tts.messages import ChatMessage
 from llm_tts.metadata import CodeExecutionInfo
 from llm_tts.tir.blocks import REFUSED_STATUS, REPLAYED_STATUSES, ToolSettings
@@ -123,11 +122,8 @@ class ToolLoop:
         self.chat = not backend.capabilities.continuation  # carry the trajectory as chat messages
         self._seed: Grown | None = None
         self._prelude: tuple[str, ...] = ()  # blocks of the continued message, replayed before any other
-        self._seed_pending = continue_final_message and bool(messages) and messages[-1].role == "assistant"
-        if continue_final_message and not self._seed_pending:
-            raise InvalidParameterError(
-                "continue_final_message", True, "needs messages that end with an assistant message to continue"
-            )
+        # TTSEngine.plan checked that the messages end with an assistant message to continue.
+        self._seed_pending = continue_final_message
 
     @property
     def stops(self) -> tuple[str, ...]:
