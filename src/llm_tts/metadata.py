@@ -42,6 +42,19 @@ class CandidateInfo(BaseModel):
     code_executions: list[CodeExecutionInfo] = Field(
         default_factory=list, description="code_execution: this candidate's code blocks in order (empty when off)"
     )
+    # -- reasoning models --
+    reasoning: str | None = Field(
+        None, description="reasoning models: the candidate's thinking, without its markers (None: it did not think)"
+    )
+    answer_text: str | None = Field(
+        None, description="reasoning models: the candidate's answer part, the text after its thinking"
+    )
+    reasoning_tokens: int = Field(default=0, description="reasoning models: thinking tokens the model sampled")
+    thinking_finished: bool | None = Field(
+        None,
+        description="reasoning models: False when the candidate ended inside its thinking (it then has no answer); "
+        "None when it did not think",
+    )
 
 
 class UsageInfo(BaseModel):
@@ -51,6 +64,9 @@ class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    reasoning_tokens: int = Field(
+        default=0, description="thinking tokens of the candidates (reasoning models), part of completion_tokens"
+    )
 
 
 class TimingInfo(BaseModel):

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, SamplingParams, check_prompts_fit
@@ -32,7 +32,9 @@ class Dialect(Protocol):
     path: str  # the API path requests go to
     capabilities: BackendCapabilities
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
@@ -157,13 +159,15 @@ class ChatDialect:
             endpoint, found, token_prompts=False, continuation=False, chat_only=True, exact_token_ids=False
         )
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         if messages and messages[-1].role == "assistant":
             raise CapabilityError(
                 f"continuation: a chat-only API ({self.endpoint.base_url}) answers a trailing assistant message with a "
                 "new turn instead of continuing it; end the messages with a user turn, or use a server with /tokenize"
             )
-        return [self.vocab.prompt_id(messages)]
+        return [self.vocab.prompt_id(messages, template_kwargs)]
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.vocab.decode(token_ids)
@@ -191,6 +195,7 @@ class ChatDialect:
         body = {
             "model": self.model,
             "messages": [m.to_template_dict() for m in self.vocab.messages_of(prompt[0])],
+            **self.vocab.template_fields_of(prompt[0]),
             defaults.max_tokens_field: params.max_tokens,
             **self.endpoint.sampling_fields(params),
         }
