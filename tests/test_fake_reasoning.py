@@ -51,7 +51,11 @@ def test_fake_reasoning_candidates_carry_their_split_and_usage_counts_thinking_t
     (c,) = result.metadata.candidates
     assert (c.reasoning, c.answer_text, c.thinking_finished) == ("Add.", "The answer is 5.", True)
     assert c.reasoning_tokens == len("<think>Add.</think>")  # one token per character; markers included
-    assert result.metadata.usage.reasoning_tokens == c.reasoning_tokens == result.reasoning_tokens
+    assert (
+        result.metadata.usage.completion_tokens_details.reasoning_tokens
+        == c.reasoning_tokens
+        == result.reasoning_tokens
+    )
 
 
 def test_fake_reasoning_a_plain_answer_has_no_thinking():

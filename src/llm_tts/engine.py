@@ -360,7 +360,7 @@ class TTSEngine:
             ),
             structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
         )
-        metadata.usage.reasoning_tokens = sum(c.reasoning_tokens for c in metadata.candidates)
+        metadata.usage.completion_tokens_details.reasoning_tokens = sum(c.reasoning_tokens for c in metadata.candidates)
         return metadata
 
 

@@ -64,8 +64,14 @@ class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    completion_tokens_details: CompletionTokensDetails = Field(
+        default_factory=lambda: CompletionTokensDetails(), description="OpenAI's breakdown of completion_tokens"
+    )
+
+
+class CompletionTokensDetails(BaseModel):
     reasoning_tokens: int = Field(
-        default=0, description="thinking tokens of the candidates (reasoning models), part of completion_tokens"
+        default=0, description="thinking tokens the model sampled in the candidates (reasoning models)"
     )
 
 
