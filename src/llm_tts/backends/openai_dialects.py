@@ -23,6 +23,7 @@ from llm_tts.backends.remote_tokenizer import ServerTokenizer, TextVocab
 from llm_tts.backends.tokenizer import TokenizerMixin
 from llm_tts.errors import CapabilityError, InvalidParameterError, RemoteAPIError
 from llm_tts.messages import ChatMessage
+from llm_tts.reasoning import THINK_BEGIN, THINK_END
 from llm_tts.types import Segment
 
 
@@ -212,7 +213,14 @@ class ChatDialect:
         return "logprobs" in body  # per-token logprobs are the only per-choice count a chat API gives
 
     def segment(self, choice: dict[str, Any], params: SamplingParams, completion_tokens: int | None) -> Segment:
-        text = (choice.get("message") or {}).get("content") or ""
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        # A server with a reasoning parser returns the thinking apart (vLLM and SGLang: reasoning or
+        # reasoning_content, DeepSeek: reasoning_content, OpenRouter: reasoning): it is put back in
+        # front of the answer between the default think tags, where the run's tag parser finds it.
+        thinking = message.get("reasoning") or message.get("reasoning_content")
+        if isinstance(thinking, str) and thinking:
+            text = f"{THINK_BEGIN}{thinking}{THINK_END}{text}"
         content = (choice.get("logprobs") or {}).get("content")
         finish, stop_text = finish_of(choice, params)
         if content:

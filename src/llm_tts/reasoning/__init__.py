@@ -5,6 +5,8 @@ from llm_tts.reasoning.budget import BudgetForcing
 from llm_tts.reasoning.parsers import (
     NO_THINKING,
     TAGS,
+    THINK_BEGIN,
+    THINK_END,
     AnswerOnlyParser,
     TagThinkingParser,
     ThinkingParser,
@@ -20,6 +22,8 @@ __all__ = [
     "NO_THINKING",
     "PROMPT_TAIL_TOKENS",
     "TAGS",
+    "THINK_BEGIN",
+    "THINK_END",
     "AnswerOnlyParser",
     "BudgetForcing",
     "TagThinkingParser",

@@ -18,6 +18,7 @@ from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameEr
 
 TAGS = "tags"  # the built-in tag parser (reasoning_begin / reasoning_end)
 NO_THINKING = "none"  # the completion is all answer (a model that does not think)
+THINK_BEGIN, THINK_END = "<think>", "</think>"  # the tag parser's default markers
 ALIASES = {"gpt_oss": "openai_gptoss"}  # the family's common name for vLLM's registered one
 
 
@@ -64,7 +65,7 @@ class TagThinkingParser:
 
     name = TAGS
 
-    def __init__(self, begin: str = "<think>", end: str = "</think>") -> None:
+    def __init__(self, begin: str = THINK_BEGIN, end: str = THINK_END) -> None:
         if not begin or not end:
             raise InvalidParameterError("reasoning_end" if not end else "reasoning_begin", "", "must not be empty")
         self._begin, self._end = begin, end
