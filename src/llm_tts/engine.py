@@ -25,7 +25,13 @@ from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
-from llm_tts.reasoning import PROMPT_TAIL_TOKENS, ThinkingReader, create_thinking_parser, reasoning_token_count
+from llm_tts.reasoning import (
+    PROMPT_TAIL_TOKENS,
+    ThinkingReader,
+    create_thinking_parser,
+    reasoning_token_count,
+    thinking_token_mask,
+)
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import VOTING_SCORER, StrategyContext, StrategyOutcome, StrategySpec, get_strategy
 from llm_tts.strategies.base import Beam, SearchStopped
@@ -305,6 +311,7 @@ class TTSEngine:
             "reasoning": split.thinking,
             "answer_text": split.answer,
             "reasoning_tokens": reasoning_token_count(beam.trajectory.segments, split, self.backend.token_texts),
+            "thinking_tokens": sum(thinking_token_mask(beam.trajectory.segments, split, self.backend.token_texts)),
             "thinking_finished": split.finished,
         }
 

@@ -50,6 +50,11 @@ class CandidateInfo(BaseModel):
         None, description="reasoning models: the candidate's answer part, the text after its thinking"
     )
     reasoning_tokens: int = Field(default=0, description="reasoning models: thinking tokens the model sampled")
+    thinking_tokens: int = Field(
+        default=0,
+        description="reasoning models: the completion's first thinking_tokens tokens are its thinking, markers and "
+        "injected ones (budget forcing's end marker) included; the rest is the answer",
+    )
     thinking_finished: bool | None = Field(
         None,
         description="reasoning models: False when the candidate ended inside its thinking (it then has no answer); "
