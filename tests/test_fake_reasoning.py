@@ -162,3 +162,31 @@ def test_tag_parser_splits_thinking_from_answer(text, opened, thinking, answer, 
     split = ThinkingReader(TagThinkingParser(), opened).split(text)
     assert (split.thinking, split.answer, split.finished) == (thinking, answer, finished)
     assert text[split.answer_start :] == split.answer
+
+
+def test_earlier_thinking_reaches_the_template_from_every_face():
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from llm_tts.integrations.lc_messages import to_chat_messages
+    from llm_tts.messages import coerce_messages
+    from llm_tts.service.protocol import ChatCompletionRequest
+
+    openai_turns = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "The answer is 5.", "reasoning_content": "Add."},
+        {"role": "user", "content": "and?"},
+    ]
+    lc_turns = [
+        HumanMessage("q"),
+        AIMessage("The answer is 5.", additional_kwargs={"reasoning_content": "Add."}),
+        HumanMessage("and?"),
+    ]
+    faces = [
+        coerce_messages(openai_turns),
+        ChatCompletionRequest(messages=openai_turns).to_messages(),
+        to_chat_messages(lc_turns),
+    ]
+    for messages in faces:
+        assert messages[1].reasoning == "Add."
+        assert messages[1].to_template_dict()["reasoning_content"] == "Add."
+        assert "reasoning_content" not in messages[0].to_template_dict()

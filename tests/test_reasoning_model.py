@@ -1,11 +1,13 @@
 """A reasoning chat template on the embedded SmolLM2 (real model, transformers backend).
 
-No reasoning model can be downloaded here, so the tests ship a Qwen3-style template (given through
-chat_template_kwargs, as a request can): its generation prompt opens the thinking ("<think>\\n"),
-``enable_thinking=False`` renders a closed empty one instead, and earlier answers are re-rendered
-without their thinking. SmolLM2 then thinks inside the opened span; budget forcing closes it."""
+No reasoning model can be downloaded here, so the tests ship a Qwen3-style template
+(tests/data/qwen3_style_thinking.jinja, given through chat_template_kwargs as a request can): its
+generation prompt opens the thinking, ``enable_thinking=False`` renders a closed empty one instead,
+and earlier answers are re-rendered without their thinking. SmolLM2 then thinks inside the opened span; budget forcing closes it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -15,21 +17,7 @@ from llm_tts.messages import coerce_messages
 from llm_tts.sessions import build_samples
 from llm_tts.sessions.records import record_of
 
-QWEN3_STYLE = (
-    "{%- for message in messages %}"
-    "{%- if message.role == 'assistant' %}"
-    "{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}"
-    "{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
-    "{%- else %}{{- '<think>\\n' }}{%- endif %}"
-    "{%- endif %}"
-)
+QWEN3_STYLE = (Path(__file__).parent / "data" / "qwen3_style_thinking.jinja").read_text()
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
 BUDGET = 6
 SETTINGS = {"num_paths": 1, "temperature": 0.0, "max_tokens": 16, "tts_thinking_budget": BUDGET}

@@ -195,7 +195,7 @@ class ChatDialect:
         defaults = self.endpoint.defaults
         body = {
             "model": self.model,
-            "messages": [m.to_template_dict() for m in self.vocab.messages_of(prompt[0])],
+            "messages": [_chat_dict(m) for m in self.vocab.messages_of(prompt[0])],
             **self.vocab.template_fields_of(prompt[0]),
             defaults.max_tokens_field: params.max_tokens,
             **self.endpoint.sampling_fields(params),
@@ -240,6 +240,11 @@ class ChatDialect:
         pairs = ((self.vocab.piece_id(_piece(t)), float(t["logprob"])) for t in entry.get("top_logprobs") or [])
         ranked = sorted(pairs, key=lambda kv: -kv[1])
         return dict(ranked[:k])
+
+
+def _chat_dict(message: ChatMessage) -> dict[str, Any]:
+    """A message for a chat API: without earlier thinking (DeepSeek's API refuses it in input)."""
+    return {k: v for k, v in message.to_template_dict().items() if k not in ("reasoning", "reasoning_content")}
 
 
 def _piece(entry: dict[str, Any]) -> bytes:

@@ -34,6 +34,10 @@ class RequestMessage(BaseModel):
     tool_calls: list[dict[str, Any]] | None = Field(
         None, description="an assistant turn's tool calls, shown to the model as JSON in the next turn"
     )
+    reasoning: str | None = Field(
+        default=None, description="an assistant turn's thinking (vLLM's name), given to the chat template"
+    )
+    reasoning_content: str | None = Field(default=None, description="the same under DeepSeek's name")
 
 
 class StreamOptions(BaseModel):

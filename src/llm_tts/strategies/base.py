@@ -59,6 +59,8 @@ class Beam:
     resampled: int = 0  # particle_filtering: draws this lineage received at resampling
     executions: list[CodeExecutionInfo] = field(default_factory=list)  # code_execution: blocks along it
     reader: ThinkingReader | None = None  # reasoning models: tells the thinking from the answer
+    # the last split and the trajectory it is of: a beam is read many times between extensions
+    split_cache: tuple[Trajectory, ThinkingSplit] | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -86,7 +88,11 @@ class Beam:
     @property
     def thinking_split(self) -> ThinkingSplit | None:
         """The completion split into thinking and answer (None: thinking is not parsed)."""
-        return None if self.reader is None else self.reader.split(self.text)
+        if self.reader is None:
+            return None
+        if self.split_cache is None or self.split_cache[0] is not self.trajectory:
+            self.split_cache = (self.trajectory, self.reader.split(self.text))
+        return self.split_cache[1]
 
     @property
     def thinking_finished(self) -> bool:
