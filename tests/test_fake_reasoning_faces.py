@@ -18,7 +18,7 @@ THINKING_TOKENS = len("<think>Two plus three.</think>")  # the fake's tokens are
 
 @pytest.fixture(scope="module")
 def fake_reasoning_engine():
-    return TTSEngine(FakeScriptedBackend({"": [COMPLETION] * 2}))
+    return TTSEngine(FakeScriptedBackend({"": [COMPLETION] * 8}))
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,17 @@ def test_fake_reasoning_chat_tts_returns_the_standard_reasoning_block(mode, fake
 
     batch = llm.batch(["What is 2 + 3?"])
     assert batch[0].additional_kwargs["reasoning_content"] == "Two plus three."
+
+
+def test_fake_reasoning_the_openai_backend_over_our_service_keeps_the_thinking_apart(fake_reasoning_url):
+    from llm_tts.backends.openai_backend import OpenAIBackend
+    from llm_tts.messages import coerce_messages
+
+    backend = OpenAIBackend(base_url=f"{fake_reasoning_url}/v1", extra_body={"num_paths": 1})
+    engine = TTSEngine(backend)
+    try:
+        result = engine.run(coerce_messages(QUESTION), engine.plan(QUESTION, {"num_paths": 2}).config)
+    finally:
+        engine.close()
+    assert (result.reasoning, result.text) == ("Two plus three.", "The answer is 5.")
+    assert result.metadata.selected_answer == "5"

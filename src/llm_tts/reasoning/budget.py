@@ -56,36 +56,43 @@ class BudgetForcing:
         split = self.reader.split(trajectory.text)
         return not split.finished and trajectory.num_model_tokens >= self.budget
 
+    def settle(self, prompt: Trajectory, segments: tuple[Segment, ...], first: int) -> tuple[tuple[Segment, ...], bool]:
+        """After the thinking call (at most ``first`` tokens, stopped at the end marker): the sample's
+        segments, with the closing appended when its thinking used the budget, and whether the model
+        answers on from there. A sample the model ended (EOS, a stop string) stays as it is; one that
+        stopped at the end marker, was closed, or never thought but was cut by the budget answers on."""
+        last = segments[-1]
+        if last.is_model and (
+            last.finish_reason in ("eos", "abort")
+            or (last.finish_reason == "stop" and last.stop_text != self.end_marker)
+        ):
+            return segments, False
+        trajectory = prompt.extend(*segments)
+        # cut by the budget (code execution counts its injected outputs against it too)
+        cut = not last.is_model or last.finish_reason == "length" or trajectory.num_completion_tokens >= first
+        if cut and not self.reader.split(trajectory.text).finished:
+            return (*segments, self.closing()), True
+        return segments, (last.is_model and last.finish_reason == "stop") or cut
+
     def grow(
         self, prompt: Trajectory, n: int, max_tokens: int, stop: Sequence[str], generate: Generate, fit: Fit
     ) -> list[tuple[Segment, ...]]:
-        """``n`` whole trajectories from ``prompt``, each one's thinking capped at the budget.
-
-        Call 1 samples the thinking, stopped at the end marker or the budget; call 2 continues,
-        in one batch, every sample that may answer: those whose thinking ended (naturally, or by
-        the injected marker when the budget ran out) and those that never thought but were cut by
-        the budget. A sample that ended (EOS, a stop string) stays as it is.
-        """
+        """``n`` whole trajectories from ``prompt``, each one's thinking capped at the budget: call 1
+        samples the thinking (stopped at the end marker or the budget), call 2 continues every sample
+        that answers on (:meth:`settle`), all in one batch."""
         first = min(max_tokens, self.budget)
         (row,) = generate([prompt.token_ids], n, first, (*stop, self.end_marker))
-        grown: list[tuple[Segment, ...]] = []
-        todo: list[int] = []
-        for seg in row:
-            segments: tuple[Segment, ...] = (seg,)
-            ended_by_model = seg.finish_reason in ("eos", "abort") or (
-                seg.finish_reason == "stop" and seg.stop_text != self.end_marker
-            )
-            if not ended_by_model and self.must_close(prompt.extend(seg)):
-                segments = (seg, self.closing())
-            if not ended_by_model and (seg.finish_reason == "stop" or len(segments) == 2 or len(seg) >= first):
-                todo.append(len(grown))
-            grown.append(segments)
-        used = {i: sum(len(s) for s in grown[i] if s.is_model) for i in todo}
-        todo = [i for i in todo if used[i] < max_tokens]
+        settled = [self.settle(prompt, (fit(seg, first),), first) for seg in row]
+        grown = [segments for segments, _ in settled]
+        todo = [i for i, (segments, go) in enumerate(settled) if go and _tokens(segments) < max_tokens]
         if not todo:
             return grown
-        left = [max_tokens - used[i] for i in todo]
+        left = [max_tokens - _tokens(grown[i]) for i in todo]
         rows = generate([prompt.extend(*grown[i]).token_ids for i in todo], 1, max(left), stop)
         for i, budget, (seg,) in zip(todo, left, rows):
             grown[i] = (*grown[i], fit(seg, budget))
         return grown
+
+
+def _tokens(segments: Sequence[Segment]) -> int:
+    return sum(len(s) for s in segments)

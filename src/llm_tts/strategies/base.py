@@ -266,7 +266,7 @@ class StrategyContext:
                 raise InvalidParameterError(
                     "code_execution", True, "deepconf and tts_stop_confidence watch single-segment paths"
                 )
-            beams = self._tool_full(n)
+            beams = self._tool_full(n) if self.forcing is None else self._tool_forced(n)
         elif self.forcing is not None and watcher is None:
             grown = self.forcing.grow(
                 Trajectory(self.prompt_ids), n, c.max_tokens, c.stop or (), self.generate, self._fit
@@ -397,6 +397,35 @@ class StrategyContext:
                 reader=self.reasoning,
             )
             for g in row
+        ]
+
+    def _tool_forced(self, n: int) -> list[Beam]:
+        """``n`` whole TIR trajectories under budget forcing: the thinking (code blocks run as it goes)
+        stops at the budget or the end marker, then every sample that answers on continues, in one batch."""
+        assert self.tools is not None and self.forcing is not None
+        c, forcing, prompt = self.config, self.forcing, Trajectory(self.prompt_ids)
+        first = min(c.max_tokens, forcing.budget)
+        stops = (*(c.stop or ()), forcing.end_marker)
+        (row,) = self.tools.grow([Origin(prompt)], n, [first], stops, self.generate, self._fit)
+        settled = [forcing.settle(prompt, g.segments, first) for g in row]
+        grown = [Grown(segments, g.executions) for (segments, _), g in zip(settled, row)]
+        todo = [i for i, (s, go) in enumerate(settled) if go and sum(map(len, s)) < c.max_tokens]
+        if todo:
+            origins = [Origin(prompt.extend(*grown[i].segments), grown[i].executions) for i in todo]
+            budgets = [c.max_tokens - sum(map(len, grown[i].segments)) for i in todo]
+            more = self.tools.grow(origins, 1, budgets, c.stop or (), self.generate, self._fit)
+            for i, (g,) in zip(todo, more):
+                grown[i] = Grown((*grown[i].segments, *g.segments), (*grown[i].executions, *g.executions))
+        return [
+            Beam(
+                Trajectory(self.prompt_ids, g.segments),
+                trajectory_steps(g.segments, self.split, self.tools.settings),
+                finished=True,
+                finish_reason="length" if g.finish_reason == "length" else "stop",
+                executions=list(g.executions),
+                reader=self.reasoning,
+            )
+            for g in grown
         ]
 
     def _tool_expand(self, beams: Sequence[Beam], n: int, budgets: list[int]) -> list[Beam]:
