@@ -21,23 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_adaptive import wilson  # the same 95% interval as the adaptive-compute bench
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "tests" / "data" / "qwen3_style_thinking.jinja"
 SYSTEM = "Think briefly, then give the final answer in \\boxed{}."
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def parse_seconds(engine: Any, result: Any, reader: Any) -> float:

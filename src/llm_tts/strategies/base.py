@@ -387,17 +387,19 @@ class StrategyContext:
         (row,) = self.tools.grow(
             [Origin(Trajectory(self.prompt_ids))], n, [c.max_tokens], c.stop or (), self.generate, self._fit
         )
-        return [
-            Beam(
-                Trajectory(self.prompt_ids, g.segments),
-                trajectory_steps(g.segments, self.split, self.tools.settings),
-                finished=True,
-                finish_reason="length" if g.finish_reason == "length" else "stop",
-                executions=list(g.executions),
-                reader=self.reasoning,
-            )
-            for g in row
-        ]
+        return [self._tool_beam(g) for g in row]
+
+    def _tool_beam(self, g: Grown) -> Beam:
+        """A whole TIR trajectory as a finished candidate."""
+        assert self.tools is not None
+        return Beam(
+            Trajectory(self.prompt_ids, g.segments),
+            trajectory_steps(g.segments, self.split, self.tools.settings),
+            finished=True,
+            finish_reason="length" if g.finish_reason == "length" else "stop",
+            executions=list(g.executions),
+            reader=self.reasoning,
+        )
 
     def _tool_forced(self, n: int) -> list[Beam]:
         """``n`` whole TIR trajectories under budget forcing: the thinking (code blocks run as it goes)
@@ -416,17 +418,7 @@ class StrategyContext:
             more = self.tools.grow(origins, 1, budgets, c.stop or (), self.generate, self._fit)
             for i, (g,) in zip(todo, more):
                 grown[i] = Grown((*grown[i].segments, *g.segments), (*grown[i].executions, *g.executions))
-        return [
-            Beam(
-                Trajectory(self.prompt_ids, g.segments),
-                trajectory_steps(g.segments, self.split, self.tools.settings),
-                finished=True,
-                finish_reason="length" if g.finish_reason == "length" else "stop",
-                executions=list(g.executions),
-                reader=self.reasoning,
-            )
-            for g in grown
-        ]
+        return [self._tool_beam(g) for g in grown]
 
     def _tool_expand(self, beams: Sequence[Beam], n: int, budgets: list[int]) -> list[Beam]:
         """Every beam's next step, ``n`` each, a code block and its output inside the step."""
