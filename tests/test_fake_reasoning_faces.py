@@ -90,3 +90,15 @@ def test_fake_reasoning_the_openai_backend_over_our_service_keeps_the_thinking_a
         engine.close()
     assert (result.reasoning, result.text) == ("Two plus three.", "The answer is 5.")
     assert result.metadata.selected_answer == "5"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("tts_thinking_budget", -1), ("reasoning_parser", "no_such_family"), ("reasoning_end", "")]
+)
+def test_fake_reasoning_bad_settings_are_an_openai_shaped_400(fake_reasoning_url, field, value):
+    import httpx
+
+    body = {"model": "fake-scripted-model", "messages": QUESTION, field: value}
+    response = httpx.post(f"{fake_reasoning_url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == field
