@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from llm_tts.backends.base import BackendCapabilities, SampleUpdate, SamplingParams, Watcher
 from llm_tts.config import TTSConfig
@@ -72,8 +73,13 @@ class FakeScriptedBackend:
         self.watched: list[tuple[int, int, int]] = []  # generate_watched: (prompt, sample, tokens) per update
 
     # -- Backend protocol -------------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + ASSISTANT
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
+        # template_kwargs: {"opens_thinking": True} ends the prompt inside a thinking span, as
+        # DeepSeek-R1's template does (the completion then starts inside its thinking).
+        opened = "<think>\n" if (template_kwargs or {}).get("opens_thinking") else ""
+        text = "".join(f"<{m.role}>{m.content}\n" for m in messages) + opened + ASSISTANT
         return [ord(c) for c in text]
 
     def decode(self, token_ids: Sequence[int]) -> str:

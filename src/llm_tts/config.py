@@ -220,3 +220,36 @@ class TTSConfig(BaseModel):
     tts_confidence_window: int = Field(
         16, ge=1, le=MAX_TOKENS, description="deepconf: tokens per sliding group (paper: 2048 for 10k-token traces)"
     )
+
+    # -- reasoning models: thinking kept apart from the answer (llm_tts.reasoning) ------------------
+    reasoning_parser: str = Field(
+        "tags",
+        min_length=1,
+        description="how a completion's thinking is told from its answer: 'tags' (text between reasoning_begin and "
+        "reasoning_end; a completion without them is all answer), 'none' (no thinking), or one of vLLM's parsers by "
+        "the name `vllm serve --reasoning-parser` takes (deepseek_r1, qwen3, gpt_oss, ...; needs vLLM installed)",
+    )
+    reasoning_begin: str = Field("<think>", min_length=1, description="tags parser: text that opens the thinking")
+    reasoning_end: str = Field("</think>", min_length=1, description="tags parser: text that ends the thinking")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="extra variables for the chat template on every backend (vLLM's name), e.g. "
+        '{"enable_thinking": false}; sent on as chat_template_kwargs to an OpenAI-compatible server',
+    )
+    tts_thinking_budget: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOKENS,
+        description="budget forcing (s1): the most thinking tokens of each trajectory; when reached, the end-of-"
+        "thinking marker (and tts_thinking_answer_cue) is appended as injected tokens and the model answers from "
+        "there. 0 closes the thinking at once",
+    )
+    tts_thinking_answer_cue: str = Field(
+        "", description="budget forcing: text injected after the end-of-thinking marker, e.g. '\\n\\nFinal answer:'"
+    )
+    tts_thinking_step_delimiter: str | None = Field(
+        None,
+        min_length=1,
+        description="step searches: text that ends a step inside the thinking (default: tts_step_delimiter); the "
+        "end of the thinking always ends a step, and the steps after it are the answer's",
+    )

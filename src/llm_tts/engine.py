@@ -25,6 +25,13 @@ from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, coerce_messages, question_of
 from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.progress import RunControl
+from llm_tts.reasoning import (
+    PROMPT_TAIL_TOKENS,
+    ThinkingReader,
+    create_thinking_parser,
+    reasoning_token_count,
+    thinking_token_mask,
+)
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import (
     VOTING_SCORER,
@@ -34,7 +41,7 @@ from llm_tts.strategies import (
     get_strategy,
     strategies_taking,
 )
-from llm_tts.strategies.base import SearchStopped
+from llm_tts.strategies.base import Beam, SearchStopped
 from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
 from llm_tts.structured.selection import STRUCTURED_STRATEGIES, StructuredOutcome, run_structured
 from llm_tts.structured.spec import OutputSpec
@@ -50,6 +57,8 @@ class TTSResult:
     trajectory: Trajectory  # token-level record of the selected candidate
     # Token-level record of every candidate, in the order of metadata.candidates (issue 14).
     candidate_trajectories: tuple[Trajectory, ...] = ()
+    reasoning: str | None = None  # the selected candidate's thinking (text is then its answer part)
+    reasoning_tokens: int = 0  # thinking tokens the selected candidate sampled
 
 
 class TTSEngine:
@@ -110,6 +119,7 @@ class TTSEngine:
             control,
             tools=self._tools(plan),
             constraint=self._constraint(plan.output),
+            reasoning=plan.reasoning,
         )
         outcome: StrategyOutcome
         with metered() as api:
@@ -123,9 +133,23 @@ class TTSEngine:
             prompt_tokens = api.prompt_tokens // api.requests
         metadata = self._metadata(plan, ctx, outcome, prompt_tokens, time.perf_counter() - plan.started)
         chosen = outcome.selected
-        text = outcome.text if isinstance(outcome, StructuredOutcome) else chosen.text
+        split = chosen.thinking_split
+        thinking = split.thinking if split is not None and split.has_thinking else None
+        if isinstance(outcome, StructuredOutcome):
+            text = outcome.text
+        else:
+            text = chosen.text if thinking is None or split is None else split.answer
         trajectories = tuple(b.trajectory for b in outcome.candidates)
-        return TTSResult(text, chosen.finish_reason, metadata, chosen.trajectory, trajectories)
+        selected = metadata.candidates[outcome.candidates.index(chosen)] if chosen in outcome.candidates else None
+        return TTSResult(
+            text,
+            chosen.finish_reason,
+            metadata,
+            chosen.trajectory,
+            trajectories,
+            reasoning=thinking,
+            reasoning_tokens=selected.reasoning_tokens if selected is not None else 0,
+        )
 
     def close(self) -> None:
         with self._scorers_lock:
@@ -185,10 +209,32 @@ class TTSEngine:
         elif prompt_token_ids is not None:
             prompt_ids = self._checked_token_prompt(prompt_token_ids)
         else:
-            prompt_ids = self.backend.render_chat(msgs)
+            prompt_ids = self._render(msgs, config)
         check_prompts_fit([prompt_ids], self.backend.max_context_tokens)
         scorer = None if scorer_name == VOTING_SCORER else self._scorer(scorer_name)
-        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started, output)
+        reader = self._reader(config, prompt_ids)
+        return RunPlan(msgs, spec, config, scorer_name, scorer, tuple(prompt_ids), started, output, reader)
+
+    # -- reasoning models: the chat template's variables, and how thinking is parsed ------------------
+    def _render(self, messages: list[ChatMessage], config: TTSConfig) -> list[int]:
+        if config.chat_template_kwargs:
+            return self.backend.render_chat(messages, template_kwargs=config.chat_template_kwargs)
+        return self.backend.render_chat(messages)
+
+    def _reader(self, config: TTSConfig, prompt_ids: Sequence[int]) -> ThinkingReader:
+        """The run's thinking reader; a bad parser name or budget setting fails here."""
+        hf_tokenizer = getattr(getattr(self.backend, "tokenizer", None), "hf", None)
+        parser = create_thinking_parser(
+            config.reasoning_parser,
+            begin=config.reasoning_begin,
+            end=config.reasoning_end,
+            tokenizer=hf_tokenizer,
+            chat_template_kwargs=config.chat_template_kwargs,
+        )
+        if config.tts_thinking_budget is not None:
+            check_thinking_budget(config, parser.end_marker, self.backend)
+        tail = "" if self.backend.capabilities.chat_only else self.backend.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])
+        return ThinkingReader(parser).with_prompt(tail)
 
     # -- issue 19: structured runs ----------------------------------------------------------------
     def _structured_prompt(self, messages: list[ChatMessage], output: OutputSpec) -> list[int]:
@@ -260,6 +306,19 @@ class TTSEngine:
             continue_final_message=c.continue_final_message,
         )
 
+    def _thinking_info(self, beam: Beam) -> dict[str, Any]:
+        """A candidate's thinking/answer split for its CandidateInfo (nothing when it has no thinking)."""
+        split = beam.thinking_split
+        if split is None or not split.has_thinking:
+            return {}
+        return {
+            "reasoning": split.thinking,
+            "answer_text": split.answer,
+            "reasoning_tokens": reasoning_token_count(beam.trajectory.segments, split, self.backend.token_texts),
+            "thinking_tokens": sum(thinking_token_mask(beam.trajectory.segments, split, self.backend.token_texts)),
+            "thinking_finished": split.finished,
+        }
+
     def _scorer(self, name: str) -> Scorer:
         with self._scorers_lock:
             if name not in self._scorers:
@@ -274,7 +333,7 @@ class TTSEngine:
         chosen, voted = outcome.selected, outcome.vote
         consensus = None if voted is None else voted.consensus
         completion = ctx.completion_tokens
-        return TTSMetadata(
+        metadata = TTSMetadata(
             strategy=plan.spec.name,
             scorer=plan.scorer_name,
             selected_answer=voted.answer if voted is not None else chosen.answer,
@@ -285,6 +344,7 @@ class TTSEngine:
             answer_distribution=None if voted is None else voted.distribution,
             candidates=[
                 CandidateInfo(
+                    **self._thinking_info(b),
                     text=b.text,
                     answer=b.answer,
                     score=b.score,
@@ -310,6 +370,29 @@ class TTSEngine:
                 else None
             ),
             structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
+        )
+        metadata.usage.completion_tokens_details.reasoning_tokens = sum(c.reasoning_tokens for c in metadata.candidates)
+        return metadata
+
+
+def check_thinking_budget(config: TTSConfig, end_marker: str | None, backend: Backend) -> None:
+    """Budget forcing injects the end-of-thinking marker as tokens and continues from them."""
+    if end_marker is None:
+        raise InvalidParameterError(
+            "tts_thinking_budget",
+            config.tts_thinking_budget,
+            f"reasoning_parser={config.reasoning_parser!r} has no end-of-thinking marker to inject",
+        )
+    if config.tts_strategy == "deepconf" or config.tts_stop_confidence is not None:
+        raise InvalidParameterError(
+            "tts_thinking_budget",
+            config.tts_thinking_budget,
+            "does not combine with deepconf or tts_stop_confidence (yet): they watch each path as one sampled segment",
+        )
+    if not isinstance(backend, EncodingBackend) or not backend.capabilities.continuation:
+        raise CapabilityError(
+            f"tts_thinking_budget: backend {backend.name!r} cannot continue a trajectory from injected tokens; use a "
+            "local backend or a server with a token-level API (vLLM, SGLang)"
         )
 
 
@@ -343,6 +426,7 @@ class RunPlan:
     prompt_ids: tuple[int, ...]  # the chat, rendered once
     started: float  # time.perf_counter() when planning began; total_s counts from here
     output: OutputSpec | None = None  # issue 19: a structured run (JSON or tool call)
+    reasoning: ThinkingReader | None = None  # how the run's completions split into thinking and answer
 
 
 @dataclass(frozen=True)

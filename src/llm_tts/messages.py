@@ -27,6 +27,7 @@ class ChatMessage(BaseModel):
     content: str = Field(default="")
     name: str | None = None
     tool_call_id: str | None = None
+    reasoning: str | None = None  # an assistant turn's thinking (reasoning models), apart from its content
 
     def to_template_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -34,6 +35,9 @@ class ChatMessage(BaseModel):
             d["tool_call_id"] = self.tool_call_id
         if self.name:
             d["name"] = self.name
+        if self.reasoning:
+            # Under both names templates read (Qwen3's reads reasoning_content); most drop earlier thinking.
+            d["reasoning_content"] = d["reasoning"] = self.reasoning
         return d
 
 
@@ -74,7 +78,16 @@ def coerce_messages(messages: Sequence[ChatMessage | dict[str, Any]] | str) -> l
         content = text_from_content(m.get("content"), param=f"messages[{i}].content")
         if role == "assistant" and m.get("tool_calls"):
             content = with_tool_calls(content, _openai_calls(m["tool_calls"], f"messages[{i}].tool_calls"))
-        out.append(ChatMessage(role=role, content=content, name=m.get("name"), tool_call_id=m.get("tool_call_id")))
+        thinking = (m.get("reasoning") or m.get("reasoning_content")) if role == "assistant" else None
+        out.append(
+            ChatMessage(
+                role=role,
+                content=content,
+                name=m.get("name"),
+                tool_call_id=m.get("tool_call_id"),
+                reasoning=thinking if isinstance(thinking, str) and thinking else None,
+            )
+        )
     if not out:
         raise EmptyMessagesError()
     return out

@@ -42,6 +42,24 @@ class CandidateInfo(BaseModel):
     code_executions: list[CodeExecutionInfo] = Field(
         default_factory=list, description="code_execution: this candidate's code blocks in order (empty when off)"
     )
+    # -- reasoning models --
+    reasoning: str | None = Field(
+        None, description="reasoning models: the candidate's thinking, without its markers (None: it did not think)"
+    )
+    answer_text: str | None = Field(
+        None, description="reasoning models: the candidate's answer part, the text after its thinking"
+    )
+    reasoning_tokens: int = Field(default=0, description="reasoning models: thinking tokens the model sampled")
+    thinking_tokens: int = Field(
+        default=0,
+        description="reasoning models: the completion's first thinking_tokens tokens are its thinking, markers and "
+        "injected ones (budget forcing's end marker) included; the rest is the answer",
+    )
+    thinking_finished: bool | None = Field(
+        None,
+        description="reasoning models: False when the candidate ended inside its thinking (it then has no answer); "
+        "None when it did not think",
+    )
 
 
 class UsageInfo(BaseModel):
@@ -51,6 +69,15 @@ class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    completion_tokens_details: CompletionTokensDetails = Field(
+        default_factory=lambda: CompletionTokensDetails(), description="OpenAI's breakdown of completion_tokens"
+    )
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = Field(
+        default=0, description="thinking tokens the model sampled in the candidates (reasoning models)"
+    )
 
 
 class TimingInfo(BaseModel):

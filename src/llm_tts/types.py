@@ -153,10 +153,10 @@ class Trajectory:
 def split_steps(
     segment: Segment,
     token_texts: Sequence[str],
-    delimiter: str,
+    delimiter: str | Sequence[str],
     decode: Callable[[Sequence[int]], str] | None = None,
 ) -> list[Step]:
-    """Split one long segment into steps after each occurrence of ``delimiter``.
+    """Split one long segment into steps after each occurrence of ``delimiter`` (or of any of them).
 
     ``token_texts`` is the text of each token on its own (one linear decode, not one decode
     per prefix). A step ends with the token that completes a delimiter, so the delimiter stays
@@ -171,12 +171,14 @@ def split_steps(
         raise InvalidParameterError(
             "token_texts", f"{len(token_texts)} entries", f"must have one per token ({len(segment)})"
         )
+    delimiters = [d for d in ((delimiter,) if isinstance(delimiter, str) else delimiter) if d]
+    keep = max((len(d) for d in delimiters), default=0)
     steps: list[Step] = []
     start = 0
     tail = ""
     for i, piece in enumerate(token_texts):
-        tail = (tail + piece)[-(len(delimiter) + len(piece)) :]
-        if delimiter and delimiter in tail and i + 1 > start:
+        tail = (tail + piece)[-(keep + len(piece)) :]
+        if any(d in tail for d in delimiters) and i + 1 > start:
             steps.append(Step(segment, start, i + 1, text_of(start, i + 1)))
             start = i + 1
             tail = ""

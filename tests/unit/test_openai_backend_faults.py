@@ -44,6 +44,7 @@ class FakeAPI:
     def __init__(self, *, honour_n: bool = False, logprobs: bool = False, delay: float = 0.0) -> None:
         self.honour_n, self.logprobs, self.delay = honour_n, logprobs, delay
         self.script: list[tuple] = []
+        self.message_extra: dict = {}  # extra fields of each answer's message (a reasoning server's thinking)
         self.requests: list[tuple[str, dict[str, str], dict]] = []
         self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
@@ -109,7 +110,7 @@ class FakeAPI:
         n = body.get("n", 1) if self.honour_n else 1
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": "".join(ANSWER_PIECES)},
+            "message": {"role": "assistant", "content": "".join(ANSWER_PIECES), **self.message_extra},
             "finish_reason": "stop",
         }
         if body.get("logprobs"):
@@ -344,3 +345,18 @@ def test_create_backend_by_name_with_provider_defaults(monkeypatch):
     backend = create_backend("openai", "openai/gpt-4o-mini", provider="openrouter")
     assert backend.base_url == "https://openrouter.ai/api/v1" and backend.api_key_env == "OPENROUTER_API_KEY"
     backend.close()  # nothing was sent: setup is lazy
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])  # vLLM's / SGLang's, DeepSeek's
+def test_fake_reasoning_server_thinking_is_read_apart_from_the_answer(fake, field):
+    from llm_tts.engine import TTSEngine
+
+    fake.message_extra = {field: "Two and two, with a decoy \\boxed{5}."}
+    engine = TTSEngine(backend_for(fake))
+    result = engine.run(
+        QUESTION, engine.plan(QUESTION, {"num_paths": 1, "chat_template_kwargs": {"thinking": True}}).config
+    )
+    assert result.reasoning == "Two and two, with a decoy \\boxed{5}."
+    assert result.text == "".join(ANSWER_PIECES)
+    assert result.metadata.selected_answer == "4"  # the boxed decoy in the thinking is not the answer
+    assert fake.chat_requests()[-1]["chat_template_kwargs"] == {"thinking": True}  # sent on, vLLM's name

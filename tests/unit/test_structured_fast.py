@@ -219,3 +219,15 @@ def test_json_inside_prose_parses():
     spec = output_spec_from_openai(response_format={"type": "json_object"})
     assert parse_candidate('Here it is: {"a": {"b": 1}} and more {"c": 2}', spec).value == {"a": {"b": 1}}
     assert parse_candidate("Here it is: {not json} {", spec).key is None
+
+
+def test_fake_a_reasoning_models_object_is_parsed_from_its_answer_never_its_thinking():
+    spec = output_spec_from_openai(
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}
+    )
+    texts = ['<think>Maybe {"x": 2}? No.</think>{"x": 1}'] * 2 + ['<think>{"x": 2}']  # the last one never answers
+    result = _run(_fake_engine(*texts), spec, n=3)
+    info = result.metadata.structured
+    assert info is not None and (info.valid_candidates, info.invalid_candidates) == (2, 1)
+    assert info.value == {"x": 1} and result.text == '{"x": 1}'
+    assert result.reasoning == 'Maybe {"x": 2}? No.'

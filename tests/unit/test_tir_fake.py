@@ -218,3 +218,27 @@ def test_fake_chat_only_api_gets_the_trajectory_as_messages(runner):
     result = TTSEngine(backend, code_runner=runner).run(USER, {"code_execution": True, "num_paths": 1})
     assert [s.source for s in result.trajectory.segments] == ["model", "injected", "model"]
     assert result.text == a + output("56211") + "\\boxed{56211}"
+
+
+def test_fake_budget_forcing_with_code_execution_closes_the_thinking_after_the_budget(runner):
+    first = "<think>Compute.\n" + block("print(2 + 3)")
+    seen = first + output("5")
+    script = {
+        "": [first + " never seen"],
+        seen: [" so it is five, surely"],
+        seen + " so </think>": ["The answer is 5."],
+    }
+    budget = len(seen) + 4  # the thinking call's budget counts the injected output too
+    result = run(script, runner, num_paths=1, tts_thinking_budget=budget)
+    sources = [(s.source, s.text) for s in result.trajectory.segments]
+    assert sources == [
+        ("model", first),
+        ("injected", output("5")),
+        ("model", " so "),
+        ("injected", "</think>"),
+        ("model", "The answer is 5."),
+    ]
+    (cand,) = result.metadata.candidates
+    assert [e.output for e in cand.code_executions] == ["5\n"]
+    assert (result.text, result.metadata.selected_answer) == ("The answer is 5.", "5")
+    assert cand.reasoning_tokens == len(first) + 4  # sampled thinking only: the output and marker were injected

@@ -8,7 +8,7 @@ which backend they run on; they hand every candidate of a step to one ``generate
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from numbers import Integral
@@ -120,8 +120,11 @@ class Backend(Protocol):
     @property
     def max_context_tokens(self) -> int: ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """Token ids of the chat prompt, ready for the assistant's turn."""
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
+        """Token ids of the chat prompt, ready for the assistant's turn; ``template_kwargs`` are extra
+        variables for the chat template (vLLM's chat_template_kwargs, e.g. enable_thinking)."""
         ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...

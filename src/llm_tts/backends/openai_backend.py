@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +145,10 @@ class OpenAIBackend:
         return self.endpoint.send_seed
 
     # -- protocol -------------------------------------------------------------------------
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self._setup()[1].render_chat(messages)
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
+        return self._setup()[1].render_chat(messages, template_kwargs)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self._setup()[1].decode(token_ids)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from llm_tts.backends.base import MAX_TOP_LOGPROBS, BackendCapabilities, SamplingParams, check_prompts_fit
@@ -23,6 +23,7 @@ from llm_tts.backends.remote_tokenizer import ServerTokenizer, TextVocab
 from llm_tts.backends.tokenizer import TokenizerMixin
 from llm_tts.errors import CapabilityError, InvalidParameterError, RemoteAPIError
 from llm_tts.messages import ChatMessage
+from llm_tts.reasoning import THINK_BEGIN, THINK_END
 from llm_tts.types import Segment
 
 
@@ -32,7 +33,9 @@ class Dialect(Protocol):
     path: str  # the API path requests go to
     capabilities: BackendCapabilities
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
@@ -157,13 +160,15 @@ class ChatDialect:
             endpoint, found, token_prompts=False, continuation=False, chat_only=True, exact_token_ids=False
         )
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         if messages and messages[-1].role == "assistant":
             raise CapabilityError(
                 f"continuation: a chat-only API ({self.endpoint.base_url}) answers a trailing assistant message with a "
                 "new turn instead of continuing it; end the messages with a user turn, or use a server with /tokenize"
             )
-        return [self.vocab.prompt_id(messages)]
+        return [self.vocab.prompt_id(messages, template_kwargs)]
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.vocab.decode(token_ids)
@@ -190,7 +195,8 @@ class ChatDialect:
         defaults = self.endpoint.defaults
         body = {
             "model": self.model,
-            "messages": [m.to_template_dict() for m in self.vocab.messages_of(prompt[0])],
+            "messages": [_chat_dict(m) for m in self.vocab.messages_of(prompt[0])],
+            **self.vocab.template_fields_of(prompt[0]),
             defaults.max_tokens_field: params.max_tokens,
             **self.endpoint.sampling_fields(params),
         }
@@ -207,7 +213,14 @@ class ChatDialect:
         return "logprobs" in body  # per-token logprobs are the only per-choice count a chat API gives
 
     def segment(self, choice: dict[str, Any], params: SamplingParams, completion_tokens: int | None) -> Segment:
-        text = (choice.get("message") or {}).get("content") or ""
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        # A server with a reasoning parser returns the thinking apart (vLLM and SGLang: reasoning or
+        # reasoning_content, DeepSeek: reasoning_content, OpenRouter: reasoning): it is put back in
+        # front of the answer between the default think tags, where the run's tag parser finds it.
+        thinking = message.get("reasoning") or message.get("reasoning_content")
+        if isinstance(thinking, str) and thinking:
+            text = f"{THINK_BEGIN}{thinking}{THINK_END}{text}"
         content = (choice.get("logprobs") or {}).get("content")
         finish, stop_text = finish_of(choice, params)
         if content:
@@ -227,6 +240,11 @@ class ChatDialect:
         pairs = ((self.vocab.piece_id(_piece(t)), float(t["logprob"])) for t in entry.get("top_logprobs") or [])
         ranked = sorted(pairs, key=lambda kv: -kv[1])
         return dict(ranked[:k])
+
+
+def _chat_dict(message: ChatMessage) -> dict[str, Any]:
+    """A message for a chat API: without earlier thinking (DeepSeek's API refuses it in input)."""
+    return {k: v for k, v in message.to_template_dict().items() if k not in ("reasoning", "reasoning_content")}
 
 
 def _piece(entry: dict[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from llm_tts.backends.remote_http import RemoteHTTP
@@ -36,15 +36,18 @@ class ServerTokenizer:
         self._pieces: dict[int, str] = {}
         self._lock = threading.Lock()
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         continue_final = messages[-1].role == "assistant"
-        return self._tokenize(
-            {
-                "messages": [m.to_template_dict() for m in messages],
-                "add_generation_prompt": not continue_final,
-                "continue_final_message": continue_final,
-            }
-        )
+        body: dict[str, Any] = {
+            "messages": [m.to_template_dict() for m in messages],
+            "add_generation_prompt": not continue_final,
+            "continue_final_message": continue_final,
+        }
+        if template_kwargs:
+            body["chat_template_kwargs"] = dict(template_kwargs)  # vLLM's /tokenize renders with them
+        return self._tokenize(body)
 
     def encode(self, text: str) -> list[int]:
         return self._tokenize({"prompt": text, "add_special_tokens": False})
@@ -101,14 +104,16 @@ class TextVocab:
     def __init__(self, max_prompts: int = 4096) -> None:
         self.max_prompts = max_prompts
         self._prompts: OrderedDict[int, tuple[ChatMessage, ...]] = OrderedDict()
+        self._template_kwargs: dict[int, dict[str, Any]] = {}  # chat_template_kwargs sent with a prompt
         self._prompt_ids: dict[str, int] = {}
         self._next_prompt = self.PROMPT_BASE
         self._pieces: list[bytes] = []
         self._piece_ids: dict[bytes, int] = {}
         self._lock = threading.Lock()
 
-    def prompt_id(self, messages: Sequence[ChatMessage]) -> int:
-        key = json.dumps([m.to_template_dict() for m in messages], sort_keys=True)
+    def prompt_id(self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None) -> int:
+        kwargs = dict(template_kwargs or {})
+        key = json.dumps([[m.to_template_dict() for m in messages], kwargs], sort_keys=True, default=str)
         with self._lock:
             pid = self._prompt_ids.get(key)
             if pid is None:
@@ -116,9 +121,12 @@ class TextVocab:
                 self._next_prompt += 1
                 self._prompt_ids[key] = pid
             self._prompts[pid] = tuple(messages)
+            if kwargs:
+                self._template_kwargs[pid] = kwargs
             self._prompts.move_to_end(pid)
             while len(self._prompts) > self.max_prompts:
                 old, _ = self._prompts.popitem(last=False)
+                self._template_kwargs.pop(old, None)
                 self._prompt_ids = {k: v for k, v in self._prompt_ids.items() if v != old}
             return pid
 
@@ -134,6 +142,12 @@ class TextVocab:
                 f"{self.max_prompts} newer prompts); a chat-only API takes prompts from render_chat() only"
             )
         return msgs
+
+    def template_fields_of(self, prompt_id: int) -> dict[str, Any]:
+        """The request fields that carry the prompt's chat_template_kwargs (none when it has none)."""
+        with self._lock:
+            kwargs = self._template_kwargs.get(prompt_id)
+        return {"chat_template_kwargs": dict(kwargs)} if kwargs else {}
 
     def piece_id(self, piece: bytes) -> int:
         with self._lock:

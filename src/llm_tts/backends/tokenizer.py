@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,9 @@ class ChatTokenizer:
 
         return cls(AutoTokenizer.from_pretrained(str(path)))
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
         """The prompt's token ids; a trailing assistant message is continued, not closed."""
         dicts = [m.to_template_dict() for m in messages]
         continue_final = messages[-1].role == "assistant"
@@ -32,6 +34,7 @@ class ChatTokenizer:
             add_generation_prompt=not continue_final,
             continue_final_message=continue_final,
             tokenize=True,
+            **dict(template_kwargs or {}),
         )
         if hasattr(ids, "keys"):  # transformers >= 5 may return a BatchEncoding
             ids = ids["input_ids"]
@@ -66,7 +69,9 @@ class ChatTokenizer:
 class TextTokenizer(Protocol):
     """What a backend needs of a tokenizer: a local one (ChatTokenizer) or a server's."""
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]: ...
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
@@ -82,8 +87,10 @@ class TokenizerMixin:
 
     tokenizer: TextTokenizer
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self.tokenizer.render_chat(messages)
+    def render_chat(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> list[int]:
+        return self.tokenizer.render_chat(messages, template_kwargs)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(token_ids)

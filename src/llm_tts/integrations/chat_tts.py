@@ -54,7 +54,7 @@ from llm_tts.integrations.lc_structured import (
     tool_calls_of,
     tool_choice_field,
 )
-from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
+from llm_tts.integrations.run_items import ReasoningDelta, Reply, RunItem, TextDelta
 from llm_tts.integrations.transport import ServiceTransport
 from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_MODEL_NAME
@@ -408,9 +408,18 @@ def _require(reply: Reply | None) -> Reply:
 
 
 def _usage(reply: Reply) -> UsageMetadata:
-    return UsageMetadata(
+    usage = UsageMetadata(
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, total_tokens=reply.total_tokens
     )
+    if reply.reasoning is not None:
+        usage["output_token_details"] = {"reasoning": reply.reasoning_tokens}
+    return usage
+
+
+def _reasoning_kwargs(reply: Reply) -> dict[str, Any]:
+    """A reasoning model's thinking where LangChain reads it (as ChatDeepSeek puts it): the message's
+    ``content_blocks`` then start with the standard ``reasoning`` block."""
+    return {} if reply.reasoning is None else {"reasoning_content": reply.reasoning}
 
 
 def _response_metadata(reply: Reply) -> dict[str, Any]:
@@ -424,6 +433,7 @@ def _response_metadata(reply: Reply) -> dict[str, Any]:
 def _chat_result(reply: Reply) -> ChatResult:
     message = AIMessage(
         content=reply.text,
+        additional_kwargs=_reasoning_kwargs(reply),
         tool_calls=tool_calls_of(reply.tts_metadata),
         invalid_tool_calls=invalid_tool_calls_of(reply.tts_metadata),
         usage_metadata=_usage(reply),
@@ -439,15 +449,26 @@ class _ChunkAssembler:
 
     def __init__(self) -> None:
         self.text_sent = False
+        self.reasoning_sent = False
 
     def feed(self, item: RunItem) -> list[ChatGenerationChunk]:
         if isinstance(item, ProgressEvent):
             meta = {PROGRESS_EVENT_NAME: [progress_to_json(item)]}
             return [ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))]
+        if isinstance(item, ReasoningDelta):
+            self.reasoning_sent = True
+            kwargs = {"reasoning_content": item.text}
+            return [ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=kwargs))]
         if isinstance(item, TextDelta):
             self.text_sent = True
             return [ChatGenerationChunk(message=AIMessageChunk(content=item.text))]
         out = []
+        if (
+            not self.text_sent and not self.reasoning_sent and item.reasoning is not None
+        ):  # the thinking streams before the answer
+            out.append(
+                ChatGenerationChunk(message=AIMessageChunk(content="", additional_kwargs=_reasoning_kwargs(item)))
+            )
         if not self.text_sent and item.text:
             out.append(ChatGenerationChunk(message=AIMessageChunk(content=item.text)))
         last = AIMessageChunk(

@@ -48,7 +48,7 @@ def _convert(i: int, m: BaseMessage) -> ChatMessage:
     if isinstance(m, HumanMessage):
         return ChatMessage(role="user", content=text_from_content(m.content, param=param), name=m.name)
     if isinstance(m, AIMessage):
-        return ChatMessage(role="assistant", content=_ai_text(m, param), name=m.name)
+        return ChatMessage(role="assistant", content=_ai_text(m, param), name=m.name, reasoning=_ai_reasoning(m))
     if isinstance(m, ToolMessage):
         return ChatMessage(role="tool", content=_tool_text(m.content, param), tool_call_id=m.tool_call_id, name=m.name)
     if isinstance(m, FunctionMessage):
@@ -68,6 +68,18 @@ def _ai_text(m: AIMessage, param: str) -> str:
     text = text_from_content(content, param=param)
     calls = [{"name": c["name"], "arguments": c["args"], "id": c.get("id")} for c in m.tool_calls]
     return with_tool_calls(text, calls)
+
+
+def _ai_reasoning(m: AIMessage) -> str | None:
+    """An earlier answer's thinking: ChatDeepSeek's additional_kwargs, else standard reasoning blocks."""
+    kwarg = m.additional_kwargs.get("reasoning_content")
+    if isinstance(kwarg, str) and kwarg:
+        return kwarg
+    blocks = m.content if isinstance(m.content, list) else []
+    parts = [
+        b["reasoning"] for b in blocks if isinstance(b, dict) and b.get("type") == "reasoning" and b.get("reasoning")
+    ]
+    return "".join(parts) or None
 
 
 def _tool_text(content: Any, param: str) -> str:

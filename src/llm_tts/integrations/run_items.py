@@ -18,6 +18,13 @@ from llm_tts.token_output import TokenOutput
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the selected answer's thinking (reasoning models), streamed before its text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of the selected answer's text."""
 
@@ -39,6 +46,8 @@ class Reply:
     prompt_token_ids: list[int] | None = None
     token_ids: list[int] | None = None
     logprobs: list[dict[str, Any]] | None = None  # OpenAI's logprobs.content entries, each with token_id
+    reasoning: str | None = None  # reasoning models: the selected answer's thinking (text is its answer part)
+    reasoning_tokens: int = 0  # thinking tokens of the candidates (usage's completion_tokens_details)
 
     @classmethod
     def from_result(cls, result: TTSResult) -> Reply:
@@ -55,7 +64,10 @@ class Reply:
         cls, text: str, finish_reason: str, metadata: TTSMetadata, model_name: str | None = None
     ) -> Reply:
         usage = metadata.usage
+        selected = next((c for c in metadata.candidates if c.status == "selected"), None)
         return cls(
+            reasoning=selected.reasoning if selected is not None else None,
+            reasoning_tokens=usage.completion_tokens_details.reasoning_tokens,
             text=text,
             finish_reason=finish_reason,
             tts_metadata=metadata.model_dump(mode="json"),
@@ -66,4 +78,4 @@ class Reply:
         )
 
 
-RunItem = ProgressEvent | TextDelta | Reply
+RunItem = ProgressEvent | ReasoningDelta | TextDelta | Reply

@@ -23,7 +23,7 @@ from pydantic import SecretStr, ValidationError
 from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError, ServiceError, error_class
 from llm_tts.events import PROGRESS_EVENT_NAME, progress_from_json
 from llm_tts.http_retry import RetryableResponse, RetryPolicy
-from llm_tts.integrations.run_items import Reply, RunItem, TextDelta
+from llm_tts.integrations.run_items import ReasoningDelta, Reply, RunItem, TextDelta
 from llm_tts.metadata import TTSMetadata
 
 DEFAULT_TIMEOUT_S = 600.0  # a TTS search can legitimately take minutes
@@ -268,6 +268,9 @@ class _SSEParser:
             delta = choice.get("delta") or {}
             if isinstance(choice.get(PROGRESS_EVENT_NAME), dict):  # where the service sends it
                 items.append(progress_from_json(choice[PROGRESS_EVENT_NAME]))
+            thinking = delta.get("reasoning") or delta.get("reasoning_content")
+            if thinking:
+                items.append(ReasoningDelta(thinking))
             if delta.get("content"):
                 self.text.append(delta["content"])
                 items.append(TextDelta(delta["content"]))

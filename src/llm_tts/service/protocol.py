@@ -34,6 +34,10 @@ class RequestMessage(BaseModel):
     tool_calls: list[dict[str, Any]] | None = Field(
         None, description="an assistant turn's tool calls, shown to the model as JSON in the next turn"
     )
+    reasoning: str | None = Field(
+        default=None, description="an assistant turn's thinking (vLLM's name), given to the chat template"
+    )
+    reasoning_content: str | None = Field(default=None, description="the same under DeepSeek's name")
 
 
 class StreamOptions(BaseModel):
@@ -156,6 +160,9 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(ChatCompletionRequest.model_fields)
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    # reasoning models: the thinking apart from the answer, as vLLM names it and as DeepSeek's API does
+    reasoning: str | None = Field(default=None, description="the selected answer's thinking (reasoning models)")
+    reasoning_content: str | None = Field(default=None, description="the same thinking under DeepSeek's name")
     tool_calls: list[dict[str, Any]] | None = None  # issue 19: OpenAI's shape (openai_tool_calls)
 
 

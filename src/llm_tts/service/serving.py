@@ -243,7 +243,9 @@ class _Answer:
             tokens = token_output(result.trajectory, self.engine.backend, config.top_logprobs or 0)
         calls = openai_tool_calls(result.metadata)
         choice = Choice(
-            message=ResponseMessage(content=None, tool_calls=calls) if calls else ResponseMessage(content=result.text),
+            message=ResponseMessage(content=None, tool_calls=calls)
+            if calls
+            else ResponseMessage(content=result.text, reasoning=result.reasoning, reasoning_content=result.reasoning),
             finish_reason="tool_calls" if calls else result.finish_reason,
             tts_metadata=result.metadata,
             logprobs=tokens.logprobs if tokens is not None and config.logprobs else None,

@@ -58,6 +58,7 @@ class ChunkWriter:
             content = self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
         else:
             content = self.chunk({"content": result.text})
+        thinking = [] if calls or result.reasoning is None else [self.reasoning(result.reasoning)]
         if completion is not None:
             choice = completion.choices[0]
             if choice.logprobs is not None:
@@ -66,4 +67,8 @@ class ChunkWriter:
                 content["choices"][0]["token_ids"] = choice.token_ids
             if completion.prompt_token_ids is not None:
                 content["prompt_token_ids"] = completion.prompt_token_ids
-        return [content, last]
+        return [*thinking, content, last]
+
+    def reasoning(self, thinking: str) -> dict[str, Any]:
+        """A reasoning model's thinking, streamed before its answer (vLLM's and DeepSeek's delta names)."""
+        return self.chunk({"reasoning": thinking, "reasoning_content": thinking})

@@ -74,6 +74,9 @@ class CandidateRecord(BaseModel):
     status: Literal["selected", "kept", "pruned"]
     finish_reason: Literal["stop", "length"] = "stop"
     answer: str | None = None
+    thinking_tokens: int = Field(
+        default=0, description="reasoning models: token_ids[:thinking_tokens] are the thinking, the rest the answer"
+    )
 
     @property
     def token_ids(self) -> list[int]:
@@ -151,6 +154,7 @@ def record_of(
                 status=info.status if info else "selected",
                 finish_reason=info.finish_reason if info else result.finish_reason,
                 answer=info.answer if info else None,
+                thinking_tokens=info.thinking_tokens if info else 0,
             )
         )
     selected = next((c.index for c in candidates if c.status == "selected"), None)

@@ -6,6 +6,8 @@
   tokens) becomes one sample: the first prompt, then each turn's sampled answer (mask 1) and what
   came between the turns (mask 0). Where the template re-rendered an answer differently, the
   sampled tokens are kept and ``metadata.rerendered_turns`` says which turns.
+- ``metadata.thinking_spans`` lists where a reasoning model's thinking is in the response
+  ([start, end) token positions, one per turn that thought): sampled, so its mask is 1.
 - Every other candidate of a search becomes its own sample (its request's prompt + its tokens),
   grouped by request in ``metadata.group`` with ``metadata.selected``, its step scores and its
   aggregated score as ``reward`` unless the caller gives one.
@@ -118,6 +120,7 @@ def _conversation_sample(
     first, last = chain[0], chain[-1]
     builder = _Builder(list(first.prompt_token_ids))
     rerendered: list[dict[str, Any]] = []
+    thinking: list[list[int]] = []  # [start, end) of each turn's thinking in the response
     for turn, record in enumerate(chain):
         if turn:
             prev = chain[turn - 1]
@@ -129,6 +132,7 @@ def _conversation_sample(
                 )
             builder.add(aligned.between, 0)
         chosen = record.chosen
+        thinking += _thinking_spans(chosen, len(builder.response))
         builder.add(chosen.token_ids, chosen.loss_mask, chosen.logprobs)
     chosen = last.chosen
     metadata = {
@@ -137,6 +141,7 @@ def _conversation_sample(
         "turns": len(chain),
         "prompt_length": len(first.prompt_token_ids),
         "rerendered_turns": rerendered,
+        "thinking_spans": thinking,
     }
     reward = options.reward if options.reward is not None else chosen.score
     return builder.sample(reward, _worst(r.status for r in chain), metadata)
@@ -150,7 +155,11 @@ def _other_candidates(record: SessionRecord, options: SampleOptions) -> list[Sam
         builder = _Builder(list(record.prompt_token_ids))
         builder.add(candidate.token_ids, candidate.loss_mask, candidate.logprobs)
         metadata = {**_metadata(record, candidate), "record_ids": [record.id], "turns": 1}
-        metadata.update(prompt_length=len(record.prompt_token_ids), rerendered_turns=[])
+        metadata.update(
+            prompt_length=len(record.prompt_token_ids),
+            rerendered_turns=[],
+            thinking_spans=_thinking_spans(candidate, 0),
+        )
         status: RecordStatus = "truncated" if candidate.finish_reason == "length" else "completed"
         reward = options.reward if options.reward is not None else candidate.score
         out.append(builder.sample(reward, status, metadata))
@@ -170,6 +179,11 @@ def _metadata(record: SessionRecord, candidate: CandidateRecord) -> dict[str, An
         "strategy": record.strategy,
         "scorer": record.scorer,
     }
+
+
+def _thinking_spans(candidate: CandidateRecord, offset: int) -> list[list[int]]:
+    """Where a reasoning model's thinking is in the response: [start, end) token positions."""
+    return [[offset, offset + candidate.thinking_tokens]] if candidate.thinking_tokens else []
 
 
 def _worst(statuses: Any) -> RecordStatus:

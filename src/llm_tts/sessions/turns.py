@@ -33,7 +33,12 @@ def align_turn(
     if list(next_prompt[:sampled]) == [*prev_prompt, *prev_answer]:
         return TurnAlignment(tuple(next_prompt[sampled:]), rerendered=False)
     if list(next_prompt[:n]) != list(prev_prompt):
-        return None
+        # A template may open the answer in the prompt (a reasoning model's "<think>") and leave that
+        # out when it re-renders the answer: the prompts must then agree up to the previous prompt's
+        # last end-of-turn token (every message the same), and the re-rendered answer starts there.
+        n, last = _common_prefix(prev_prompt, next_prompt), _last_end_of_turn(prev_prompt, end_of_turn_ids)
+        if last < 0 or n <= last:
+            return None
     # The answer was re-rendered: it ends at the first end-of-turn token after the old prompt.
     end = next((i for i in range(n, len(next_prompt)) if next_prompt[i] in end_of_turn_ids), None)
     if end is None:
@@ -41,6 +46,15 @@ def align_turn(
     closed = bool(prev_answer) and prev_answer[-1] in end_of_turn_ids
     cut = end + 1 if closed else end  # an answer that kept its end-of-turn token: not repeated
     return TurnAlignment(tuple(next_prompt[cut:]), rerendered=True, rendered_answer=tuple(next_prompt[n:cut]))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def _last_end_of_turn(ids: Sequence[int], end_of_turn_ids: Collection[int]) -> int:
+    """Position of the last end-of-turn token (-1: none), so a prefix must go past it."""
+    return max((i for i, t in enumerate(ids) if t in end_of_turn_ids), default=-1)
 
 
 def extends_messages(earlier: Sequence[dict[str, Any]], answer: str, later: Sequence[dict[str, Any]]) -> bool:

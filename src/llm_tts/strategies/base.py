@@ -32,6 +32,7 @@ from llm_tts.errors import UnknownNameError
 from llm_tts.events import ProgressCallback, ProgressEvent
 from llm_tts.metadata import CodeExecutionInfo, StoppedBy
 from llm_tts.progress import RunControl
+from llm_tts.reasoning import BudgetForcing, ThinkingReader, ThinkingSplit
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.tir.loop import Grown, Origin, ToolLoop, text_after_outputs
@@ -59,6 +60,9 @@ class Beam:
     status: Status = "kept"
     resampled: int = 0  # particle_filtering: draws this lineage received at resampling
     executions: list[CodeExecutionInfo] = field(default_factory=list)  # code_execution: blocks along it
+    reader: ThinkingReader | None = None  # reasoning models: tells the thinking from the answer
+    # the last split and the trajectory it is of: a beam is read many times between extensions
+    split_cache: tuple[Trajectory, ThinkingSplit] | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -70,12 +74,33 @@ class Beam:
         # not the last number it happened to write ("the sum of the sum of 7").
         if self.finish_reason == "length" and not has_final_answer(self.answer_text):
             return None
+        if not self.thinking_finished:
+            return None  # it ended inside its thinking: no answer, whatever numbers it wrote there
         return extract_answer(self.answer_text)
 
     @property
     def answer_text(self) -> str:
-        """Where the answer is: the text after the last injected output (all of it when none)."""
-        return text_after_outputs(self.trajectory.segments)
+        """Where the answer is: the answer part (never the thinking), after the last injected output."""
+        tail = text_after_outputs(self.trajectory.segments)
+        split = self.thinking_split
+        if split is None or not split.has_thinking:
+            return tail
+        return tail if len(tail) < len(split.answer) else split.answer
+
+    @property
+    def thinking_split(self) -> ThinkingSplit | None:
+        """The completion split into thinking and answer (None: thinking is not parsed)."""
+        if self.reader is None:
+            return None
+        if self.split_cache is None or self.split_cache[0] is not self.trajectory:
+            self.split_cache = (self.trajectory, self.reader.split(self.text))
+        return self.split_cache[1]
+
+    @property
+    def thinking_finished(self) -> bool:
+        """False while (or when) the completion is inside its thinking."""
+        split = self.thinking_split
+        return split is None or split.finished
 
     @property
     def num_tokens(self) -> int:
@@ -114,6 +139,7 @@ class StrategyContext:
         control: RunControl | None = None,
         tools: ToolLoop | None = None,
         constraint: DecodingConstraint | None = None,  # issue 19: every sample is decoded under it
+        reasoning: ThinkingReader | None = None,  # reasoning models: how thinking is told from the answer
     ) -> None:
         self.name = name
         self.constraint = constraint
@@ -136,6 +162,8 @@ class StrategyContext:
         self._seen: list[Beam] = []  # every candidate made, for an anytime answer
         self._parents: set[int] = set()  # ids of candidates that were extended (not leaves)
         self.tools = tools  # code_execution: generation runs the model's code blocks (llm_tts.tir)
+        self.reasoning = reasoning
+        self.forcing = _forcing(config, reasoning, backend)  # tts_thinking_budget: caps each one's thinking
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -236,7 +264,12 @@ class StrategyContext:
         (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
         c = self.config
         if self.tools is not None:  # planning refused watchers with code execution (StrategySpec.code_execution)
-            beams = self._tool_full(n)
+            beams = self._tool_full(n) if self.forcing is None else self._tool_forced(n)
+        elif self.forcing is not None and watcher is None:
+            grown = self.forcing.grow(
+                Trajectory(self.prompt_ids), n, c.max_tokens, c.stop or (), self.generate, self._fit
+            )
+            beams = [self._forced_beam(segments) for segments in grown]
         else:
             (row,) = self.generate(
                 [self.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
@@ -252,11 +285,28 @@ class StrategyContext:
             self.split(seg),
             finished=True,
             finish_reason="length" if seg.finish_reason in ("length", "abort") else "stop",
+            reader=self.reasoning,
+        )
+
+    def _forced_beam(self, segments: tuple[Segment, ...]) -> Beam:
+        last = next(s for s in reversed(segments) if s.is_model)
+        return Beam(
+            Trajectory(self.prompt_ids, segments),
+            [step for seg in segments if seg.is_model for step in self.split(seg)],
+            finished=True,
+            finish_reason="length" if last.finish_reason in ("length", "abort") else "stop",
+            reader=self.reasoning,
         )
 
     @property
     def step_stops(self) -> tuple[str, ...]:
-        return (self.config.tts_step_delimiter, *(self.config.stop or ()))
+        return (*self.step_delimiters, *(self.config.stop or ()))
+
+    @property
+    def step_delimiters(self) -> tuple[str, ...]:
+        """What ends a step: the delimiter, and for a reasoning model also the end of the thinking
+        and the thinking's own delimiter (a step ends there; the next one is the answer's)."""
+        return step_delimiters(self.config, self.reasoning)
 
     def expand(self, beams: Sequence[Beam], n: int) -> list[Beam]:
         """Every beam's next step, ``n`` candidates each, in ONE backend call.
@@ -269,6 +319,9 @@ class StrategyContext:
         if self.tools is not None:
             children = self._tool_expand(beams, n, [min(c.tts_step_max_tokens, x) for x in left])
         else:
+            if self.forcing is not None:  # a step never thinks past the budget
+                room = [self.forcing.thinking_left(b.trajectory) for b in beams]
+                left = [x if r is None else min(x, r) for x, r in zip(left, room)]
             rows = self.generate(
                 [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops
             )
@@ -277,9 +330,24 @@ class StrategyContext:
                 for beam, budget, row in zip(beams, left, rows)
                 for seg in row
             ]
+        if self.forcing is not None:
+            children = [self._close_thinking(child, beams[i // n]) for i, child in enumerate(children)]
         self._parents.update(id(b) for b in beams)
         self._seen += children
         return children
+
+    def _close_thinking(self, child: Beam, parent: Beam) -> Beam:
+        """Budget forcing in a step search: a child whose thinking used the budget gets the end marker
+        injected, and its next step is its answer (a step cut at the budget is not marked truncated)."""
+        assert self.forcing is not None
+        if (child.finished and child.finish_reason == "stop") or not self.forcing.must_close(child.trajectory):
+            return child
+        closing = self.forcing.closing()
+        child.trajectory = child.trajectory.extend(closing)
+        child.truncated_steps = parent.truncated_steps
+        room = child.trajectory.num_completion_tokens < self.config.max_tokens
+        child.finished, child.finish_reason = (False, "stop") if room else (True, "length")
+        return child
 
     def _child(self, beam: Beam, seg: Segment, grown: Grown | None = None) -> Beam:
         # grown (code_execution): the step's segments and blocks; seg is its last model segment
@@ -291,15 +359,17 @@ class StrategyContext:
             step_scores=list(beam.step_scores),
             score=None,
             executions=[*beam.executions, *(grown.executions if grown else ())],
+            reader=self.reasoning,
         )
-        user_stop = seg.finish_reason == "stop" and seg.stop_text != self.config.tts_step_delimiter
+        user_stop = seg.finish_reason == "stop" and seg.stop_text not in self.step_delimiters
         if grown is not None and not grown.segments[-1].is_model:
             user_stop = False  # out of budget right after an output: not an ending the model chose
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens
             or len(traj.token_ids) >= self.backend.max_context_tokens - 1
         )
-        if seg.finish_reason == "eos" or user_stop or has_final_answer(grown.answer_text if grown else seg.text):
+        stated = child.answer_text if self.reasoning is not None else grown.answer_text if grown else seg.text
+        if seg.finish_reason == "eos" or user_stop or has_final_answer(stated):
             child.finished, child.finish_reason = True, "stop"
         elif out_of_room or seg.finish_reason == "abort":
             child.finished, child.finish_reason = True, "length"
@@ -315,16 +385,38 @@ class StrategyContext:
         (row,) = self.tools.grow(
             [Origin(Trajectory(self.prompt_ids))], n, [c.max_tokens], c.stop or (), self.generate, self._fit
         )
-        return [
-            Beam(
-                Trajectory(self.prompt_ids, g.segments),
-                trajectory_steps(g.segments, self.split, self.tools.settings),
-                finished=True,
-                finish_reason="length" if g.finish_reason == "length" else "stop",
-                executions=list(g.executions),
-            )
-            for g in row
-        ]
+        return [self._tool_beam(g) for g in row]
+
+    def _tool_beam(self, g: Grown) -> Beam:
+        """A whole TIR trajectory as a finished candidate."""
+        assert self.tools is not None
+        return Beam(
+            Trajectory(self.prompt_ids, g.segments),
+            trajectory_steps(g.segments, self.split, self.tools.settings),
+            finished=True,
+            finish_reason="length" if g.finish_reason == "length" else "stop",
+            executions=list(g.executions),
+            reader=self.reasoning,
+        )
+
+    def _tool_forced(self, n: int) -> list[Beam]:
+        """``n`` whole TIR trajectories under budget forcing: the thinking (code blocks run as it goes)
+        stops at the budget or the end marker, then every sample that answers on continues, in one batch."""
+        assert self.tools is not None and self.forcing is not None
+        c, forcing, prompt = self.config, self.forcing, Trajectory(self.prompt_ids)
+        first = min(c.max_tokens, forcing.budget)
+        stops = (*(c.stop or ()), forcing.end_marker)
+        (row,) = self.tools.grow([Origin(prompt)], n, [first], stops, self.generate, self._fit)
+        settled = [forcing.settle(prompt, g.segments, first) for g in row]
+        grown = [Grown(segments, g.executions) for (segments, _), g in zip(settled, row)]
+        todo = [i for i, (s, go) in enumerate(settled) if go and sum(map(len, s)) < c.max_tokens]
+        if todo:
+            origins = [Origin(prompt.extend(*grown[i].segments), grown[i].executions) for i in todo]
+            budgets = [c.max_tokens - sum(map(len, grown[i].segments)) for i in todo]
+            more = self.tools.grow(origins, 1, budgets, c.stop or (), self.generate, self._fit)
+            for i, (g,) in zip(todo, more):
+                grown[i] = Grown((*grown[i].segments, *g.segments), (*grown[i].executions, *g.executions))
+        return [self._tool_beam(g) for g in grown]
 
     def _tool_expand(self, beams: Sequence[Beam], n: int, budgets: list[int]) -> list[Beam]:
         """Every beam's next step, ``n`` each, a code block and its output inside the step."""
@@ -358,7 +450,7 @@ class StrategyContext:
 
     def split(self, seg: Segment) -> list[Step]:
         """A one-shot trajectory's steps, split at the delimiter on token boundaries."""
-        return _split(seg, self.backend, self.config.tts_step_delimiter)
+        return _split(seg, self.backend, self.step_delimiters)
 
     # -- progress -------------------------------------------------------------------------
     def report(self, step: int, live: int, finished: int, best: float | None, message: str = "") -> None:
@@ -408,7 +500,25 @@ class StrategyContext:
         return StrategyOutcome([*pool, *rest], chosen, picked)
 
 
-def _split(seg: Segment, backend: Backend, delimiter: str) -> list[Step]:
+def _forcing(config: TTSConfig, reader: ThinkingReader | None, backend: Backend) -> BudgetForcing | None:
+    if config.tts_thinking_budget is None or reader is None or reader.end_marker is None:
+        return None
+    encode = getattr(backend, "encode", None)  # an EncodingBackend: TTSEngine.plan checked it
+    if encode is None:
+        return None
+    return BudgetForcing(reader, config.tts_thinking_budget, config.tts_thinking_answer_cue, encode)
+
+
+def step_delimiters(config: TTSConfig, reader: ThinkingReader | None) -> tuple[str, ...]:
+    """The texts that end a step (see :attr:`StrategyContext.step_delimiters`)."""
+    extra: tuple[str, ...] = () if reader is None or reader.end_marker is None else (reader.end_marker,)
+    thinking = config.tts_thinking_step_delimiter
+    if thinking is not None and thinking != config.tts_step_delimiter and extra:
+        extra = (thinking, *extra)
+    return (config.tts_step_delimiter, *extra)
+
+
+def _split(seg: Segment, backend: Backend, delimiter: str | Sequence[str]) -> list[Step]:
     from llm_tts.types import split_steps
 
     return split_steps(seg, backend.token_texts(seg.token_ids), delimiter, decode=backend.decode)

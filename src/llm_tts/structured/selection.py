@@ -51,7 +51,7 @@ def run_structured(ctx: StrategyContext, spec: OutputSpec, size: int) -> Structu
     sampled = ctx.sample_full(size)
     beams = [StructuredBeam(**{f: getattr(b, f) for f in b.__dataclass_fields__}) for b in sampled]
     for b in beams:
-        b.parsed = parse_candidate(b.text, spec)
+        b.parsed = parse_candidate(b.answer_text, spec)  # never the thinking of a reasoning model
     ctx.score(beams)
     scores = [b.score if ctx.scorer else mean_logprob(b) for b in beams]
     keys = [b.answer for b in beams]
