@@ -115,7 +115,7 @@ class TTSConfig(BaseModel):
     max_tokens: int = Field(4096, ge=1, le=MAX_TOKENS, description="maximum completion tokens per trajectory")
     seed: int | None = Field(None, description="makes sampling reproducible on backends that support seeds")
     stop: list[str] | None = Field(None, description="extra stop strings that end the whole answer")
-    # -- token in, token out (issue 14): OpenAI's and vLLM's names -----------------------------------
+    # -- token in, token out: OpenAI's and vLLM's names -----------------------------------
     logprobs: bool = Field(
         False,
         description="return the selected answer's per-token logprobs (the model's raw distribution, before "
@@ -136,7 +136,7 @@ class TTSConfig(BaseModel):
         0.0, ge=-2.0, le=2.0, description="lowers (or raises) the logits of tokens by how often they were generated"
     )
 
-    # -- code execution: tool-integrated reasoning (issue 15; names and defaults of NeMo-Skills) ----
+    # -- code execution: tool-integrated reasoning (names and defaults of NeMo-Skills) ----
     code_execution: bool = Field(
         False,
         description="run the code blocks the model writes in a sandbox and insert their output into the trajectory",
@@ -179,7 +179,7 @@ class TTSConfig(BaseModel):
         """A copy with per-call overrides applied and validated."""
         return TTSConfig.create(**{**self.model_dump(exclude_unset=True), **overrides})
 
-    # -- adaptive compute (issue 16): early stopping, budgets, anytime answers ---------------------
+    # -- adaptive compute: early stopping, budgets, anytime answers ---------------------
     tts_stop_confidence: float | None = Field(
         None,
         gt=0.0,

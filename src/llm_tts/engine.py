@@ -55,7 +55,7 @@ class TTSResult:
     finish_reason: Literal["stop", "length"]  # OpenAI meaning
     metadata: TTSMetadata
     trajectory: Trajectory  # token-level record of the selected candidate
-    # Token-level record of every candidate, in the order of metadata.candidates (issue 14).
+    # Token-level record of every candidate, in the order of metadata.candidates.
     candidate_trajectories: tuple[Trajectory, ...] = ()
     reasoning: str | None = None  # the selected candidate's thinking (text is then its answer part)
     reasoning_tokens: int = 0  # thinking tokens the selected candidate sampled
@@ -236,7 +236,7 @@ class TTSEngine:
         tail = "" if self.backend.capabilities.chat_only else self.backend.decode(prompt_ids[-PROMPT_TAIL_TOKENS:])
         return ThinkingReader(parser).with_prompt(tail)
 
-    # -- issue 19: structured runs ----------------------------------------------------------------
+    # -- structured output and function calling ----------------------------------------------------------------
     def _structured_prompt(self, messages: list[ChatMessage], output: OutputSpec) -> list[int]:
         """Tools through the chat template where it has a tools slot, else in the system prompt."""
         tools = [t.to_openai() for t in output.offered_tools]
@@ -271,7 +271,7 @@ class TTSEngine:
             raise InvalidParameterError("prompt_token_ids", e.value, e.limit) from None
         return list(ids)
 
-    # -- code execution (tool-integrated reasoning, issue 15) ------------------------------------
+    # -- code execution (tool-integrated reasoning) ------------------------------------
     def _check_code_execution(self, spec: StrategySpec, config: TTSConfig) -> None:
         """A request with code_execution fails here when the sandbox or the backend cannot do it."""
         if not spec.code_execution or config.tts_stop_confidence is not None:
@@ -398,7 +398,7 @@ def check_thinking_budget(config: TTSConfig, end_marker: str | None, backend: Ba
 
 def _run_anytime(plan: RunPlan, ctx: StrategyContext) -> StrategyOutcome:
     """Run the strategy; a spent token budget, or a deadline under ``tts_anytime``, ends it with the
-    best answer among the candidates made so far (issue 16)."""
+    best answer among the candidates made so far."""
     try:
         return plan.spec.run(ctx)
     except SearchStopped:
@@ -425,7 +425,7 @@ class RunPlan:
     scorer: Scorer | None  # None for the vote (VOTING_SCORER)
     prompt_ids: tuple[int, ...]  # the chat, rendered once
     started: float  # time.perf_counter() when planning began; total_s counts from here
-    output: OutputSpec | None = None  # issue 19: a structured run (JSON or tool call)
+    output: OutputSpec | None = None  # a structured run (JSON or tool call)
     reasoning: ThinkingReader | None = None  # how the run's completions split into thinking and answer
 
 

@@ -208,7 +208,7 @@ class ServiceError(LLMTTSError):
     code = "service_error"
 
 
-# -- sessions and the wait queue (issue 14) -----------------------------------------------------
+# -- sessions and the wait queue -----------------------------------------------------
 class SessionNotFoundError(LLMTTSError):
     """A session id that is unknown, deleted or expired."""
 

@@ -101,7 +101,7 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
     return messages[-1].content if messages else ""
 
 
-# -- issue 19: an assistant turn's tool calls, as the model reads them next turn -------------------
+# -- function calling: an assistant turn's tool calls, as the model reads them next turn -------------------
 def with_tool_calls(text: str, calls: Sequence[dict[str, Any]]) -> str:
     """``text`` followed by ``calls`` ({"name", "arguments", "id"}) as JSON: the chat has no
     structured tool-call slot here, so the model reads the earlier turn's calls as text."""

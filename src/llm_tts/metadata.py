@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-# Why a run ended (adaptive compute, issue 16); see TTSMetadata.stopped_by.
+# Why a run ended (adaptive compute); see TTSMetadata.stopped_by.
 StoppedBy = Literal["complete", "consensus", "confidence", "budget", "deadline", "max_steps"]
 
 
@@ -32,13 +32,13 @@ class CandidateInfo(BaseModel):
         description="particle_filtering: draws this candidate's lineage received at resampling, summed over steps "
         "(0: dropped at its first resampling); None for other strategies",
     )
-    # -- adaptive compute (issue 16) --
+    # -- adaptive compute --
     stopped_early: bool = Field(
         default=False,
         description="generation was aborted mid-way (a stopping rule, deepconf's confidence bar, the token budget "
         "or the deadline); its tokens so far are counted in usage",
     )
-    # -- code execution (issue 15) --
+    # -- code execution --
     code_executions: list[CodeExecutionInfo] = Field(
         default_factory=list, description="code_execution: this candidate's code blocks in order (empty when off)"
     )
@@ -108,25 +108,25 @@ class TTSMetadata(BaseModel):
     timings: TimingInfo = Field(default_factory=TimingInfo)
     backend: str = Field(description="backend that generated (transformers, vllm, openai)")
     model: str = Field(description="model that generated")
-    # -- adaptive compute (issue 16) --
+    # -- adaptive compute --
     stopped_by: StoppedBy = Field(
         default="complete",
         description="why the run ended: complete (ran its full size), consensus (the vote could no longer change, or "
         "deepconf's vote share reached its bar), confidence (tts_stop_confidence was reached), budget "
         "(tts_token_budget), deadline (tts_anytime under a deadline), max_steps (tts_max_steps with answers unfinished)",
     )
-    # -- code execution (issue 15) --
+    # -- code execution --
     code_execution: CodeExecutionTotals | None = Field(
         None,
         description="code_execution: blocks run, per status, and their seconds, over all candidates; None when off",
     )
-    # -- issue 19 --
+    # -- structured output and function calling --
     structured: StructuredInfo | None = Field(
         None, description="structured output / tool calling runs: parsing and the vote over objects or calls"
     )
 
 
-# -- code execution: tool-integrated reasoning (issue 15) ----------------------------------------
+# -- code execution: tool-integrated reasoning ----------------------------------------
 CodeExecutionStatus = Literal["ok", "error", "timeout", "killed", "limit"]
 CODE_EXECUTION_STATUSES: tuple[str, ...] = get_args(CodeExecutionStatus)
 
@@ -163,7 +163,7 @@ class CodeExecutionTotals(BaseModel):
         return cls(executions=len(ran), statuses=counts, seconds=sum(e.seconds for e in ran))
 
 
-# -- issue 19: structured output and tool calling ------------------------------------------------
+# -- structured output and function calling ------------------------------------------------
 class ToolCallInfo(BaseModel):
     """The selected tool call (OpenAI's and LangChain's shape: an id, a name, parsed arguments)."""
 

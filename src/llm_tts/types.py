@@ -18,7 +18,7 @@ Source = Literal["model", "injected"]
 # "stop": ended on a stop string (the step delimiter), kept in the segment.
 # "eos": the model emitted an end-of-sequence token (kept in token_ids, not in text).
 # "length": hit max_tokens. None: injected, or not finished.
-# "abort": a caller watching the generation stopped it (adaptive compute, issue 16); the segment
+# "abort": a caller watching the generation stopped it (adaptive compute); the segment
 # keeps the tokens generated until then.
 FinishReason = Literal["stop", "eos", "length", "abort"]
 

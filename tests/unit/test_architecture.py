@@ -9,6 +9,7 @@ names, and no import cycles between any two modules.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import grimp
@@ -55,3 +56,13 @@ def test_no_import_cycles() -> None:
             if path is not None and not any(p != module and module.startswith(p + ".") for p in path):
                 cycles.append(" -> ".join((module, *path)))
     assert cycles == []
+
+
+def test_code_says_what_it_is_not_which_issue_it_came_from() -> None:
+    tagged = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path in sorted(SRC.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bissue \d+", line, re.IGNORECASE)
+    ]
+    assert tagged == []

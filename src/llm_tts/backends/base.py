@@ -39,7 +39,7 @@ class SamplingParams:
     # OpenAI's penalties on tokens generated so far in this sequence (0: off)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    # -- issue 19: constrained decoding (every sample matches it; see backends/constraints.py) --
+    # -- structured output: constrained decoding (every sample matches it; see backends/constraints.py) --
     constraint: DecodingConstraint | None = None
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class BackendCapabilities:
     chat_only: bool = False  # prompts are whole chats the API renders itself (so its prompt count is the real one)
     exact_token_ids: bool = True  # returned ids are the sampled tokens, not a re-tokenised text
     prefix_caching: bool = False  # a repeated prefix is computed once
-    # -- issue 19 --
+    # -- structured output and function calling --
     constrained_decoding: bool = False  # honours SamplingParams.constraint (JSON schema, regex, grammar)
 
 
@@ -156,7 +156,7 @@ class SubmittingBackend(Backend, Protocol):
         ...
 
 
-# -- injected text (tool-integrated reasoning, issue 15) ------------------------------------------
+# -- injected text (tool-integrated reasoning) ------------------------------------------
 @runtime_checkable
 class EncodingBackend(Backend, Protocol):
     """A backend that can also tokenize text on its own, so a tool's output can be appended to a
@@ -169,7 +169,7 @@ class EncodingBackend(Backend, Protocol):
 
 @runtime_checkable
 class ToolTemplateBackend(Protocol):
-    """A backend whose chat template may render tools itself (issue 19; local tokenizers)."""
+    """A backend whose chat template may render tools itself (local tokenizers)."""
 
     def render_chat_with_tools(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
@@ -227,7 +227,7 @@ def check_token_ids(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
             raise InvalidParameterError(f"prompts[{i}]", bad, f"token ids must be integers in [0, {vocab_size})")
 
 
-# -- watching a running generation (adaptive compute, issue 16) ----------------------------------
+# -- watching a running generation (adaptive compute) ----------------------------------
 WatchVerdict = Literal["continue", "abort", "abort_all"]
 
 

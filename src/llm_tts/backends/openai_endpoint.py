@@ -86,7 +86,7 @@ class Endpoint:
         return self.http.post(path, {**self.extra_body, **body})
 
     def stream(self, path: str, body: dict[str, Any]) -> AbstractContextManager[Iterator[str]]:
-        """A streamed request's lines (adaptive compute, issue 16); leaving the block closes it."""
+        """A streamed request's lines (adaptive compute); leaving the block closes it."""
         return self.http.stream_lines(path, {**self.extra_body, **body})
 
     def check(self, params: SamplingParams, model: str, top_logprobs: bool) -> None:

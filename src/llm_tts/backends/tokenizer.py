@@ -43,7 +43,7 @@ class ChatTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
 
-    # -- issue 19: tools through the chat template -------------------------------------------
+    # -- function calling: tools through the chat template -------------------------------------------
     def render_chat_with_tools(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]]
     ) -> list[int] | None:

@@ -163,7 +163,7 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
             params["ls_stop"] = list(ls_stop)
         return params
 
-    # -- tool calling and structured output (issue 19, llm_tts.structured) -----------------------
+    # -- function calling and structured output (llm_tts.structured) -----------------------
     def bind_tools(
         self,
         tools: Sequence[Any],

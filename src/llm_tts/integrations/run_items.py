@@ -42,7 +42,7 @@ class Reply:
     input_tokens: int
     output_tokens: int
     total_tokens: int
-    # Token in, token out (issue 14): set when the call asked for logprobs or return_token_ids.
+    # Token in, token out: set when the call asked for logprobs or return_token_ids.
     prompt_token_ids: list[int] | None = None
     token_ids: list[int] | None = None
     logprobs: list[dict[str, Any]] | None = None  # OpenAI's logprobs.content entries, each with token_id

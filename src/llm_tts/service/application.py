@@ -73,7 +73,7 @@ def create_app(
     if api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
     app.include_router(router)
-    app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes (issue 14)
+    app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -30,7 +30,7 @@ class RequestMessage(BaseModel):
     )
     name: str | None = None
     tool_call_id: str | None = None
-    # -- issue 19 --
+    # -- structured output and function calling --
     tool_calls: list[dict[str, Any]] | None = Field(
         None, description="an assistant turn's tool calls, shown to the model as JSON in the next turn"
     )
@@ -94,7 +94,7 @@ class ChatCompletionRequest(TTSConfig):
         description="seconds this request may run (408 after, or the best answer so far with tts_anytime); "
         "capped by the server's deadline",
     )
-    # -- token in (issue 14) ---------------------------------------------------------------------
+    # -- token in ---------------------------------------------------------------------
     prompt_token_ids: list[int] | None = Field(
         None,
         min_length=1,
@@ -107,7 +107,7 @@ class ChatCompletionRequest(TTSConfig):
         description="SGLang's field, sent by RL rollout clients: a value >= 0 returns prompt_token_ids and "
         "token_ids as return_token_ids does (prompt logprobs are not computed); -1: no effect",
     )
-    # -- issue 19: structured output and tool calling (llm_tts.structured; checked in to_output) --
+    # -- structured output and function calling (llm_tts.structured; checked in to_output) --
     tools: Any = Field(None, description="OpenAI function tools; the model may call one per answer")
     tool_choice: Any = Field(None, description="auto, none, required, or {'type': 'function', 'function': {'name'}}")
     response_format: Any = Field(
@@ -163,7 +163,7 @@ class ResponseMessage(BaseModel):
     # reasoning models: the thinking apart from the answer, as vLLM names it and as DeepSeek's API does
     reasoning: str | None = Field(default=None, description="the selected answer's thinking (reasoning models)")
     reasoning_content: str | None = Field(default=None, description="the same thinking under DeepSeek's name")
-    tool_calls: list[dict[str, Any]] | None = None  # issue 19: OpenAI's shape (openai_tool_calls)
+    tool_calls: list[dict[str, Any]] | None = None  # function calling: OpenAI's shape (openai_tool_calls)
 
 
 class Choice(BaseModel):
@@ -226,7 +226,7 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-# -- issue 19 -----------------------------------------------------------------------------------
+# -- structured output and function calling -----------------------------------------------------------------------------------
 def openai_tool_calls(metadata: TTSMetadata) -> list[dict[str, Any]]:
     """The selected tool call in OpenAI's shape (arguments as a JSON string); [] for none."""
     calls = metadata.structured.tool_calls if metadata.structured is not None else []

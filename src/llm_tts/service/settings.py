@@ -114,7 +114,7 @@ class ServiceSettings(BaseModel):
         description="vLLM: true runs eagerly (no CUDA graphs: quicker start, slower decoding); unset: false on CUDA, true on CPU",
     )
 
-    # -- the wait queue and sessions (issue 14) ------------------------------------------------
+    # -- the wait queue and sessions ------------------------------------------------
     queue_size: Annotated[int, Source("--queue-size", "LLM_TTS_QUEUE_SIZE")] = Field(
         4096, ge=0, description="requests that may wait for a run slot; beyond it they get 429 with Retry-After"
     )

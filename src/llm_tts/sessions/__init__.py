@@ -1,5 +1,5 @@
 """Sessions: records of the chat completions served under ``/sessions/{id}``, kept with their
-token-level truth, and the training samples built from them (issue 14)."""
+token-level truth, and the training samples built from them."""
 
 from llm_tts.sessions.factory import open_store
 from llm_tts.sessions.records import CandidateRecord, SessionInfo, SessionOptions, SessionRecord, record_of

@@ -138,7 +138,7 @@ class StrategyContext:
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
         tools: ToolLoop | None = None,
-        constraint: DecodingConstraint | None = None,  # issue 19: every sample is decoded under it
+        constraint: DecodingConstraint | None = None,  # structured output: every sample is decoded under it
         reasoning: ThinkingReader | None = None,  # reasoning models: how thinking is told from the answer
     ) -> None:
         self.name = name
@@ -156,7 +156,7 @@ class StrategyContext:
         self.generate_calls = 0
         # Decided once: a backend that can submit lets a running call be stopped (see generate).
         self._submit = backend.submit if isinstance(backend, SubmittingBackend) else None
-        # -- adaptive compute (issue 16) --
+        # -- adaptive compute --
         self.stopped_by: StoppedBy | None = None  # set when a rule, the budget or the deadline ends the run early
         self._watch = backend.generate_watched if isinstance(backend, WatchingBackend) else None
         self._seen: list[Beam] = []  # every candidate made, for an anytime answer
@@ -377,7 +377,7 @@ class StrategyContext:
             child.truncated_steps += 1
         return child
 
-    # -- code execution (tool-integrated reasoning, issue 15) --------------------------------------
+    # -- code execution (tool-integrated reasoning) --------------------------------------
     def _tool_full(self, n: int) -> list[Beam]:
         """``n`` whole TIR trajectories: each runs its code blocks as it goes (see llm_tts.tir.loop)."""
         assert self.tools is not None
@@ -461,7 +461,7 @@ class StrategyContext:
             self.stopped_by = "max_steps"  # the search's last step left candidates unfinished
         self.control.check()
 
-    # -- adaptive compute (issue 16) --------------------------------------------------------
+    # -- adaptive compute --------------------------------------------------------
     def stop(self, reason: StoppedBy, message: str) -> None:
         """Record why the run ends early (the first reason stands) and report it at once."""
         if self.stopped_by is not None and self.stopped_by != "max_steps":

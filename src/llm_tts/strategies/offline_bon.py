@@ -6,7 +6,7 @@ scorer call, and step scores are aggregated with ``tts_score_aggregation`` over 
 ``tts_window_size`` steps. ``tts_selection="weighted"`` (the default) is weighted best-of-N:
 scores are summed per equivalent answer (:func:`llm_tts.answers.vote` with ``weighted=True``)
 and the best trajectory of the heaviest answer is returned; ``"best"`` returns the highest
-aggregated score (first on a tie), which loses to the vote when the scorer is weak (issue 17).
+aggregated score (first on a tie), which loses to the vote when the scorer is weak (docs/benchmarks.md).
 
 With ``tts_stop_confidence`` the trajectories are sampled in waves and sampling stops once the
 weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are "pruned".
