@@ -444,9 +444,9 @@ def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
     if not isinstance(config, TTSConfig):
         config = TTSConfig.create(**dict(config))
     spec = get_strategy(config.tts_strategy)
+    scorer_name = _resolve_scorer(spec, config.tts_scorer)  # unknown names first: their errors list the valid ones
     _check_fields(spec, config)
-    config = _apply_budget(spec, config)
-    return ResolvedConfig(spec, config, _resolve_scorer(spec, config.tts_scorer))
+    return ResolvedConfig(spec, _apply_budget(spec, config), scorer_name)
 
 
 def _check_fields(spec: StrategySpec, config: TTSConfig) -> None:

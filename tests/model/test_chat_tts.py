@@ -266,7 +266,7 @@ async def test_abatch_and_astream(llm):
 
 
 def test_instances_share_one_engine_per_model_and_backend(llm):
-    other = ChatTTS(backend="transformers", tts_strategy="beam_search", num_paths=3)
+    other = ChatTTS(backend="transformers", tts_strategy="beam_search", tts_beam_size=3)
     assert other._engine_for(None) is llm._engine_for(None)
 
 

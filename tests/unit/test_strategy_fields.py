@@ -111,3 +111,15 @@ def test_only_the_strategy_spec_reads_a_config_field_by_name():
         if re.search(r"getattr\((self\.)?(plan\.)?config, ", p.read_text())
     }
     assert readers <= {"strategies/base.py", "engine.py"}, readers
+
+
+def test_chat_tts_constructor_fields_are_defaults_a_call_with_another_strategy_keeps_where_taken():
+    from llm_tts.integrations import ChatTTS
+
+    llm = ChatTTS(backend="transformers", num_paths=2, tts_max_steps=3, max_tokens=32)
+    beam = resolve_config(llm.tts_config(tts_strategy="beam_search")).config
+    assert "num_paths" not in beam.model_fields_set and beam.tts_max_steps == 3 and beam.max_tokens == 32
+    with pytest.raises(InvalidParameterError, match="self_consistency does not take it"):
+        resolve_config(llm.tts_config())  # its own strategy (the default) and its own tts_max_steps
+    with pytest.raises(InvalidParameterError, match="beam_search does not take it"):
+        resolve_config(llm.tts_config(tts_strategy="beam_search", num_paths=4))  # one call's fields must fit

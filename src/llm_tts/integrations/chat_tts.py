@@ -58,6 +58,7 @@ from llm_tts.integrations.run_items import ReasoningDelta, Reply, RunItem, TextD
 from llm_tts.integrations.transport import ServiceTransport
 from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_MODEL_NAME
+from llm_tts.strategies import fields_for
 
 TTS_FIELDS: tuple[str, ...] = tuple(TTSConfig.model_fields)
 ANYTIME_MARGIN_S = 2.0  # HTTP + tts_anytime: the server's deadline comes this much before the read timeout
@@ -224,8 +225,16 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
 
     # -- the request ---------------------------------------------------------------------------
     def tts_config(self, **overrides: Any) -> TTSConfig:
-        """The validated TTS config of a call: this instance's settings plus ``overrides``."""
+        """The validated TTS config of a call: this instance's settings plus ``overrides``.
+
+        The instance's settings are defaults: a call (or ``bind``) that picks another strategy
+        keeps those of its strategy-owned fields that strategy takes. What one call sets, and what
+        the constructor sets beside its own strategy, must fit the strategy (else the field is
+        refused, naming the strategies that take it)."""
         mine = {name: getattr(self, name) for name in TTS_FIELDS if name in self.model_fields_set}
+        strategy = overrides.get("tts_strategy")
+        if strategy is not None and strategy != mine.get("tts_strategy"):
+            mine = fields_for(strategy, mine)
         return TTSConfig.create(**{**mine, **overrides})
 
     def _request(
