@@ -82,7 +82,7 @@ def counting(hf_backend):
 
 def _config(**fields: Any) -> TTSConfig:
     strategy = fields.get("tts_strategy", "self_consistency")
-    return TTSConfig.create(**{**fields_for(strategy, SMALL), **fields})
+    return TTSConfig.create(**fields_for(strategy, {**SMALL, **fields}))  # one set of sizes for every strategy
 
 
 COMBOS = [("self_consistency", "majority_vote")] + [(s, sc) for s in STRATEGIES for sc in STEP_SCORERS]
