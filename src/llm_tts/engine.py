@@ -466,12 +466,14 @@ def _check_requirements(spec: StrategySpec, backend: Backend) -> None:
         raise CapabilityError(
             f"continuation: {spec.name} extends partial answers step by step and {backend.name} cannot "
             "continue an assistant message here; use self_consistency or offline_bon, or a server with a "
-            "token-level API (vLLM, SGLang)"
+            "token-level API (vLLM, SGLang)",
+            param="tts_strategy",
         )
     if "top_logprobs" in spec.requires and (not caps.logprobs or caps.max_top_logprobs < 1):
         raise CapabilityError(
             f"{spec.name} needs top-k token logprobs, which backend {backend.name!r} does not return; "
-            "use self_consistency (with tts_stop_confidence to stop early)"
+            "use self_consistency (with tts_stop_confidence to stop early)",
+            param="tts_strategy",
         )
 
 
