@@ -68,6 +68,7 @@ def main() -> int:
     from llm_tts.answers import answers_equivalent
     from llm_tts.config import TTSConfig
     from llm_tts.engine import TTSEngine
+    from llm_tts.strategies import fields_for
 
     engine = TTSEngine.create(backend=args.backend)
     questions = make_questions(args.questions, args.seed, args.max_operand)
@@ -80,7 +81,7 @@ def main() -> int:
     print(f"{len(questions)} questions, backend {engine.backend.name}: {engine.backend.model_name}, {common}")
     rows = []
     for title, fields in methods(args):
-        config = TTSConfig.create(**common, **fields)
+        config = TTSConfig.create(**fields_for(fields["tts_strategy"], {**common, **fields}))
         correct, tokens, seconds = 0, 0, 0.0
         for question, gold in questions:
             start = time.perf_counter()
