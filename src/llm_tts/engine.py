@@ -383,12 +383,6 @@ def check_thinking_budget(config: TTSConfig, end_marker: str | None, backend: Ba
             config.tts_thinking_budget,
             f"reasoning_parser={config.reasoning_parser!r} has no end-of-thinking marker to inject",
         )
-    if config.tts_strategy == "deepconf" or config.tts_stop_confidence is not None:
-        raise InvalidParameterError(
-            "tts_thinking_budget",
-            config.tts_thinking_budget,
-            "does not combine with deepconf or tts_stop_confidence (yet): they watch each path as one sampled segment",
-        )
     if not isinstance(backend, EncodingBackend) or not backend.capabilities.continuation:
         raise CapabilityError(
             f"tts_thinking_budget: backend {backend.name!r} cannot continue a trajectory from injected tokens; use a "

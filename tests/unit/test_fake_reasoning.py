@@ -190,3 +190,22 @@ def test_earlier_thinking_reaches_the_template_from_every_face():
         assert messages[1].reasoning == "Add."
         assert messages[1].to_template_dict()["reasoning_content"] == "Add."
         assert "reasoning_content" not in messages[0].to_template_dict()
+
+
+def test_fake_budget_forcing_with_a_stopping_rule_votes_on_the_forced_answers():
+    thinking = "<think>" + "a" * 30 + "</think>The answer is 5."
+    script = {"": [thinking] * 8, "<think>aaaaaaaaaaaaa</think>": ["The answer is 5."] * 8}
+    result = run(script, num_paths=8, tts_stop_confidence=0.8, tts_thinking_budget=20)
+    assert result.metadata.selected_answer == "5"
+    assert result.metadata.stopped_by == "confidence"  # settled before all 8 paths were sampled
+    answered = [c for c in result.metadata.candidates if c.answer == "5"]
+    assert answered and all(c.thinking_finished and c.reasoning_tokens == 20 for c in answered)
+    assert len(result.metadata.candidates) < 8
+
+
+def test_fake_budget_forcing_in_deepconf_scores_the_thinking_and_votes_on_the_answers():
+    thinking = "<think>" + "a" * 30 + "</think>The answer is 5."
+    script = {"": [thinking] * 4, "<think>aaaaaaaaaaaaa</think>": ["The answer is 5."] * 4}
+    result = run(script, tts_strategy="deepconf", tts_deepconf_mode="offline", num_paths=4, tts_thinking_budget=20)
+    assert result.metadata.selected_answer == "5"
+    assert all(c.reasoning_tokens == 20 for c in result.metadata.candidates)

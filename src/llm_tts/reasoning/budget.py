@@ -75,11 +75,20 @@ class BudgetForcing:
         return segments, (last.is_model and last.finish_reason == "stop") or cut
 
     def grow(
-        self, prompt: Trajectory, n: int, max_tokens: int, stop: Sequence[str], generate: Generate, fit: Fit
+        self,
+        prompt: Trajectory,
+        n: int,
+        max_tokens: int,
+        stop: Sequence[str],
+        generate: Generate,
+        fit: Fit,
+        *,
+        answer: Generate | None = None,
     ) -> list[tuple[Segment, ...]]:
         """``n`` whole trajectories from ``prompt``, each one's thinking capped at the budget: call 1
-        samples the thinking (stopped at the end marker or the budget), call 2 continues every sample
-        that answers on (:meth:`settle`), all in one batch."""
+        (``generate``) samples the thinking, stopped at the end marker or the budget; call 2
+        (``answer``, else ``generate``) continues every sample that answers on (:meth:`settle`), all
+        in one batch. A caller watching the samples watches the thinking call."""
         first = min(max_tokens, self.budget)
         (row,) = generate([prompt.token_ids], n, first, (*stop, self.end_marker))
         settled = [self.settle(prompt, (fit(seg, first),), first) for seg in row]
@@ -88,7 +97,7 @@ class BudgetForcing:
         if not todo:
             return grown
         left = [max_tokens - _tokens(grown[i]) for i in todo]
-        rows = generate([prompt.extend(*grown[i]).token_ids for i in todo], 1, max(left), stop)
+        rows = (answer or generate)([prompt.extend(*grown[i]).token_ids for i in todo], 1, max(left), stop)
         for i, budget, (seg,) in zip(todo, left, rows):
             grown[i] = (*grown[i], fit(seg, budget))
         return grown

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
@@ -265,9 +266,12 @@ class StrategyContext:
         c = self.config
         if self.tools is not None:  # planning refused watchers with code execution (StrategySpec.code_execution)
             beams = self._tool_full(n) if self.forcing is None else self._tool_forced(n)
-        elif self.forcing is not None and watcher is None:
+        elif self.forcing is not None:
+            # a watcher (deepconf's bar, tts_stop_confidence's vote) watches the thinking call
+            thinking = partial(self.generate, watcher=watcher, top_logprobs=top_logprobs)
+            answer = partial(self.generate, top_logprobs=top_logprobs)
             grown = self.forcing.grow(
-                Trajectory(self.prompt_ids), n, c.max_tokens, c.stop or (), self.generate, self._fit
+                Trajectory(self.prompt_ids), n, c.max_tokens, c.stop or (), thinking, self._fit, answer=answer
             )
             beams = [self._forced_beam(segments) for segments in grown]
         else:

@@ -89,10 +89,12 @@ def sample_until_settled(ctx: StrategyContext, total: int, threshold: float, *, 
     paths: list[Beam] = []
     decision: StoppedBy | None = None
     wave = wave_size(total, threshold)
+    # Under budget forcing a path answers only after its thinking call: the vote is checked per wave.
+    per_wave = weighted or ctx.forcing is not None
     while len(paths) < total and decision is None:
         stream = (
             None
-            if weighted
+            if per_wave
             else _StreamedVote(ctx, [p.answer for p in paths if not p.aborted], total, len(paths), threshold)
         )
         batch = ctx.sample_full(min(wave, total - len(paths)), watcher=stream)
@@ -102,7 +104,8 @@ def sample_until_settled(ctx: StrategyContext, total: int, threshold: float, *, 
         else:
             ctx.score([p for p in batch if not p.aborted])
             kept = [p for p in paths if not p.aborted]
-            counts = weighted_counts([p.answer for p in kept], [p.score for p in kept])
+            answers = [p.answer for p in kept]
+            counts = weighted_counts(answers, [p.score for p in kept]) if weighted else vote_counts(answers)
             decision = settled(counts, total - len(paths), threshold)
         ctx.report(1, 0, len(paths), None, f"{len(paths)} of {total} paths sampled")
     if decision is not None:
