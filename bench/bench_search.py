@@ -98,8 +98,8 @@ def naive_beam_search(engine, messages, config) -> tuple[float, int, float]:
     only how prefixes reach the engine differs.
     """
     from llm_tts.messages import ChatMessage
-    from llm_tts.strategies.base import Beam, StrategyContext, dedupe
-    from llm_tts.types import Trajectory
+    from llm_tts.strategies import Beam, StrategyContext, dedupe
+    from llm_tts.types import Step, Trajectory
 
     backend = engine.backend
     scorer = engine._scorer(config.tts_scorer)
@@ -117,7 +117,7 @@ def naive_beam_search(engine, messages, config) -> tuple[float, int, float]:
             ids = backend.render_chat(convo)
             budget = min(c.tts_step_max_tokens, c.max_tokens - beam.num_tokens)
             (row,) = ctx.generate([ids], n, budget, ctx.step_stops)
-            candidates += [ctx._child(beam, seg) for seg in row]
+            candidates += [ctx.child(beam, (seg,), Step(seg, 0, len(seg), seg.text)) for seg in row]
         candidates = dedupe(candidates)
         ctx.score(candidates)
         candidates.sort(key=lambda b: b.score, reverse=True)

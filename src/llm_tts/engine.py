@@ -35,17 +35,21 @@ from llm_tts.reasoning import (
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer, scorer_names
 from llm_tts.strategies import (
     VOTING_SCORER,
+    Beam,
+    CodeExecutionSampler,
+    PlainSampler,
+    Sampler,
+    SearchStopped,
     StrategyContext,
     StrategyOutcome,
     StrategySpec,
     get_strategy,
     strategies_taking,
 )
-from llm_tts.strategies.base import Beam, SearchStopped
 from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
 from llm_tts.structured.selection import STRUCTURED_STRATEGIES, StructuredOutcome, run_structured
 from llm_tts.structured.spec import OutputSpec
-from llm_tts.tir import CodeRunner, ToolLoop, ToolSettings
+from llm_tts.tir import CodeExecutionLoop, CodeExecutionSettings, CodeRunner
 from llm_tts.types import Trajectory
 
 
@@ -117,7 +121,7 @@ class TTSEngine:
             question_of(plan.messages),
             progress,
             control,
-            tools=self._tools(plan),
+            sampler=self._sampler(plan),
             constraint=self._constraint(plan.output),
             reasoning=plan.reasoning,
         )
@@ -283,7 +287,7 @@ class TTSEngine:
             )
         if not isinstance(self.backend, EncodingBackend):
             raise CapabilityError(
-                f"code_execution: backend {self.backend.name!r} cannot tokenize a tool's output to insert it"
+                f"code_execution: backend {self.backend.name!r} cannot tokenize a code block's output to insert it"
             )
         self.code_runner()  # SandboxUnavailableError when this machine cannot sandbox
 
@@ -294,17 +298,19 @@ class TTSEngine:
                 self._code_runner = CodeRunner()
             return self._code_runner
 
-    def _tools(self, plan: RunPlan) -> ToolLoop | None:
+    def _sampler(self, plan: RunPlan) -> Sampler:
+        """How the run's samples grow: through the model's code blocks with code_execution, else plainly."""
         c = plan.config
         if not c.code_execution or not isinstance(self.backend, EncodingBackend):
-            return None
-        return ToolLoop(
-            ToolSettings.from_config(c),
+            return PlainSampler()
+        loop = CodeExecutionLoop(
+            CodeExecutionSettings.from_config(c),
             self.code_runner(),
             self.backend,
             plan.messages,
             continue_final_message=c.continue_final_message,
         )
+        return CodeExecutionSampler(loop)
 
     def _thinking_info(self, beam: Beam) -> dict[str, Any]:
         """A candidate's thinking/answer split for its CandidateInfo (nothing when it has no thinking)."""

@@ -1,9 +1,9 @@
 """Token-level core types: segments, trajectories and the steps that are views over them.
 
 A trajectory is the prompt's token ids plus an ordered list of segments. A segment is a run of
-tokens produced in one go, either sampled by the model or injected (a tool's output, a
-template). Everything a strategy, scorer, backend or export needs is kept at the token level,
-so a beam is extended by appending token ids, never by re-tokenising text.
+tokens produced in one go, either sampled by the model or injected (a code block's output, a
+template). Everything a strategy, scorer, backend or export needs is kept at the token level, so
+a beam is extended by appending token ids, never by re-tokenising text.
 """
 
 from __future__ import annotations
@@ -148,6 +148,17 @@ class Trajectory:
     def steps(self) -> list[Step]:
         """One step per model segment (step-wise generation puts one step in each segment)."""
         return [Step(s, 0, len(s), s.text) for s in self.segments if s.is_model and len(s)]
+
+
+def text_after_injected(segments: Sequence[Segment]) -> str:
+    """The text of the segments after the last injected one (all of them when none is): where a
+    model that was shown a code block's output states its answer."""
+    tail: list[str] = []
+    for s in reversed(segments):
+        if not s.is_model:
+            break
+        tail.append(s.text)
+    return "".join(reversed(tail))
 
 
 def split_steps(

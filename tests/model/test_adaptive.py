@@ -20,7 +20,7 @@ from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import DeadlineExceededError
 from llm_tts.messages import coerce_messages
-from llm_tts.strategies.base import StrategyContext
+from llm_tts.strategies import StrategyContext
 from polya import stays
 
 QUESTION = [{"role": "user", "content": "What is 3 + 4? Put the final answer in \\boxed{}."}]

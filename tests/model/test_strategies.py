@@ -341,7 +341,7 @@ def test_prm_without_a_model_is_refused_before_generating(counting, monkeypatch)
 
 
 def test_a_candidate_cut_by_a_limit_votes_only_with_an_answer_it_stated():
-    from llm_tts.strategies.base import Beam
+    from llm_tts.strategies import Beam
     from llm_tts.types import Segment, Trajectory
 
     def beam(text: str, finish_reason: str) -> Beam:

@@ -150,7 +150,7 @@ def test_fake_beam_search_branches_keep_separate_state_and_a_block_is_one_step(r
         step1[two] + show + output("2") + "\\boxed{2}": 0.8,
     }
     backend = FakeScriptedBackend(script)
-    outcome = run_strategy_with_tools(
+    outcome = run_strategy_with_code_execution(
         "beam_search", backend, runner, FakeScriptedScorer(scores), tts_beam_size=2, tts_candidates_per_step=1
     )
     by_answer = {b.answer: b for b in outcome.candidates}
@@ -169,23 +169,23 @@ def test_fake_step_does_not_end_at_a_blank_line_inside_a_block(runner):
     head, tail = code.split("\n\n", 1)
     script = {"": [head + "\n\n"], head + "\n\n": [tail], code + output("6"): ["\\boxed{6}"]}
     backend = FakeScriptedBackend(script)
-    outcome = run_strategy_with_tools("online_bon", backend, runner, None, tts_candidates_per_step=1)
+    outcome = run_strategy_with_code_execution("online_bon", backend, runner, None, tts_candidates_per_step=1)
     beam = outcome.selected
     assert len(beam.steps) == 1 and beam.answer == "6"
 
 
-def run_strategy_with_tools(strategy, backend, runner, scorer, **config):
+def run_strategy_with_code_execution(strategy, backend, runner, scorer, **config):
     from fakes import QUESTION
     from llm_tts.config import TTSConfig
     from llm_tts.messages import ChatMessage
-    from llm_tts.strategies import StrategyContext, get_strategy
-    from llm_tts.tir import ToolLoop, ToolSettings
+    from llm_tts.strategies import CodeExecutionSampler, StrategyContext, get_strategy
+    from llm_tts.tir import CodeExecutionLoop, CodeExecutionSettings
 
     cfg = TTSConfig.create(tts_strategy=strategy, code_execution=True, temperature=1.0, **config)
     msgs = [ChatMessage(role="user", content=QUESTION)]
-    tools = ToolLoop(ToolSettings.from_config(cfg), runner, backend, msgs)
+    sampler = CodeExecutionSampler(CodeExecutionLoop(CodeExecutionSettings.from_config(cfg), runner, backend, msgs))
     scorer = scorer or FakeScriptedScorer(_AnyScore())
-    ctx = StrategyContext(strategy, backend, scorer, cfg, backend.render_chat(msgs), QUESTION, tools=tools)
+    ctx = StrategyContext(strategy, backend, scorer, cfg, backend.render_chat(msgs), QUESTION, sampler=sampler)
     return get_strategy(strategy).run(ctx)
 
 

@@ -32,8 +32,7 @@ from llm_tts.evaluation.store import ResultsStore
 from llm_tts.evaluation.summary import ConfigurationSummary, summarize, write_summary
 from llm_tts.metadata import CandidateInfo
 from llm_tts.scorers.aggregation import aggregate
-from llm_tts.strategies import VOTING_SCORER
-from llm_tts.strategies.base import select_index
+from llm_tts.strategies import VOTING_SCORER, select_index
 
 RESCORE_SETTINGS = ("tts_score_aggregation", "tts_window_size", "tts_selection")
 

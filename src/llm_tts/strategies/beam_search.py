@@ -15,16 +15,10 @@ summed scores ("weighted", the default), or the best aggregated score ("best").
 from __future__ import annotations
 
 from llm_tts.config import MAX_BEAM_SIZE, SCORED_FIELDS, STEP_FIELDS
-from llm_tts.strategies.base import (
-    Beam,
-    StrategyContext,
-    StrategyOutcome,
-    best_score,
-    dedupe,
-    register_strategy,
-    score_key,
-    select_finished,
-)
+from llm_tts.strategies.candidates import Beam, dedupe
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.ranking import best_score, score_key, select_finished
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
 

@@ -29,7 +29,7 @@ from llm_tts.answers import vote
 from llm_tts.backends.base import SampleUpdate, WatchVerdict
 from llm_tts.config import MAX_PATHS
 from llm_tts.metadata import StoppedBy
-from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, register_strategy
+from llm_tts.strategies.candidates import Beam
 from llm_tts.strategies.confidence import (
     SlidingConfidence,
     lowest_group_confidence,
@@ -37,6 +37,8 @@ from llm_tts.strategies.confidence import (
     token_confidence,
     token_confidences,
 )
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.strategies.stopping import settled, weighted_counts
 
 TOP_K = 20  # top logprobs per token, as in the paper (at most what the backend returns)

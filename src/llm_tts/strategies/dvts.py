@@ -16,15 +16,10 @@ or the leaf with the best aggregated score (``"best"``).
 from __future__ import annotations
 
 from llm_tts.config import MAX_SUBTREES, SCORED_FIELDS, STEP_FIELDS
-from llm_tts.strategies.base import (
-    Beam,
-    StrategyContext,
-    StrategyOutcome,
-    best_score,
-    dedupe,
-    register_strategy,
-    select_finished,
-)
+from llm_tts.strategies.candidates import Beam, dedupe
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
 

@@ -15,7 +15,9 @@ weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are 
 from __future__ import annotations
 
 from llm_tts.config import MAX_PATHS, SCORED_FIELDS
-from llm_tts.strategies.base import StrategyContext, StrategyOutcome, best_score, register_strategy, select_finished
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.strategies.stopping import sample_until_settled
 
 

@@ -11,7 +11,9 @@ steps (then the trajectory is marked "length"). The returned score is the aggreg
 from __future__ import annotations
 
 from llm_tts.config import MAX_CANDIDATES_PER_STEP, SCORED_FIELDS, STEP_FIELDS
-from llm_tts.strategies.base import Beam, StrategyContext, StrategyOutcome, dedupe, register_strategy
+from llm_tts.strategies.candidates import Beam, dedupe
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
 

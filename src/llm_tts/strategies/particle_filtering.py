@@ -22,14 +22,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 from llm_tts.config import MAX_PARTICLES, SCORED_FIELDS, STEP_FIELDS
-from llm_tts.strategies.base import (
-    Beam,
-    StrategyContext,
-    StrategyOutcome,
-    best_score,
-    register_strategy,
-    select_finished,
-)
+from llm_tts.strategies.candidates import Beam
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
 _EPS = 1e-6  # keeps the logit of a reward of exactly 0 or 1 finite

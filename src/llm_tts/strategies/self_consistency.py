@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from llm_tts.answers import vote
 from llm_tts.config import MAX_PATHS, SCORED_FIELDS
-from llm_tts.strategies.base import StrategyContext, StrategyOutcome, mean_logprob, register_strategy
+from llm_tts.strategies.context import StrategyContext, StrategyOutcome
+from llm_tts.strategies.ranking import mean_logprob
+from llm_tts.strategies.registry import register_strategy
 from llm_tts.strategies.stopping import sample_until_settled
 
 

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from llm_tts.answers import group_answers, vote
 from llm_tts.backends.base import SampleUpdate, WatchVerdict
 from llm_tts.metadata import StoppedBy
-from llm_tts.strategies.base import Beam, StrategyContext
+from llm_tts.strategies.candidates import Beam
+from llm_tts.strategies.context import StrategyContext
 
 
 def leader_stays_probability(leader: float, runner_up: float, left: int) -> float:

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from llm_tts.answers import Vote, vote
 from llm_tts.errors import StructuredOutputError
 from llm_tts.metadata import InvalidToolCallInfo, StructuredInfo, ToolCallInfo
-from llm_tts.strategies import StrategyContext, StrategyOutcome
-from llm_tts.strategies.base import Beam, best_index, mean_logprob
+from llm_tts.strategies import Beam, StrategyContext, StrategyOutcome, best_index, mean_logprob
 from llm_tts.structured.parsing import Parsed, parse_candidate
 from llm_tts.structured.spec import OutputSpec
 

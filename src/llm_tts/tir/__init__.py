@@ -6,8 +6,8 @@ makes a block and its output one reasoning step, :mod:`.runner` runs blocks conc
 the sandbox pool (:mod:`llm_tts.sandbox`).
 """
 
-from llm_tts.tir.blocks import ToolSettings
-from llm_tts.tir.loop import Grown, Origin, ToolLoop
+from llm_tts.tir.blocks import CodeExecutionSettings
+from llm_tts.tir.loop import CodeExecutionLoop, Grown, Origin
 from llm_tts.tir.runner import CodeJob, CodeRunner
 
-__all__ = ["CodeJob", "CodeRunner", "Grown", "Origin", "ToolLoop", "ToolSettings"]
+__all__ = ["CodeExecutionLoop", "CodeExecutionSettings", "CodeJob", "CodeRunner", "Grown", "Origin"]

@@ -22,7 +22,7 @@ REFUSED_STATUS: Literal["limit"] = "limit"  # a block written after max_code_exe
 
 
 @dataclass(frozen=True)
-class ToolSettings:
+class CodeExecutionSettings:
     """The code-execution fields of a request."""
 
     max_executions: int
@@ -35,7 +35,7 @@ class ToolSettings:
     output_end: str
 
     @classmethod
-    def from_config(cls, c: TTSConfig) -> ToolSettings:
+    def from_config(cls, c: TTSConfig) -> CodeExecutionSettings:
         return cls(
             c.max_code_executions,
             c.code_execution_timeout,

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from llm_tts.backends.base import EncodingBackend
 from llm_tts.messages import ChatMessage
 from llm_tts.metadata import CodeExecutionInfo
-from llm_tts.tir.blocks import REFUSED_STATUS, REPLAYED_STATUSES, ToolSettings
+from llm_tts.tir.blocks import REFUSED_STATUS, REPLAYED_STATUSES, CodeExecutionSettings
 from llm_tts.tir.runner import CodeJob, CodeRunner
-from llm_tts.types import FinishReason, Segment, Trajectory
+from llm_tts.types import FinishReason, Segment, Trajectory, text_after_injected
 
 Generate = Callable[[Sequence[Sequence[int]], int, int, Sequence[str]], list[list[Segment]]]
 Fit = Callable[[Segment, int], Segment]  # cuts a segment to a token budget, marked "length"
@@ -64,17 +64,7 @@ class Grown:
     @property
     def answer_text(self) -> str:
         """The model's text after the last injected output: where its answer is."""
-        return text_after_outputs(self.segments)
-
-
-def text_after_outputs(segments: Sequence[Segment]) -> str:
-    """The text of the segments after the last injected one (all of them when none is)."""
-    tail: list[str] = []
-    for s in reversed(segments):
-        if not s.is_model:
-            break
-        tail.append(s.text)
-    return "".join(reversed(tail))
+        return text_after_injected(self.segments)
 
 
 @dataclass
@@ -100,15 +90,15 @@ class _Draft:
     @property
     def model_tail(self) -> str:
         """The model's text since the last injected segment (where a pending block is)."""
-        return text_after_outputs(self.all_segments)
+        return text_after_injected(self.all_segments)
 
 
-class ToolLoop:
+class CodeExecutionLoop:
     """One request's TIR loop; built by the engine, used by the strategy's generation calls."""
 
     def __init__(
         self,
-        settings: ToolSettings,
+        settings: CodeExecutionSettings,
         runner: CodeRunner,
         backend: EncodingBackend,
         messages: Sequence[ChatMessage],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from llm_tts.tir.blocks import ToolSettings
+from llm_tts.tir.blocks import CodeExecutionSettings
 from llm_tts.types import Segment, Step
 
 
@@ -43,7 +43,7 @@ def whole_steps(segments: Sequence[Segment]) -> Step:
 
 
 def trajectory_steps(
-    segments: Sequence[Segment], split: Callable[[Segment], list[Step]], tools: ToolSettings
+    segments: Sequence[Segment], split: Callable[[Segment], list[Step]], settings: CodeExecutionSettings
 ) -> list[Step]:
     """A whole trajectory's steps: model segments split at the delimiter, except inside a code
     block, and a block's output joined to the step that closed it and to the words after it."""
@@ -63,5 +63,5 @@ def trajectory_steps(
             else:
                 groups.append([part])
             text = "".join(p.text for p in groups[-1])
-            joined = tools.in_open_block(text) or tools.closes_block(part.text)
+            joined = settings.in_open_block(text) or settings.closes_block(part.text)
     return [merged_step(g) for g in groups]

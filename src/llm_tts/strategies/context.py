@@ -1,23 +1,25 @@
-"""What every strategy shares: the registry, the run context and the beam record.
+"""The run context every strategy works through, and how its samples are grown.
 
 A strategy is a function ``run(ctx) -> StrategyOutcome``. :class:`StrategyContext` gives it the
 only three things it may do with the outside world, each timed and counted: ``generate`` (one
 backend call), ``score`` (one scorer call for a batch of beams) and ``report`` (a progress event
 plus the cancellation/deadline check). Strategies never know the backend or the scorer's type.
+Whole trajectories and steps are grown by the context's :class:`Sampler`, chosen once when the
+context is built: :class:`PlainSampler`, or the code-execution one
+(:mod:`llm_tts.strategies.code_sampling`).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Protocol
 
-from llm_tts.answers import Vote, extract_answer, has_final_answer, vote
+from llm_tts.answers import Vote, has_final_answer, vote
 from llm_tts.backends.base import (
     Backend,
     SampleUpdate,
@@ -28,89 +30,18 @@ from llm_tts.backends.base import (
     WatchVerdict,
 )
 from llm_tts.backends.constraints import DecodingConstraint
-from llm_tts.config import STRATEGY_FIELDS, StrategyField, TTSConfig
-from llm_tts.errors import UnknownNameError
+from llm_tts.config import TTSConfig
 from llm_tts.events import ProgressCallback, ProgressEvent
 from llm_tts.metadata import CodeExecutionInfo, StoppedBy
 from llm_tts.progress import RunControl
-from llm_tts.reasoning import BudgetForcing, ThinkingReader, ThinkingSplit
+from llm_tts.reasoning import BudgetForcing, ThinkingReader
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
-from llm_tts.tir.loop import Grown, Origin, ToolLoop, text_after_outputs
-from llm_tts.tir.steps import trajectory_steps, whole_steps
-from llm_tts.types import Segment, Step, Trajectory
+from llm_tts.strategies.candidates import Beam
+from llm_tts.strategies.ranking import mean_logprob, select_finished
+from llm_tts.types import Segment, Step, Trajectory, split_steps, text_after_injected
 
 _POLL_S = 0.05  # how often a running backend call checks cancellation and the deadline
-VOTING_SCORER = "majority_vote"  # not a Scorer object: self_consistency's vote itself
-Status = Literal["selected", "kept", "pruned"]
-# Backend capabilities a strategy can require: continuing partial answers, top-k logprobs.
-Requirement = Literal["continuation", "top_logprobs"]
-
-
-@dataclass
-class Beam:
-    """One candidate: its trajectory, its steps and their scores, and how it ended."""
-
-    trajectory: Trajectory
-    steps: list[Step] = field(default_factory=list)
-    step_scores: list[float] = field(default_factory=list)
-    score: float | None = None  # aggregated step scores (None: not scored)
-    finished: bool = False  # cannot or need not be continued
-    finish_reason: Literal["stop", "length"] = "stop"  # OpenAI meaning: "length" = cut by a limit
-    truncated_steps: int = 0  # steps cut by tts_step_max_tokens (marked, not silently cut)
-    status: Status = "kept"
-    resampled: int = 0  # particle_filtering: draws this lineage received at resampling
-    executions: list[CodeExecutionInfo] = field(default_factory=list)  # code_execution: blocks along it
-    reader: ThinkingReader | None = None  # reasoning models: tells the thinking from the answer
-    # the last split and the trajectory it is of: a beam is read many times between extensions
-    split_cache: tuple[Trajectory, ThinkingSplit] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def text(self) -> str:
-        return self.trajectory.text
-
-    @property
-    def answer(self) -> str | None:
-        # A text cut by a limit never reached its conclusion: only an answer it stated counts,
-        # not the last number it happened to write ("the sum of the sum of 7").
-        if self.finish_reason == "length" and not has_final_answer(self.answer_text):
-            return None
-        if not self.thinking_finished:
-            return None  # it ended inside its thinking: no answer, whatever numbers it wrote there
-        return extract_answer(self.answer_text)
-
-    @property
-    def answer_text(self) -> str:
-        """Where the answer is: the answer part (never the thinking), after the last injected output."""
-        tail = text_after_outputs(self.trajectory.segments)
-        split = self.thinking_split
-        if split is None or not split.has_thinking:
-            return tail
-        return tail if len(tail) < len(split.answer) else split.answer
-
-    @property
-    def thinking_split(self) -> ThinkingSplit | None:
-        """The completion split into thinking and answer (None: thinking is not parsed)."""
-        if self.reader is None:
-            return None
-        if self.split_cache is None or self.split_cache[0] is not self.trajectory:
-            self.split_cache = (self.trajectory, self.reader.split(self.text))
-        return self.split_cache[1]
-
-    @property
-    def thinking_finished(self) -> bool:
-        """False while (or when) the completion is inside its thinking."""
-        split = self.thinking_split
-        return split is None or split.finished
-
-    @property
-    def num_tokens(self) -> int:
-        return self.trajectory.num_completion_tokens
-
-    @property
-    def aborted(self) -> bool:
-        """Its last segment was stopped mid-generation (a stopping rule, the budget, the deadline)."""
-        return self.trajectory.finish_reason == "abort"
 
 
 class SearchStopped(Exception):
@@ -123,6 +54,20 @@ class StrategyOutcome:
     candidates: list[Beam]  # every candidate considered; exactly one has status "selected"
     selected: Beam
     vote: Vote | None = None  # voting strategies (self_consistency, weighted best-of-N)
+
+
+class Sampler(Protocol):
+    """How a context grows samples: whole trajectories and next steps, through its ``generate``."""
+
+    def sample_full(
+        self, ctx: StrategyContext, n: int, watcher: Watcher | None, top_logprobs: int | None
+    ) -> list[Beam]:
+        """``n`` whole trajectories, finished (see :meth:`StrategyContext.sample_full`)."""
+        ...
+
+    def expand(self, ctx: StrategyContext, beams: Sequence[Beam], n: int) -> list[Beam]:
+        """Every beam's next step, ``n`` each (see :meth:`StrategyContext.expand`)."""
+        ...
 
 
 class StrategyContext:
@@ -138,7 +83,7 @@ class StrategyContext:
         question: str,
         progress: ProgressCallback | None = None,
         control: RunControl | None = None,
-        tools: ToolLoop | None = None,
+        sampler: Sampler | None = None,  # code_execution: a CodeExecutionSampler (default: plain sampling)
         constraint: DecodingConstraint | None = None,  # structured output: every sample is decoded under it
         reasoning: ThinkingReader | None = None,  # reasoning models: how thinking is told from the answer
     ) -> None:
@@ -162,7 +107,7 @@ class StrategyContext:
         self._watch = backend.generate_watched if isinstance(backend, WatchingBackend) else None
         self._seen: list[Beam] = []  # every candidate made, for an anytime answer
         self._parents: set[int] = set()  # ids of candidates that were extended (not leaves)
-        self.tools = tools  # code_execution: generation runs the model's code blocks (llm_tts.tir)
+        self.sampler = sampler if sampler is not None else PlainSampler()
         self.reasoning = reasoning
         self.forcing = _forcing(config, reasoning, backend)  # tts_thinking_budget: caps each one's thinking
 
@@ -263,22 +208,7 @@ class StrategyContext:
     def sample_full(self, n: int, *, watcher: Watcher | None = None, top_logprobs: int | None = None) -> list[Beam]:
         """``n`` whole trajectories from ONE backend call, split into steps at the delimiter
         (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
-        c = self.config
-        if self.tools is not None:  # planning refused watchers with code execution (StrategySpec.code_execution)
-            beams = self._tool_full(n) if self.forcing is None else self._tool_forced(n)
-        elif self.forcing is not None:
-            # a watcher (deepconf's bar, tts_stop_confidence's vote) watches the thinking call
-            thinking = partial(self.generate, watcher=watcher, top_logprobs=top_logprobs)
-            answer = partial(self.generate, top_logprobs=top_logprobs)
-            grown = self.forcing.grow(
-                Trajectory(self.prompt_ids), n, c.max_tokens, c.stop or (), thinking, self._fit, answer=answer
-            )
-            beams = [self._forced_beam(segments) for segments in grown]
-        else:
-            (row,) = self.generate(
-                [self.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
-            )
-            beams = [self.full_beam(seg) for seg in row]
+        beams = self.sampler.sample_full(self, n, watcher, top_logprobs)
         self._seen += beams
         return beams
 
@@ -289,16 +219,6 @@ class StrategyContext:
             self.split(seg),
             finished=True,
             finish_reason="length" if seg.finish_reason in ("length", "abort") else "stop",
-            reader=self.reasoning,
-        )
-
-    def _forced_beam(self, segments: tuple[Segment, ...]) -> Beam:
-        last = next(s for s in reversed(segments) if s.is_model)
-        return Beam(
-            Trajectory(self.prompt_ids, segments),
-            [step for seg in segments if seg.is_model for step in self.split(seg)],
-            finished=True,
-            finish_reason="length" if last.finish_reason in ("length", "abort") else "stop",
             reader=self.reasoning,
         )
 
@@ -318,22 +238,7 @@ class StrategyContext:
         A step stops at the delimiter or ``tts_step_max_tokens``; a trajectory never exceeds
         ``max_tokens`` (a step that would is cut there and the beam finishes with "length").
         """
-        c = self.config
-        left = [c.max_tokens - b.num_tokens for b in beams]
-        if self.tools is not None:
-            children = self._tool_expand(beams, n, [min(c.tts_step_max_tokens, x) for x in left])
-        else:
-            if self.forcing is not None:  # a step never thinks past the budget
-                room = [self.forcing.thinking_left(b.trajectory) for b in beams]
-                left = [x if r is None else min(x, r) for x, r in zip(left, room)]
-            rows = self.generate(
-                [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), self.step_stops
-            )
-            children = [
-                self._child(beam, _cut(seg, budget, self.backend))
-                for beam, budget, row in zip(beams, left, rows)
-                for seg in row
-            ]
+        children = self.sampler.expand(self, beams, n)
         if self.forcing is not None:
             children = [self._close_thinking(child, beams[i // n]) for i, child in enumerate(children)]
         self._parents.update(id(b) for b in beams)
@@ -353,26 +258,30 @@ class StrategyContext:
         child.finished, child.finish_reason = (False, "stop") if room else (True, "length")
         return child
 
-    def _child(self, beam: Beam, seg: Segment, grown: Grown | None = None) -> Beam:
-        # grown (code_execution): the step's segments and blocks; seg is its last model segment
-        traj = beam.trajectory.extend(*(grown.segments if grown else (seg,)))
+    def child(
+        self, beam: Beam, segments: Sequence[Segment], step: Step, executions: Sequence[CodeExecutionInfo] = ()
+    ) -> Beam:
+        """``beam`` grown by one step: ``segments`` (the model's, with any code output injected
+        between them) making ``step``, and whether that step ends it."""
+        seg = next(s for s in reversed(segments) if s.is_model)
+        traj = beam.trajectory.extend(*segments)
         child = replace(
             beam,
             trajectory=traj,
-            steps=[*beam.steps, whole_steps(grown.segments) if grown else Step(seg, 0, len(seg), seg.text)],
+            steps=[*beam.steps, step],
             step_scores=list(beam.step_scores),
             score=None,
-            executions=[*beam.executions, *(grown.executions if grown else ())],
+            executions=[*beam.executions, *executions],
             reader=self.reasoning,
         )
         user_stop = seg.finish_reason == "stop" and seg.stop_text not in self.step_delimiters
-        if grown is not None and not grown.segments[-1].is_model:
+        if not segments[-1].is_model:
             user_stop = False  # out of budget right after an output: not an ending the model chose
         out_of_room = (
             traj.num_completion_tokens >= self.config.max_tokens
             or len(traj.token_ids) >= self.backend.max_context_tokens - 1
         )
-        stated = child.answer_text if self.reasoning is not None else grown.answer_text if grown else seg.text
+        stated = child.answer_text if self.reasoning is not None else text_after_injected(segments)
         if seg.finish_reason == "eos" or user_stop or has_final_answer(stated):
             child.finished, child.finish_reason = True, "stop"
         elif out_of_room or seg.finish_reason == "abort":
@@ -381,62 +290,8 @@ class StrategyContext:
             child.truncated_steps += 1
         return child
 
-    # -- code execution (tool-integrated reasoning) --------------------------------------
-    def _tool_full(self, n: int) -> list[Beam]:
-        """``n`` whole TIR trajectories: each runs its code blocks as it goes (see llm_tts.tir.loop)."""
-        assert self.tools is not None
-        c = self.config
-        (row,) = self.tools.grow(
-            [Origin(Trajectory(self.prompt_ids))], n, [c.max_tokens], c.stop or (), self.generate, self._fit
-        )
-        return [self._tool_beam(g) for g in row]
-
-    def _tool_beam(self, g: Grown) -> Beam:
-        """A whole TIR trajectory as a finished candidate."""
-        assert self.tools is not None
-        return Beam(
-            Trajectory(self.prompt_ids, g.segments),
-            trajectory_steps(g.segments, self.split, self.tools.settings),
-            finished=True,
-            finish_reason="length" if g.finish_reason == "length" else "stop",
-            executions=list(g.executions),
-            reader=self.reasoning,
-        )
-
-    def _tool_forced(self, n: int) -> list[Beam]:
-        """``n`` whole TIR trajectories under budget forcing: the thinking (code blocks run as it goes)
-        stops at the budget or the end marker, then every sample that answers on continues, in one batch."""
-        assert self.tools is not None and self.forcing is not None
-        c, forcing, prompt = self.config, self.forcing, Trajectory(self.prompt_ids)
-        first = min(c.max_tokens, forcing.budget)
-        stops = (*(c.stop or ()), forcing.end_marker)
-        (row,) = self.tools.grow([Origin(prompt)], n, [first], stops, self.generate, self._fit)
-        settled = [forcing.settle(prompt, g.segments, first) for g in row]
-        grown = [Grown(segments, g.executions) for (segments, _), g in zip(settled, row)]
-        todo = [i for i, (s, go) in enumerate(settled) if go and sum(map(len, s)) < c.max_tokens]
-        if todo:
-            origins = [Origin(prompt.extend(*grown[i].segments), grown[i].executions) for i in todo]
-            budgets = [c.max_tokens - sum(map(len, grown[i].segments)) for i in todo]
-            more = self.tools.grow(origins, 1, budgets, c.stop or (), self.generate, self._fit)
-            for i, (g,) in zip(todo, more):
-                grown[i] = Grown((*grown[i].segments, *g.segments), (*grown[i].executions, *g.executions))
-        return [self._tool_beam(g) for g in grown]
-
-    def _tool_expand(self, beams: Sequence[Beam], n: int, budgets: list[int]) -> list[Beam]:
-        """Every beam's next step, ``n`` each, a code block and its output inside the step."""
-        assert self.tools is not None
-        rows = self.tools.grow(
-            [Origin(b.trajectory, b.executions) for b in beams],
-            n,
-            budgets,
-            self.step_stops,
-            self.generate,
-            self._fit,
-            step_delimiter=self.config.tts_step_delimiter,
-        )
-        return [self._child(beam, g.last_model, g) for beam, row in zip(beams, rows) for g in row]
-
-    def _fit(self, seg: Segment, budget: int) -> Segment:
+    def fit(self, seg: Segment, budget: int) -> Segment:
+        """``seg`` cut to ``budget`` tokens (none below zero), marked "length" when cut."""
         return _cut(seg, max(0, budget), self.backend)
 
     # -- scoring --------------------------------------------------------------------------
@@ -504,6 +359,53 @@ class StrategyContext:
         return StrategyOutcome([*pool, *rest], chosen, picked)
 
 
+class PlainSampler:
+    """Samples as the model writes them: one backend call per batch (two under budget forcing)."""
+
+    def sample_full(
+        self, ctx: StrategyContext, n: int, watcher: Watcher | None, top_logprobs: int | None
+    ) -> list[Beam]:
+        c = ctx.config
+        if ctx.forcing is None:
+            (row,) = ctx.generate(
+                [ctx.prompt_ids], n, c.max_tokens, c.stop or (), watcher=watcher, top_logprobs=top_logprobs
+            )
+            return [ctx.full_beam(seg) for seg in row]
+        # a watcher (deepconf's bar, tts_stop_confidence's vote) watches the thinking call
+        thinking = partial(ctx.generate, watcher=watcher, top_logprobs=top_logprobs)
+        answer = partial(ctx.generate, top_logprobs=top_logprobs)
+        grown = ctx.forcing.grow(
+            Trajectory(ctx.prompt_ids), n, c.max_tokens, c.stop or (), thinking, ctx.fit, answer=answer
+        )
+        return [self._forced_beam(ctx, segments) for segments in grown]
+
+    def _forced_beam(self, ctx: StrategyContext, segments: tuple[Segment, ...]) -> Beam:
+        last = next(s for s in reversed(segments) if s.is_model)
+        return Beam(
+            Trajectory(ctx.prompt_ids, segments),
+            [step for seg in segments if seg.is_model for step in ctx.split(seg)],
+            finished=True,
+            finish_reason="length" if last.finish_reason in ("length", "abort") else "stop",
+            reader=ctx.reasoning,
+        )
+
+    def expand(self, ctx: StrategyContext, beams: Sequence[Beam], n: int) -> list[Beam]:
+        c = ctx.config
+        left = [c.max_tokens - b.num_tokens for b in beams]
+        if ctx.forcing is not None:  # a step never thinks past the budget
+            room = [ctx.forcing.thinking_left(b.trajectory) for b in beams]
+            left = [x if r is None else min(x, r) for x, r in zip(left, room)]
+        rows = ctx.generate(
+            [b.trajectory.token_ids for b in beams], n, min(c.tts_step_max_tokens, max(left)), ctx.step_stops
+        )
+        children = []
+        for beam, budget, row in zip(beams, left, rows):
+            for seg in row:
+                cut = _cut(seg, budget, ctx.backend)
+                children.append(ctx.child(beam, (cut,), Step(cut, 0, len(cut), cut.text)))
+        return children
+
+
 def _forcing(config: TTSConfig, reader: ThinkingReader | None, backend: Backend) -> BudgetForcing | None:
     if config.tts_thinking_budget is None or reader is None or reader.end_marker is None:
         return None
@@ -523,8 +425,6 @@ def step_delimiters(config: TTSConfig, reader: ThinkingReader | None) -> tuple[s
 
 
 def _split(seg: Segment, backend: Backend, delimiter: str | Sequence[str]) -> list[Step]:
-    from llm_tts.types import split_steps
-
     return split_steps(seg, backend.token_texts(seg.token_ids), delimiter, decode=backend.decode)
 
 
@@ -542,158 +442,3 @@ def _cut(seg: Segment, budget: int, backend: Backend) -> Segment:
         finish_reason="length",
         stop_text=None,
     )
-
-
-def _rank(score: float | None) -> float:
-    return -math.inf if score is None else score  # unscored ranks last
-
-
-def score_key(beam: Beam) -> float:
-    """A beam's score for ranking: unscored beams rank last."""
-    return _rank(beam.score)
-
-
-def best_index(scores: Sequence[float | None]) -> int:
-    """Index of the highest score; the first one on a tie (None ranks last)."""
-    return max(range(len(scores)), key=lambda i: (_rank(scores[i]), -i))
-
-
-def best_of(beams: Sequence[Beam]) -> Beam:
-    """The highest-scoring beam; the first one on a tie (unscored beams rank last)."""
-    return beams[best_index([b.score for b in beams])]
-
-
-def select_index(
-    answers: Sequence[str | None], scores: Sequence[float | None], selection: Literal["best", "weighted"]
-) -> tuple[int, Vote | None]:
-    """The candidate ``tts_selection`` picks: the best score, or the best candidate of the heaviest
-    answer when scores are summed per equivalent answer (with that vote). ``llm-tts rescore``
-    applies it to recorded candidates, so a re-score with the run's settings makes the run's choice."""
-    if selection == "weighted":
-        result = vote(answers, scores, weighted=True)
-        return result.selected, result
-    return best_index(scores), None
-
-
-def select_finished(beams: Sequence[Beam], selection: Literal["best", "weighted"]) -> tuple[Beam, Vote | None]:
-    """The beam to return by ``tts_selection`` (:func:`select_index`), marked "selected"."""
-    index, result = select_index([b.answer for b in beams], [b.score for b in beams], selection)
-    chosen = beams[index]
-    chosen.status = "selected"
-    return chosen, result
-
-
-def mean_logprob(beam: Beam) -> float | None:
-    """Mean token log-probability of a beam's model tokens (free: the backend returned them)."""
-    lps = [lp for seg in beam.trajectory.segments if seg.is_model and seg.logprobs for lp in seg.logprobs]
-    return sum(lps) / len(lps) if lps else None
-
-
-def best_score(beams: Sequence[Beam]) -> float | None:
-    scores = [b.score for b in beams if b.score is not None]
-    return max(scores) if scores else None
-
-
-def dedupe(beams: Sequence[Beam]) -> list[Beam]:
-    """Drop beams whose completion token ids repeat an earlier beam's (first one kept)."""
-    seen: set[tuple[int, ...]] = set()
-    out = []
-    for b in beams:
-        key = b.trajectory.completion_token_ids
-        if key not in seen:
-            seen.add(key)
-            out.append(b)
-    return out
-
-
-# -- registry ---------------------------------------------------------------------------------
-StrategyFn = Callable[[StrategyContext], StrategyOutcome]
-
-
-@dataclass(frozen=True)
-class StrategySpec:
-    """A registered strategy: how to run it and what it takes, needs and combines with.
-
-    ``fields``: the strategy-owned config fields it reads (:data:`~llm_tts.config.StrategyField`);
-    ``requires``: backend capabilities it cannot run without; ``code_execution``: whether its paths
-    can run code (a strategy that watches each path as one sampled segment cannot). Planning derives
-    every cross-check from these (:func:`llm_tts.engine.resolve_config` and ``TTSEngine.plan``).
-    """
-
-    name: str
-    run: StrategyFn
-    size_field: StrategyField  # the TTSConfig field tts_budget maps onto
-    size_cap: int  # the largest value allowed for that field
-    fields: frozenset[StrategyField]
-    needs_scorer: bool  # False: the vote decides, a scorer only breaks ties
-    requires: frozenset[Requirement] = frozenset()
-    code_execution: bool = True
-    budget_unit: StrategyField | None = None  # tts_budget is divided by this field to give size_field (dvts)
-
-    def size(self, config: TTSConfig) -> int:
-        value: int = getattr(config, self.size_field)  # a StrategyField: checked against TTSConfig by a test
-        return value
-
-    def size_for_budget(self, config: TTSConfig, budget: int) -> int:
-        """The main size ``tts_budget`` sets: the budget itself, or budget / unit (at least 1)."""
-        return budget if self.budget_unit is None else max(1, budget // getattr(config, self.budget_unit))
-
-    @property
-    def continues_steps(self) -> bool:
-        return "continuation" in self.requires
-
-    @property
-    def default_scorer(self) -> str:
-        return "entropy" if self.needs_scorer else VOTING_SCORER
-
-
-_STRATEGIES: dict[str, StrategySpec] = {}
-
-
-def register_strategy(
-    name: str,
-    *,
-    size_field: StrategyField,
-    size_cap: int,
-    fields: Sequence[StrategyField],
-    needs_scorer: bool = True,
-    requires: Sequence[Requirement] = (),
-    code_execution: bool = True,
-    budget_unit: StrategyField | None = None,
-) -> Callable[[StrategyFn], StrategyFn]:
-    """Register ``run`` under ``name`` with what it takes (``fields``, which include ``size_field``
-    and ``budget_unit``), needs and combines with: see :class:`StrategySpec`."""
-
-    def deco(fn: StrategyFn) -> StrategyFn:
-        taken = frozenset(fields) | {size_field} | ({budget_unit} if budget_unit else set())
-        _STRATEGIES[name] = StrategySpec(
-            name, fn, size_field, size_cap, taken, needs_scorer, frozenset(requires), code_execution, budget_unit
-        )
-        return fn
-
-    return deco
-
-
-def fields_for(strategy: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``fields`` less the strategy-owned ones ``strategy`` does not take: one set of sizes shared
-    by a sweep over strategies (an unknown strategy keeps them all; its name is refused later)."""
-    spec = _STRATEGIES.get(strategy)
-    if spec is None:
-        return dict(fields)
-    return {k: v for k, v in fields.items() if k not in STRATEGY_FIELDS or k in spec.fields}
-
-
-def strategies_taking(field: str) -> list[str]:
-    """The registered strategies that take ``field`` (sorted)."""
-    return sorted(name for name, spec in _STRATEGIES.items() if field in spec.fields)
-
-
-def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
-
-
-def get_strategy(name: str) -> StrategySpec:
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise UnknownNameError("strategy", name, strategy_names(), param="tts_strategy") from None
