@@ -2,8 +2,9 @@
 
 import-linter checks the layers (faces above the engine, the engine above strategies,
 strategies above scorers and backends, core types at the bottom) from pyproject.toml; these
-tests add the two rules it has no contract for: no module imports another module's private
-names, and no import cycles between any two modules.
+tests add the rules it has no contract for: no module imports another module's private names,
+no import cycles between any two modules, no module long enough to hold several ideas, and in
+``strategies`` only the code-execution sampler knows code execution's loop.
 """
 
 from __future__ import annotations
@@ -66,3 +67,28 @@ def test_code_says_what_it_is_not_which_issue_it_came_from() -> None:
         if re.search(r"\bissue \d+", line, re.IGNORECASE)
     ]
     assert tagged == []
+
+
+MAX_MODULE_LINES = 560  # past this a module holds more than one idea: split it by idea
+
+
+def test_no_module_outgrows_one_idea() -> None:
+    long = {
+        str(path.relative_to(SRC)): n
+        for path in sorted(SRC.rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_only_the_code_execution_sampler_knows_the_code_execution_loop() -> None:
+    """A strategy or the context samples through ``ctx.sampler`` and never branches on code execution."""
+    graph = grimp.build_graph("llm_tts")
+    knowing = sorted(
+        module
+        for module in graph.find_children("llm_tts.strategies") | {"llm_tts.strategies"}
+        if any(
+            m == "llm_tts.tir" or m.startswith("llm_tts.tir.") for m in graph.find_modules_directly_imported_by(module)
+        )
+    )
+    assert knowing == ["llm_tts.strategies.code_sampling"]
