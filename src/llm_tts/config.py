@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from llm_tts.errors import InvalidParameterError, UnknownNameError
+from llm_tts.validation_errors import typed_validation
 
 Aggregation = Literal["min", "mean", "max", "product", "last"]
 AGGREGATIONS: tuple[str, ...] = ("min", "mean", "max", "product", "last")
@@ -166,14 +166,8 @@ class TTSConfig(BaseModel):
     @classmethod
     def create(cls, **fields: Any) -> TTSConfig:
         """Validate ``fields`` into a config, raising llm_tts's typed errors (not pydantic's)."""
-        try:
+        with typed_validation(names=cls.model_fields, whole="config"):
             return cls.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as e:
-            err = e.errors()[0]
-            param = ".".join(str(p) for p in err["loc"]) or "config"
-            if err["type"] == "extra_forbidden":
-                raise UnknownNameError("parameter", param, list(cls.model_fields), param=param) from None
-            raise InvalidParameterError(param, err.get("input"), err["msg"]) from None
 
     def merged(self, **overrides: Any) -> TTSConfig:
         """A copy with per-call overrides applied and validated."""
@@ -253,3 +247,4 @@ class TTSConfig(BaseModel):
         description="step searches: text that ends a step inside the thinking (default: tts_step_delimiter); the "
         "end of the thinking always ends a step, and the steps after it are the answer's",
     )
+
