@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from llm_tts.validation_errors import typed_validation
 
@@ -61,7 +61,8 @@ SCORED_FIELDS: tuple[StrategyField, ...] = ("tts_score_aggregation", "tts_window
 class TTSConfig(BaseModel):
     """Everything that shapes one test-time-scaling run. Every field is documented in /docs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN is refused as not a number, not by whichever bound it fails.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tts_strategy: str = Field(
         "self_consistency",
@@ -248,3 +249,22 @@ class TTSConfig(BaseModel):
         "end of the thinking always ends a step, and the steps after it are the answer's",
     )
 
+
+# The sampling fields a backend takes in its SamplingParams: their limits are TTSConfig's fields'
+# (declared once, above), checked by this model for a backend called without a config.
+_Sampling: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "_Sampling",
+    __config__=TTSConfig.model_config,
+    **{
+        name: (TTSConfig.model_fields[name].annotation, TTSConfig.model_fields[name])
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+    },
+)
+
+
+def check_sampling(**values: float) -> None:
+    """Sampling values within TTSConfig's limits, else the InvalidParameterError TTSConfig raises.
+
+    Strict: a bool or a numeric string is refused, as a backend would not convert it."""
+    with typed_validation():
+        _Sampling.model_validate(values, strict=True)
