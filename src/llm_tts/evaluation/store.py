@@ -8,6 +8,7 @@ finished and duplicates nothing. A bad line anywhere else is an error (the file 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -33,8 +34,12 @@ class ResultsStore:
             if not line.strip():
                 continue
             try:
+                data = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f"{self.path}: line {number} is not JSON ({e})", param="out") from None
+            try:
                 with typed_validation(whole="row"):
-                    rows.append(ResultRow.model_validate_json(line))
+                    rows.append(ResultRow.model_validate(data))
             except LLMTTSError as e:
                 raise DatasetError(f"{self.path}: line {number} is not a result row ({e})", param="out") from None
         return rows
