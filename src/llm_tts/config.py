@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from llm_tts.errors import InvalidParameterError, UnknownNameError
+from llm_tts.validation_errors import typed_validation
 
 Aggregation = Literal["min", "mean", "max", "product", "last"]
 AGGREGATIONS: tuple[str, ...] = ("min", "mean", "max", "product", "last")
@@ -61,7 +61,8 @@ SCORED_FIELDS: tuple[StrategyField, ...] = ("tts_score_aggregation", "tts_window
 class TTSConfig(BaseModel):
     """Everything that shapes one test-time-scaling run. Every field is documented in /docs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN is refused as not a number, not by whichever bound it fails.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tts_strategy: str = Field(
         "self_consistency",
@@ -166,14 +167,8 @@ class TTSConfig(BaseModel):
     @classmethod
     def create(cls, **fields: Any) -> TTSConfig:
         """Validate ``fields`` into a config, raising llm_tts's typed errors (not pydantic's)."""
-        try:
+        with typed_validation(names=cls.model_fields, whole="config"):
             return cls.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as e:
-            err = e.errors()[0]
-            param = ".".join(str(p) for p in err["loc"]) or "config"
-            if err["type"] == "extra_forbidden":
-                raise UnknownNameError("parameter", param, list(cls.model_fields), param=param) from None
-            raise InvalidParameterError(param, err.get("input"), err["msg"]) from None
 
     def merged(self, **overrides: Any) -> TTSConfig:
         """A copy with per-call overrides applied and validated."""
@@ -253,3 +248,23 @@ class TTSConfig(BaseModel):
         description="step searches: text that ends a step inside the thinking (default: tts_step_delimiter); the "
         "end of the thinking always ends a step, and the steps after it are the answer's",
     )
+
+
+# The sampling fields a backend takes in its SamplingParams: their limits are TTSConfig's fields'
+# (declared once, above), checked by this model for a backend called without a config.
+_Sampling: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "_Sampling",
+    __config__=TTSConfig.model_config,
+    **{
+        name: (TTSConfig.model_fields[name].annotation, TTSConfig.model_fields[name])
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+    },
+)
+
+
+def check_sampling(**values: float) -> None:
+    """Sampling values within TTSConfig's limits, else the InvalidParameterError TTSConfig raises.
+
+    Strict: a bool or a numeric string is refused, as a backend would not convert it."""
+    with typed_validation():
+        _Sampling.model_validate(values, strict=True)

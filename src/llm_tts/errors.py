@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 _BY_CODE: dict[str, type[LLMTTSError]] = {}
+_MAX_SHOWN = 120  # characters of a rejected value echoed in a message (a long text or list is cut)
 
 
 class LLMTTSError(Exception):
@@ -50,7 +51,10 @@ class InvalidParameterError(LLMTTSError, ValueError):
     code = "invalid_parameter"
 
     def __init__(self, param: str, value: Any, limit: str) -> None:
-        super().__init__(f"{param}={value!r} is invalid: {limit}", param=param)
+        shown = repr(value)
+        if len(shown) > _MAX_SHOWN:
+            shown = shown[: _MAX_SHOWN - 3] + "..."
+        super().__init__(f"{param}={shown} is invalid: {limit}", param=param)
         self.value = value
         self.limit = limit
 

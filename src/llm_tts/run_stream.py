@@ -22,9 +22,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, Self, TypeVar
 
-from llm_tts.engine import RunPlan, TTSEngine, TTSResult
+from llm_tts.engine import TTSEngine, TTSResult
 from llm_tts.errors import RunCancelledError
 from llm_tts.events import ProgressEvent
+from llm_tts.planning import RunPlan
 from llm_tts.progress import RunControl
 
 RunEvent = ProgressEvent | TTSResult

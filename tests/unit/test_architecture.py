@@ -3,8 +3,9 @@
 import-linter checks the layers (faces above the engine, the engine above strategies,
 strategies above scorers and backends, core types at the bottom) from pyproject.toml; these
 tests add the rules it has no contract for: no module imports another module's private names,
-no import cycles between any two modules, no module long enough to hold several ideas, and in
-``strategies`` only the code-execution sampler knows code execution's loop.
+no import cycles between any two modules, no module long enough to hold several ideas, in
+``strategies`` only the code-execution sampler knows code execution's loop, pydantic's errors
+are read in one module, and the engine refuses no request itself (planning does).
 """
 
 from __future__ import annotations
@@ -92,3 +93,43 @@ def test_only_the_code_execution_sampler_knows_the_code_execution_loop() -> None
         )
     )
     assert knowing == ["llm_tts.strategies.code_sampling"]
+
+
+TRANSLATOR = "llm_tts.validation_errors"
+_ERROR_KEYS = {"loc", "msg", "ctx", "input"}  # the keys of one of pydantic's error dicts
+
+
+def _reads_pydantic_errors(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("pydantic", "pydantic_core"):
+            found += [f"imports {a.name}" for a in node.names if a.name == "ValidationError"]
+        key = None
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value  # err["loc"]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            first = node.args[0] if node.args else None
+            key = first.value if isinstance(first, ast.Constant) else None  # err.get("loc")
+        if key in _ERROR_KEYS:
+            found.append(f"reads an error's {key!r}")
+    return found
+
+
+def test_pydantic_errors_are_translated_in_one_module() -> None:
+    """One translator turns pydantic's errors into typed errors (llm_tts.validation_errors): no other
+    module catches pydantic's ValidationError or reads an error's location or message itself."""
+    found = [
+        f"{_module_name(path)}: {what}"
+        for path in sorted(SRC.rglob("*.py"))
+        if _module_name(path) != TRANSLATOR
+        for what in _reads_pydantic_errors(ast.parse(path.read_text(), str(path)))
+    ]
+    assert found == []
+
+
+def test_the_engine_refuses_no_request_itself() -> None:
+    """Every refusal of a request is a plan-time check in llm_tts.planning: the engine only lets a
+    run's own errors through (a bare ``raise``)."""
+    tree = ast.parse((SRC / "llm_tts" / "engine.py").read_text())
+    raised = [ast.unparse(node.exc) for node in ast.walk(tree) if isinstance(node, ast.Raise) and node.exc is not None]
+    assert raised == []

@@ -7,7 +7,6 @@ which backend they run on; they hand every candidate of a step to one ``generate
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from numbers import Integral
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from llm_tts.backends.constraints import DecodingConstraint
-from llm_tts.config import MAX_TOP_LOGPROBS  # one limit for requests and backends
+from llm_tts.config import MAX_TOP_LOGPROBS, check_sampling  # one set of limits for requests and backends
 from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError
 from llm_tts.messages import ChatMessage
 from llm_tts.types import Segment
@@ -52,20 +51,18 @@ class SamplingParams:
             raise InvalidParameterError("n", self.n, f"must be an integer in [1, {MAX_SAMPLES_PER_PREFIX}]")
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise InvalidParameterError("max_tokens", self.max_tokens, "must be an integer >= 1")
-        if not _finite(self.temperature) or not 0.0 <= self.temperature <= 2.0:
-            raise InvalidParameterError("temperature", self.temperature, "must be in [0.0, 2.0]")
-        if not _finite(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise InvalidParameterError("top_p", self.top_p, "must be in (0.0, 1.0]")
+        check_sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
         if not _is_int(self.top_k) or self.top_k < 0:
             raise InvalidParameterError("top_k", self.top_k, "must be an integer >= 0 (0 disables it)")
         if not _is_int(self.top_logprobs) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidParameterError("top_logprobs", self.top_logprobs, f"must be in [0, {MAX_TOP_LOGPROBS}]")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameterError("stop", self.stop, "stop strings must be non-empty strings")
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(self, name)
-            if not _finite(value) or not -2.0 <= value <= 2.0:
-                raise InvalidParameterError(name, value, "must be in [-2.0, 2.0]")
         if self.constraint is not None and not isinstance(self.constraint, DecodingConstraint):
             raise InvalidParameterError("constraint", type(self.constraint).__name__, "must be a DecodingConstraint")
 
@@ -80,10 +77,6 @@ class SamplingParams:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)  # True is an int to Python, not to us
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True, slots=True)

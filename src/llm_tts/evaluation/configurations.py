@@ -4,7 +4,7 @@ A strategy is written ``name[:field=value,...]``, e.g. ``beam_search:tts_beam_si
 values are read as JSON where they parse (``4``, ``0.5``, ``null``) and as text otherwise. Each
 strategy runs once per budget (``tts_budget``), except ``greedy``: one temperature-0 path, the
 baseline, whatever the budget. Every configuration is checked here, before a model loads, with
-the engine's own rules (:func:`llm_tts.engine.resolve_config`), so an unknown strategy or field or
+the engine's own rules (:func:`llm_tts.planning.resolve_config`), so an unknown strategy or field or
 a budget out of range is one typed error naming it.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_tts.config import TTSConfig
-from llm_tts.engine import resolve_config
 from llm_tts.errors import InvalidParameterError, UnknownNameError
+from llm_tts.planning import resolve_config
 from llm_tts.strategies import fields_for, strategy_names
 
 GREEDY = "greedy"

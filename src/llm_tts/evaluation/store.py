@@ -8,13 +8,13 @@ finished and duplicates nothing. A bad line anywhere else is an error (the file 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from llm_tts.errors import DatasetError
+from llm_tts.errors import DatasetError, LLMTTSError
 from llm_tts.evaluation.records import ResultRow, RowKey
+from llm_tts.validation_errors import typed_validation
 
 RESULTS_FILE = "results.jsonl"
 
@@ -34,11 +34,14 @@ class ResultsStore:
             if not line.strip():
                 continue
             try:
-                rows.append(ResultRow.model_validate_json(line))
-            except ValidationError as e:
-                raise DatasetError(
-                    f"{self.path}: line {number} is not a result row ({e.errors()[0]['msg']})", param="out"
-                ) from None
+                data = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f"{self.path}: line {number} is not JSON ({e})", param="out") from None
+            try:
+                with typed_validation(whole="row"):
+                    rows.append(ResultRow.model_validate(data))
+            except LLMTTSError as e:
+                raise DatasetError(f"{self.path}: line {number} is not a result row ({e})", param="out") from None
         return rows
 
     def latest(self) -> dict[RowKey, ResultRow]:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -33,7 +33,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 from langchain_core.utils import secret_from_env
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, create_model, model_validator
 
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
@@ -59,6 +59,7 @@ from llm_tts.integrations.transport import ServiceTransport
 from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_MODEL_NAME
 from llm_tts.strategies import fields_for
+from llm_tts.validation_errors import typed_validation
 
 TTS_FIELDS: tuple[str, ...] = tuple(TTSConfig.model_fields)
 ANYTIME_MARGIN_S = 2.0  # HTTP + tts_anytime: the server's deadline comes this much before the read timeout
@@ -83,7 +84,8 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         ```
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    # extra="forbid": a misspelt parameter is refused by name, never silently ignored.
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, extra="forbid")
 
     model_name: str | None = Field(
         None,
@@ -100,11 +102,13 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
     )
     timeout: float | None = Field(
         None,
+        gt=0,
+        strict=True,
         description="seconds per call: the run's deadline in-process, the read timeout over HTTP "
         "(unset: no deadline in-process, 600 s over HTTP)",
     )
     max_retries: int = Field(
-        2, description="HTTP mode: retries on connection errors and 408/429/5xx (llm_tts.http_retry)"
+        2, ge=0, strict=True, description="HTTP mode: retries on connection errors and 408/429/5xx (llm_tts.http_retry)"
     )
     streaming: bool = Field(
         False, description="invoke() streams internally: progress chunks reach on_llm_new_token as the search runs"
@@ -123,8 +127,19 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
     _transport_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **kwargs: Any) -> None:
-        _check_init_kwargs(type(self), kwargs)
-        super().__init__(**kwargs)
+        # Every field is checked by its pydantic declaration (the TTS fields carry TTSConfig's limits);
+        # a bad one raises the typed error TTSConfig raises for it.
+        names = [*type(self).model_fields, *(f.alias for f in type(self).model_fields.values() if f.alias)]
+        with typed_validation(names=names, kind="ChatTTS parameter"):
+            super().__init__(**kwargs)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        if self.base_url and self.engine is not None:
+            raise InvalidParameterError(
+                "engine", type(self.engine).__name__, "give base_url (HTTP mode) or engine (in-process), not both"
+            )
+        return self
 
     # -- LangChain identity ------------------------------------------------------------------
     @property
@@ -390,24 +405,6 @@ class ChatTTS(BaseChatModel, _TTSFields):  # type: ignore[misc, valid-type]
         if transport is not None:
             await transport.aclose()
             transport.close()
-
-
-def _check_init_kwargs(cls: type[ChatTTS], kwargs: dict[str, Any]) -> None:
-    """Typed errors at construction: unknown names (typos) and out-of-range TTS values."""
-    valid = {name for name in cls.model_fields} | {f.alias for f in cls.model_fields.values() if f.alias}
-    for name in kwargs:
-        if name not in valid:
-            raise UnknownNameError("ChatTTS parameter", name, sorted(valid), param=name)
-    TTSConfig.create(**{name: kwargs[name] for name in TTS_FIELDS if name in kwargs})
-    timeout, retries = kwargs.get("timeout"), kwargs.get("max_retries", 0)
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InvalidParameterError("timeout", timeout, "must be a number of seconds > 0, or None")
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise InvalidParameterError("max_retries", retries, "must be an integer >= 0")
-    if kwargs.get("base_url") and kwargs.get("engine") is not None:
-        raise InvalidParameterError(
-            "engine", type(kwargs["engine"]).__name__, "give base_url (HTTP mode) or engine (in-process), not both"
-        )
 
 
 def _require(reply: Reply | None) -> Reply:

@@ -18,13 +18,14 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from llm_tts.errors import BackendUnavailableError, DeadlineExceededError, LLMTTSError, ServiceError, error_class
 from llm_tts.events import PROGRESS_EVENT_NAME, progress_from_json
 from llm_tts.http_retry import RetryableResponse, RetryPolicy
 from llm_tts.integrations.run_items import ReasoningDelta, Reply, RunItem, TextDelta
 from llm_tts.metadata import TTSMetadata
+from llm_tts.validation_errors import typed_validation
 
 DEFAULT_TIMEOUT_S = 600.0  # a TTS search can legitimately take minutes
 CONNECT_TIMEOUT_S = 10.0
@@ -190,8 +191,9 @@ def _metadata(raw: Any, url: str) -> TTSMetadata:
             "parameters were not applied. Point base_url at `llm-tts serve` (e.g. http://127.0.0.1:8001/v1)"
         )
     try:
-        return TTSMetadata.model_validate(raw)
-    except ValidationError as e:
+        with typed_validation(whole="tts_metadata"):
+            return TTSMetadata.model_validate(raw)
+    except LLMTTSError as e:
         raise ServiceError(f"{url} returned tts_metadata that does not match this client's schema: {e}") from None
 
 

@@ -14,11 +14,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 
 from llm_tts.config import MAX_PATHS, MAX_TOKENS
 from llm_tts.errors import InvalidParameterError
+from llm_tts.validation_errors import typed_validation
 
 DEFAULT_PORT = 8001
 
@@ -164,18 +165,9 @@ class ServiceSettings(BaseModel):
     @classmethod
     def build(cls, **values: Any) -> ServiceSettings:
         """Validated settings; a bad value is an InvalidParameterError naming its flag and variable."""
-        try:
+        hints = {name: source.hint for name, _, source in settings_fields()}
+        with typed_validation(names=cls.model_fields, hints=hints, secret={"api_key"}):
             return cls(**values)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raised = (err.get("ctx") or {}).get("error")
-            if isinstance(raised, InvalidParameterError):  # a check of the whole model, already typed
-                raise raised from None
-            field = ".".join(str(p) for p in err["loc"])
-            source = _source_of(field)
-            where = f" ({source.hint})" if source else ""
-            shown = "***" if field == "api_key" else err.get("input")
-            raise InvalidParameterError(field, shown, err["msg"] + where) from None
 
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None
@@ -192,10 +184,6 @@ def settings_fields() -> Iterator[tuple[str, FieldInfo, Source]]:
         source = next((m for m in info.metadata if isinstance(m, Source)), None)
         if source is not None:
             yield name, info, source
-
-
-def _source_of(field: str) -> Source | None:
-    return next((src for name, _, src in settings_fields() if name == field), None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

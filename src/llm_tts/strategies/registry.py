@@ -27,7 +27,7 @@ class StrategySpec:
     ``fields``: the strategy-owned config fields it reads (:data:`~llm_tts.config.StrategyField`);
     ``requires``: backend capabilities it cannot run without; ``code_execution``: whether its paths
     can run code (a strategy that watches each path as one sampled segment cannot). Planning derives
-    every cross-check from these (:func:`llm_tts.engine.resolve_config` and ``TTSEngine.plan``).
+    every cross-check from these (:mod:`llm_tts.planning`).
     """
 
     name: str
