@@ -197,27 +197,13 @@ def test_demo_shows_progress_answers_and_table_without_engine_logs(embedded_mode
     assert "accuracy on the 2 generated questions" in out
 
 
-@pytest.mark.slow
-@pytest.mark.vllm
-def test_demo_verbose_shows_the_engine_logs(embedded_model_dir):
-    pytest.importorskip("vllm")
-    proc = subprocess.run(
-        _cli("demo", "--questions", "0", "--verbose"), capture_output=True, text=True, env=_env(), timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Initializing a V1 LLM engine" in proc.stderr  # vLLM's INFO records, through the root logger
-    assert "llm_tts.startup: starting the vLLM engine" in proc.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.vllm
-def test_serve_startup_reports_progress_without_engine_logs(embedded_model_dir):
-    pytest.importorskip("vllm")
+def _serve_until_running(*flags: str) -> str:
+    """``llm-tts serve`` on the embedded model until uvicorn runs; returns everything it printed."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        _cli("serve", "--backend", "vllm", "--port", str(port)),
+        _cli("serve", "--backend", "vllm", "--port", str(port), *flags),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -238,6 +224,24 @@ def test_serve_startup_reports_progress_without_engine_logs(embedded_model_dir):
         proc.wait(timeout=60)
     text = "".join(lines)
     assert "Uvicorn running on" in text, text[-3000:]
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_serve_startup_reports_progress_without_engine_logs(embedded_model_dir):
+    pytest.importorskip("vllm")
+    text = _serve_until_running()
     assert "llm-tts: starting the vLLM engine for SmolLM2-135M-Instruct" in text
     assert re.search(r"starting the vLLM engine .*: done in \d+\.\d s", text)
     assert not ENGINE_LOG_SIGNS.search(text), text[:3000]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_verbose_shows_the_engine_logs(embedded_model_dir):
+    """--verbose is one flag every command shares (cli._verbose_flag); serve shows it soonest."""
+    pytest.importorskip("vllm")
+    text = _serve_until_running("--verbose")
+    assert "Initializing a V1 LLM engine" in text  # vLLM's INFO records, through the root logger
+    assert "llm_tts.startup: starting the vLLM engine" in text
