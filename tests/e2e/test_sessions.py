@@ -18,7 +18,7 @@ from llm_tts.messages import coerce_messages
 from llm_tts.service import ServiceSettings, create_app
 
 MODEL = "SmolLM2-135M-Instruct"
-TURN = {"max_tokens": 12, "temperature": 1.0, "num_paths": 1}
+TURN = {"max_tokens": 12, "temperature": 1.0, "num_paths": 1, "seed": 7}
 SYSTEM = {"role": "system", "content": "You are a careful calculator agent."}
 QUESTION = {"role": "user", "content": "What is 6 * 7? Use the calculator tool."}
 TOOL = {"role": "tool", "tool_call_id": "call_1", "content": "calculator: 42"}
@@ -88,14 +88,23 @@ def test_agent_loop_gives_one_sample_true_to_the_tokens(server, hf_backend_fp32)
     # tokens = the first prompt, then turn 1's answer, what came between (tool), turn 2's answer
     tokens, n = sample["tokens"], sample["response_length"]
     assert tokens[: len(prompt1)] == prompt1 and n == len(tokens) - len(prompt1)
-    between = prompt2[len(prompt1) + len(out1) :]
-    assert sample["metadata"]["rerendered_turns"] == [] and prompt2[: len(prompt1) + len(out1)] == prompt1 + out1
-    assert tokens == prompt2 + out2
-    # decoding the tokens gives the rendered conversation (turn 2's chat plus its answer)
-    final = coerce_messages(
-        [SYSTEM, QUESTION, {"role": "assistant", "content": turns[0]["choices"][0]["message"]["content"]}, TOOL]
-    )
-    assert hf_backend_fp32.decode(tokens) == hf_backend_fp32.decode(hf_backend_fp32.render_chat(final) + out2)
+    rerendered = sample["metadata"]["rerendered_turns"]
+    if prompt2[: len(prompt1) + len(out1)] == prompt1 + out1:
+        assert rerendered == []
+        between = prompt2[len(prompt1) + len(out1) :]
+        # decoding the tokens gives the rendered conversation (turn 2's chat plus its answer)
+        answer1 = turns[0]["choices"][0]["message"]["content"]
+        final = coerce_messages([SYSTEM, QUESTION, {"role": "assistant", "content": answer1}, TOOL])
+        assert hf_backend_fp32.decode(tokens) == hf_backend_fp32.decode(hf_backend_fp32.render_chat(final) + out2)
+    else:
+        # Sampled text the template re-tokenises (it happens at temperature 1): the sampled tokens are
+        # kept, the turn is named with what the template rendered in their place.
+        (turn,) = rerendered
+        rendered = turn["rendered_answer_token_ids"]
+        assert turn["turn"] == 0 and turn["record_id"] == sample["metadata"]["record_ids"][0]
+        assert rendered != out1 and prompt2[len(prompt1) : len(prompt1) + len(rendered)] == rendered
+        between = prompt2[len(prompt1) + len(rendered) :]
+    assert tokens == prompt1 + out1 + between + out2
     assert "calculator: 42" in hf_backend_fp32.decode(between)
 
     # the mask is 0 exactly on what the model did not sample
