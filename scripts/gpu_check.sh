@@ -2,7 +2,8 @@
 # The production path on an NVIDIA GPU host where vLLM is installed (../shared/gpu/README.md says
 # how to get it there; docs/benchmarks.md keeps the latest results). Each part fits the device's
 # 10-minute command limit; `all` runs tests, start and bench one after another.
-#   bash scripts/gpu_check.sh tests OUTDIR     # the GPU suite: GPU tests, vLLM backend, contract, PRM, transformers on CUDA
+#   bash scripts/gpu_check.sh tests OUTDIR     # the GPU tests: vLLM vs transformers, every strategy x scorer, service, PRM, transformers on CUDA
+#   bash scripts/gpu_check.sh backend OUTDIR   # the vLLM backend's tests and the backend contract on CUDA
 #   bash scripts/gpu_check.sh suite OUTDIR     # every other model test, on CUDA (device auto)
 #   bash scripts/gpu_check.sh start OUTDIR     # engine start-up: eager, CUDA graphs with a cold and a warm compile cache
 #   bash scripts/gpu_check.sh bench OUTDIR     # throughput at scale vs vLLM's offline generation, SmolLM2 and a random 1B
@@ -14,12 +15,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:$PWD/tests:$PWD/bench:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-part=${1:?tests, suite, start, bench, quality, searches, summary or all}
+part=${1:?tests, backend, suite, start, bench, quality, searches, summary or all}
 out=${2:-/tmp/gpu-out}
 mkdir -p "$out"
 py=${PYTHON:-python3}
-GPU_TESTS=(tests/model/test_gpu.py tests/model/test_vllm_backend.py tests/model/test_backend_contract.py
-  tests/unit/test_vllm_compat.py tests/model/test_prm.py tests/model/test_transformers_backend.py)
+# Two parts: on a fresh machine (cold compile caches) all of them took longer than one 10-minute call.
+GPU_TESTS=(tests/model/test_gpu.py tests/unit/test_vllm_compat.py tests/model/test_prm.py tests/model/test_transformers_backend.py)
+BACKEND_TESTS=(tests/model/test_vllm_backend.py tests/model/test_backend_contract.py)
 
 free_gpu() {  # kill whatever still holds the GPU (an engine core orphaned by a killed part)
   local pids
@@ -45,7 +47,7 @@ pytest_part() {  # pytest_part NAME SECONDS ARGS...
   local name=$1 secs=$2
   shift 2
   bounded "$secs" "$out/$name.log" $py -m pytest -p no:cacheprovider -q -rfEs --junitxml="$out/$name.xml" \
-    -o timeout=300 --durations=15 "$@"
+    -o timeout=300 -o faulthandler_timeout=240 --durations=15 "$@"
 }
 
 {
@@ -58,9 +60,10 @@ free_gpu
 run_part() {
   case "$1" in
     tests) pytest_part gpu-tests "${GPU_CHECK_LIMIT:-560}" "${GPU_TESTS[@]}" ;;
+    backend) pytest_part gpu-backend "${GPU_CHECK_LIMIT:-560}" "${BACKEND_TESTS[@]}" ;;
     suite)
       ignore=()
-      for f in "${GPU_TESTS[@]}"; do ignore+=(--ignore="$f"); done
+      for f in "${GPU_TESTS[@]}" "${BACKEND_TESTS[@]}"; do ignore+=(--ignore="$f"); done
       # the notebook, LangChain's standard suites and the fuzzer need packages a GPU host is not given
       pytest_part gpu-suite 560 tests/model tests/e2e "${ignore[@]}" --ignore=tests/e2e/test_notebook.py \
         --ignore=tests/e2e/test_langchain_standard.py --ignore=tests/e2e/test_service_fuzz.py
@@ -108,7 +111,7 @@ for i in range(300):
 }
 
 if [ "$part" = all ]; then
-  for p in tests start bench; do run_part "$p"; done
+  for p in tests backend start bench; do run_part "$p"; done
 else
   run_part "$part" "$@"
 fi
