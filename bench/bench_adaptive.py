@@ -1,4 +1,4 @@
-"""Adaptive compute (issue 16): do early stopping and DeepConf spend fewer tokens for the same accuracy?
+"""Adaptive compute: do early stopping and DeepConf spend fewer tokens for the same accuracy?
 
 On a generated, seeded arithmetic set (single-digit +, -, * and two-digit +, -), with ONE vLLM
 engine, four configurations at the same N (16 paths), each over every question, one after

@@ -192,7 +192,7 @@ def tiny_prm_dir(tmp_path_factory, embedded_model_dir):
     return make_tiny_prm(tmp_path_factory.mktemp("tiny-prm"))
 
 
-# -- the vLLM backend (issue 4) -----------------------------------------------------------------
+# -- the vLLM backend -------------------------------------------------------------------------
 # float32 on both backends for the contract tests: bf16 rounding differs between the two engines
 # and flips near-tied greedy choices; in float32 they agree token for token.
 CONTRACT_DTYPE = "float32"
@@ -219,7 +219,7 @@ def hf_backend_fp32(embedded_model_dir):
     backend.close()
 
 
-# -- vLLM's own OpenAI server on loopback (issue 7) ---------------------------------------------
+# -- vLLM's own OpenAI server on loopback -----------------------------------------------------
 @pytest.fixture(scope="session")
 def vllm_server_url(embedded_model_dir, tmp_path_factory):
     """``vllm serve`` (CPU build) on the embedded model at 127.0.0.1:<free port>, float32 (greedy

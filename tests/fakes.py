@@ -99,7 +99,7 @@ class FakeScriptedBackend:
     def close(self) -> None:
         pass
 
-    # -- watching (issue 16): every sample streams one token per round, in order -------------
+    # -- watching: every sample streams one token per round, in order -------------
     def generate_watched(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
     ) -> list[list[Segment]]:

@@ -2,7 +2,7 @@
 127.0.0.1), on the embedded model with small sizes.
 
 Feature flags are honest: tool calling (with tool_choice), structured output and JSON mode under
-constrained decoding (issue 19); text only (no images, audio, PDF), and no per-call model switch
+constrained decoding; text only (no images, audio, PDF), and no per-call model switch
 (one server / one loaded model serves one model).
 """
 

@@ -1,7 +1,7 @@
 """The engine calling our own llm-tts service over HTTP through the OpenAI-compatible backend.
 
 The service (on the embedded model, a real uvicorn server on loopback) is a chat-only API: no
-tokenizer endpoint, ``n`` must be 1, and (since issue 14) logprobs with top logprobs. The backend
+tokenizer endpoint, ``n`` must be 1, and logprobs with top logprobs. The backend
 finds that out by probing and runs self-consistency and logprob scorers over it, with the
 service's own token usage.
 """

@@ -1,4 +1,4 @@
-"""Sessions end to end (issue 14): an agent loop through the official async openai client on a
+"""Sessions end to end: an agent loop through the official async openai client on a
 session's base URL, its records turned into training samples and checked against a separate
 float32 forward pass; a beam search exporting every candidate; a restart of the server between
 the turns and the samples (SQLite store); the bounded wait queue under 256 concurrent requests;

@@ -1,4 +1,4 @@
-"""Adaptive compute on the embedded model (issue 16): each stopping rule, with its decision
+"""Adaptive compute on the embedded model: each stopping rule, with its decision
 checked against a hand computation on what the engine really produced (the votes in the order
 the paths finished, the top-k logprobs of every trace), the token budget, anytime answers under
 a deadline, and the service's 400s and SSE reports.

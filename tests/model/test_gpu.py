@@ -1,4 +1,4 @@
-"""The production path: vLLM on an NVIDIA GPU (issue 8). Run there with ``pytest -m gpu``.
+"""The production path: vLLM on an NVIDIA GPU. Run there with ``pytest -m gpu``.
 
 CI has no GPU: every test here is skipped with that reason. On the GPU host these run the vLLM
 backend on CUDA, the first-use flow of a new user (conversion, then engine start, in one

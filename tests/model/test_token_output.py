@@ -1,4 +1,4 @@
-"""Token in, token out on every face (issue 14): logprobs with token ids, return_token_ids,
+"""Token in, token out on every face: logprobs with token ids, return_token_ids,
 prompt_token_ids as input, streaming chunks, refused OpenAI fields, and ChatTTS's
 response_metadata, on the real engine behind a real loopback server and the official SDK."""
 

@@ -1,4 +1,4 @@
-"""Watching a running generation and aborting it (issue 16), on the real local backends.
+"""Watching a running generation and aborting it, on the real local backends.
 
 An aborted sample must really stop: its tokens stop growing (no update after the abort, its
 segment holds exactly the tokens seen), the others run on, and on vLLM its engine request is

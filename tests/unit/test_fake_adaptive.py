@@ -1,4 +1,4 @@
-"""The fast tier for adaptive compute (issue 16), on the FAKE scripted backend (tests/fakes.py).
+"""The fast tier for adaptive compute, on the FAKE scripted backend (tests/fakes.py).
 
 The fake streams its samples one token per round in order (shorter ones finish first), like an
 engine stepping a batch, so every stopping decision here is checked against a hand computation
