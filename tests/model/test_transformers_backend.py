@@ -79,7 +79,7 @@ def test_logprobs_and_top_logprobs_match_a_separate_forward_pass(request, dtype_
     seg = backend.generate([p], params)[0][0]
     ref = forward_logprobs(backend, p, seg.token_ids)
     chosen = ref.gather(1, torch.tensor(seg.token_ids)[:, None]).squeeze(1)
-    assert torch.allclose(torch.tensor(seg.logprobs), chosen, atol=atol)
+    assert torch.allclose(torch.tensor(seg.logprobs, dtype=chosen.dtype), chosen, atol=atol)
     assert len(seg.top_logprobs) == len(seg) and all(len(t) == 5 for t in seg.top_logprobs)
     for pos, top in enumerate(seg.top_logprobs):
         ref_top = torch.topk(ref[pos], 5)
