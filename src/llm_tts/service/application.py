@@ -15,6 +15,8 @@ from llm_tts.service.auth import APIKeyMiddleware
 from llm_tts.service.errors import install_error_handlers
 from llm_tts.service.limits import BodyLimitMiddleware
 from llm_tts.service.protocol import REQUEST_FIELDS
+from llm_tts.service.request_context import install_log_record_request_id
+from llm_tts.service.request_id import RequestIdMiddleware
 from llm_tts.service.routes import ServiceState, router
 from llm_tts.service.serving import ServingChat
 from llm_tts.service.session_routes import router as session_router
@@ -67,11 +69,14 @@ def create_app(
     app = FastAPI(title="llm-tts", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.tts = state
     install_error_handlers(app, REQUEST_FIELDS)
-    # Outermost first: auth before anything reads the body, then the size limit.
+    install_log_record_request_id()
+    # Added innermost first. Outermost: the request id (every answer carries it), then auth before
+    # anything reads the body, then the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     api_key = settings.api_key_value()
     if api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]

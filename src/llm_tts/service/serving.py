@@ -45,6 +45,7 @@ from llm_tts.service.protocol import (
     ResponseMessage,
     openai_tool_calls,
 )
+from llm_tts.service.request_context import ContextExecutor
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
 from llm_tts.structured import OutputSpec
@@ -72,7 +73,10 @@ class ServingChat:
         self.slots = RunSlots(limit, settings.retry_after_s, settings.queue_size, settings.queue_timeout_s)
         self.started = int(time.time())
         # One worker per slot: a run that holds a slot never waits for a thread.
-        self._executor = ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
+        # Runs carry their request's context (its id, in their log lines).
+        self._executor = ContextExecutor(
+            ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
+        )
 
     def health(self) -> Health:
         backend = self.engine.backend
