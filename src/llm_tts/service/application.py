@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from llm_tts import __version__
 from llm_tts.engine import TTSEngine
@@ -33,6 +34,7 @@ OpenAI SDK's `extra_body` sends), or use the path form `/v1/{strategy}/chat/comp
 
 Sessions (`POST /sessions`) record every completion sent to their base URL `/sessions/{id}` with
 its token-level truth, and turn the records into RL training samples (`/sessions/{id}/samples`)."""
+DOCS_ASSETS_PATH = "/docs-assets"
 
 
 def create_app(
@@ -67,7 +69,11 @@ def create_app(
                 if close_engine:
                     state.serving.engine.close()
 
-    app = FastAPI(title="llm-tts", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load their scripts and styles from the package (fastapi-offline), not a CDN:
+    # they work with no network.
+    app = FastAPIOffline(
+        title="llm-tts", version=__version__, description=DESCRIPTION, lifespan=lifespan, static_url=DOCS_ASSETS_PATH
+    )
     state.metrics = ServiceMetrics(lambda: _live_state(state))
     app.state.tts = state
     install_error_handlers(app, REQUEST_FIELDS)
