@@ -135,7 +135,19 @@ class CodeExecutionInfo(BaseModel):
     """One code block of a candidate and what became of it."""
 
     code: str = Field(description="the code between the code_begin and code_end tags")
-    output: str = Field(description="stdout and stderr as the sandbox returned them (before truncation for the model)")
+    output: str = Field(
+        description="stdout and stderr as the model saw them: cut past max_code_output_characters with a visible "
+        "marker (the raw capture is never kept; output_bytes and output_sha256 describe it)"
+    )
+    output_bytes: int = Field(
+        default=0,
+        description="length in bytes of the whole stdout/stderr capture the sandbox read back (at most its output "
+        "cap; 0 when not run)",
+    )
+    output_sha256: str | None = Field(
+        default=None,
+        description="sha256 (hex) of the whole raw capture, to compare outputs without keeping them; None when not run",
+    )
     status: CodeExecutionStatus = Field(
         description="ok: ran to the end; error: raised (traceback in output); timeout: stopped at "
         "code_execution_timeout; killed: a sandbox limit (CPU, memory, output size) ended it; limit: not run, "

@@ -37,7 +37,8 @@ def client(strict_url):
 def assert_error(response: httpx.Response, status: int, param: str | None, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
+    assert error["request_id"] == response.headers["x-request-id"]
     assert error["param"] == param, error
     if code is not None:
         assert error["code"] == code, error

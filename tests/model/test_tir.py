@@ -8,6 +8,9 @@ strategy, in-process (ChatTTS) and through the service (the official openai clie
 
 from __future__ import annotations
 
+import hashlib
+
+import httpx
 import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -105,6 +108,36 @@ def test_every_strategy_through_the_service(sdk, strategy):
     meta = choice.model_extra["tts_metadata"]
     assert meta["code_execution"]["executions"] == 1
     assert meta["candidates"][0]["code_executions"][0]["status"] == "ok"
+
+
+def test_a_block_printing_100_mb_leaves_a_small_response_and_session_record(service_url):
+    """Over HTTP, in a session: the response and the stored record keep what the model saw (the
+    first max_code_output_characters), the capture's length and its sha256; never the 1 MiB capture."""
+    created = httpx.post(f"{service_url}/sessions", json={}, timeout=30)
+    assert created.status_code == 200, created.text
+    session = created.json()["id"]
+    client = openai.OpenAI(base_url=f"{service_url}/sessions/{session}/v1", api_key="x", max_retries=0, timeout=300)
+    loud = [MESSAGES[0], {"role": "assistant", "content": "<tool_call>\nprint('x' * 100_000_000)\n</tool_call>"}]
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=loud,  # type: ignore[arg-type]
+        max_tokens=2,
+        extra_body={"code_execution": True, "continue_final_message": True, "num_paths": 2},
+    )
+    assert len(raw.content) < 20_000  # was over 2 MiB: the whole capture, once per path
+    meta = raw.parse().choices[0].model_extra["tts_metadata"]
+    cap = 1 << 20  # the sandbox's default output cap (SandboxLimits.output_bytes)
+    digest = hashlib.sha256(b"x" * cap).hexdigest()
+    shown = "x" * 1000 + f"\n[output truncated: {cap - 1000} more characters not shown]"  # the default cut
+    for cand in meta["candidates"]:
+        (execution,) = cand["code_executions"]
+        assert execution["status"] == "killed"
+        assert (execution["output"], execution["output_bytes"], execution["output_sha256"]) == (shown, cap, digest)
+    detail = httpx.get(f"{service_url}/sessions/{session}", timeout=30)
+    assert detail.status_code == 200 and len(detail.content) < 40_000
+    (record,) = detail.json()["records"]
+    stored = record["response"]["choices"][0]["tts_metadata"]["candidates"][0]["code_executions"][0]
+    assert (stored["output"], stored["output_bytes"], stored["output_sha256"]) == (shown, cap, digest)
 
 
 def test_service_answers_4xx_when_the_sandbox_cannot_start(serve_app, hf_backend, monkeypatch):

@@ -96,6 +96,7 @@ def test_prefix_cache_stats_count_hits_when_a_prefix_is_continued(vllm_backend):
     assert warm["prompt_tokens"] == len(p) + len(longer)
     assert warm["cached_tokens"] >= (len(p) // 32) * 32  # every full block of the first prompt
     assert 0.0 < warm["hit_rate"] < 1.0
+    assert 0.0 <= warm["kv_cache_usage"] <= 1.0  # the scheduler's last reading, shown on /metrics
 
 
 def test_engine_options_are_validated_before_starting(embedded_model_dir):

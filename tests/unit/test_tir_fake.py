@@ -3,6 +3,8 @@ model can: see test_tir.py) with the REAL sandbox: the loop's mechanics, pinned 
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
@@ -73,7 +75,26 @@ def test_fake_output_is_truncated_with_a_visible_marker(runner):
     shown = output("a" * 10 + "\n[output truncated: 41 more characters not shown]")
     result = run({"": [a], a + shown: ["done"]}, runner, num_paths=1, max_code_output_characters=10)
     assert shown in result.text
-    assert result.metadata.candidates[0].code_executions[0].output == "a" * 50 + "\n"  # metadata keeps it whole
+    (execution,) = result.metadata.candidates[0].code_executions
+    assert execution.output == "a" * 10 + "\n[output truncated: 41 more characters not shown]"  # what the model saw
+    assert (execution.output_bytes, execution.output_sha256) == (51, hashlib.sha256(b"a" * 50 + b"\n").hexdigest())
+
+
+def test_fake_a_block_printing_100_mb_leaves_a_small_record(runner):
+    """The sandbox reads back at most 1 MiB and kills the block; the metadata keeps the 1,000
+    characters the model saw, the capture's length and its digest, never the capture."""
+    a = block("print('x' * 100_000_000)")
+    cap = runner.pool.limits.output_bytes
+    note = "[execution was stopped: it wrote too much output]"
+    shown = output("x" * 1000 + f"\n[output truncated: {cap - 1000} more characters not shown]\n" + note)
+    result = run({"": [a, a], a + shown: ["done", "done"]}, runner, num_paths=2, max_code_output_characters=1000)
+    assert result.text == a + shown + "done"
+    for cand in result.metadata.candidates:
+        (execution,) = cand.code_executions
+        assert execution.status == "killed" and execution.output.startswith("x" * 1000 + "\n[output truncated")
+        assert len(execution.output) < 1100
+        assert (execution.output_bytes, execution.output_sha256) == (cap, hashlib.sha256(b"x" * cap).hexdigest())
+    assert len(result.metadata.model_dump_json()) < 10_000
 
 
 def test_fake_after_max_code_executions_the_model_is_told_and_blocks_do_not_run(runner):

@@ -60,10 +60,14 @@ class EngineStats:
         with self._lock:
             self.queries = self.hits = self.requests = 0
             self.steps = self.running = self.generated = 0
+            self.kv_cache_usage = 0.0  # share of the KV cache in use at the last step
 
-    def add_step(self, running: int, generated: int, requests: int, queries: int, hits: int) -> None:
-        """One engine step: sequences running, tokens generated, prefix-cache lookups and hits."""
+    def add_step(
+        self, running: int, generated: int, requests: int, queries: int, hits: int, kv_cache_usage: float = 0.0
+    ) -> None:
+        """One engine step: sequences running, tokens generated, prefix-cache lookups and hits, KV cache in use."""
         with self._lock:
+            self.kv_cache_usage = kv_cache_usage
             self.steps += 1
             self.running += running
             self.generated += generated
@@ -81,6 +85,7 @@ class EngineStats:
                 "engine_steps": self.steps,
                 "mean_running": self.running / self.steps if self.steps else 0.0,
                 "generated_tokens": self.generated,
+                "kv_cache_usage": self.kv_cache_usage,
             }
 
 
@@ -102,7 +107,9 @@ def _stat_logger_factory(stats: EngineStats) -> Any:
                 else (0, 0, 0)
             )
             generated = getattr(iteration_stats, "num_generation_tokens", 0) if iteration_stats is not None else 0
-            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated, *lookups)
+            usage = float(getattr(scheduler_stats, "kv_cache_usage", 0.0) or 0.0)
+            requests, queries, hits = lookups
+            stats.add_step(getattr(scheduler_stats, "num_running_reqs", 0), generated, requests, queries, hits, usage)
 
         def log_engine_initialized(self) -> None:
             pass

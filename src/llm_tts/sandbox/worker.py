@@ -13,6 +13,7 @@ all gone, and only then does the kill return (bwrap's own process group is kille
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import selectors
@@ -36,13 +37,25 @@ class ExecutionResult:
 
     status: ok (ran to the end), error (raised: the traceback is in the output), timeout (killed
     at the wall timeout), killed (died by a signal or a resource limit, or was killed for writing
-    more than the output cap: then ``output_capped``).
+    more than the output cap: then ``output_capped``). ``output_bytes`` and ``output_sha256``
+    describe the raw bytes read back, so a record can keep them instead of the capture itself.
     """
 
     output: str
     status: ExecutionStatus
     seconds: float
+    output_bytes: int
+    output_sha256: str
     output_capped: bool = False
+
+    @classmethod
+    def of_capture(
+        cls, raw: bytes, status: ExecutionStatus, seconds: float, *, capped: bool = False
+    ) -> ExecutionResult:
+        """The result of a block whose stdout/stderr read back were ``raw``."""
+        return cls(
+            raw.decode("utf-8", errors="replace"), status, seconds, len(raw), hashlib.sha256(raw).hexdigest(), capped
+        )
 
 
 class Worker:
@@ -87,7 +100,7 @@ class Worker:
             self.process.stdin.write(json.dumps({"replay": replay, "code": code}).encode())
             self.process.stdin.close()
         except BrokenPipeError:
-            return ExecutionResult("sandbox ended before it could run the code", "killed", 0.0)
+            return ExecutionResult.of_capture(b"sandbox ended before it could run the code", "killed", 0.0)
         out = bytearray()
         events = bytearray()
         # The replay gets the time its blocks had when they first ran; the block gets `timeout`.
@@ -132,7 +145,7 @@ class Worker:
         if status is None:
             status = self._ended(bytes(events))
         capped = len(out) >= self.limits.output_bytes
-        return ExecutionResult(out.decode("utf-8", errors="replace"), status, elapsed, capped)
+        return ExecutionResult.of_capture(bytes(out), status, elapsed, capped=capped)
 
     def _ended(self, events: bytes) -> ExecutionStatus:
         if events.endswith(b"O"):

@@ -8,13 +8,17 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from llm_tts import __version__
 from llm_tts.engine import TTSEngine
 from llm_tts.service.auth import APIKeyMiddleware
 from llm_tts.service.errors import install_error_handlers
 from llm_tts.service.limits import BodyLimitMiddleware
+from llm_tts.service.metrics import LiveState, MetricsMiddleware, ServiceMetrics
 from llm_tts.service.protocol import REQUEST_FIELDS
+from llm_tts.service.request_context import install_log_record_request_id
+from llm_tts.service.request_id import RequestIdMiddleware
 from llm_tts.service.routes import ServiceState, router
 from llm_tts.service.serving import ServingChat
 from llm_tts.service.session_routes import router as session_router
@@ -30,6 +34,7 @@ OpenAI SDK's `extra_body` sends), or use the path form `/v1/{strategy}/chat/comp
 
 Sessions (`POST /sessions`) record every completion sent to their base URL `/sessions/{id}` with
 its token-level truth, and turn the records into RL training samples (`/sessions/{id}/samples`)."""
+DOCS_ASSETS_PATH = "/docs-assets"
 
 
 def create_app(
@@ -64,18 +69,36 @@ def create_app(
                 if close_engine:
                     state.serving.engine.close()
 
-    app = FastAPI(title="llm-tts", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load their scripts and styles from the package (fastapi-offline), not a CDN:
+    # they work with no network.
+    app = FastAPIOffline(
+        title="llm-tts", version=__version__, description=DESCRIPTION, lifespan=lifespan, static_url=DOCS_ASSETS_PATH
+    )
+    state.metrics = ServiceMetrics(lambda: _live_state(state))
     app.state.tts = state
     install_error_handlers(app, REQUEST_FIELDS)
-    # Outermost first: auth before anything reads the body, then the size limit.
+    install_log_record_request_id()
+    # Added innermost first. Outermost: the request id (every answer carries it), metrics (every
+    # chat completion counts, refused ones too), auth before anything reads the body, the size limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     api_key = settings.api_key_value()
     if api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def _live_state(state: ServiceState) -> LiveState | None:
+    """What /metrics reads when scraped (None before the engine is attached)."""
+    serving = state.serving
+    if serving is None:
+        return None
+    engine_stats = getattr(serving.engine.backend, "engine_stats", None)  # vLLM's scheduler statistics
+    return LiveState(serving.slots.active, serving.slots.queued, engine_stats if callable(engine_stats) else None)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

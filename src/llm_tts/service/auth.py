@@ -1,4 +1,4 @@
-"""Optional API key on /v1 and /sessions routes: ``Authorization: Bearer <key>`` or 401.
+"""Optional API key on /v1, /sessions and /metrics routes: ``Authorization: Bearer <key>`` or 401.
 
 Runs as ASGI middleware, before the body is read, so an unauthenticated client learns nothing
 about the API (not even whether its JSON parses). The key a client sent is never echoed,
@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llm_tts.service.errors import AuthenticationError, send_error
 
 PROTECTED_PREFIX = "/v1"
-PROTECTED_PREFIXES = (PROTECTED_PREFIX, "/sessions")  # sessions hold requests and answers: same key
+# Sessions hold requests and answers, metrics describe the traffic: same key.
+PROTECTED_PREFIXES = (PROTECTED_PREFIX, "/sessions", "/metrics")
 
 
 def bearer_token(scope: Scope) -> str | None:

@@ -1,4 +1,5 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` for every failure.
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code", "request_id"}}`` for every
+failure (``request_id``: the request's id, also in its ``X-Request-Id`` header).
 
 Every :class:`~llm_tts.errors.LLMTTSError` maps through its ``http_status``/``code``/``param``;
 pydantic errors (through :mod:`llm_tts.validation_errors`) and routing errors take the same shape,
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +29,7 @@ from llm_tts.errors import (
 )
 from llm_tts.http_retry import SHOULD_RETRY_HEADER
 from llm_tts.service.openai_fields import REFUSED_FIELDS, refusal_reason
+from llm_tts.service.request_context import REQUEST_ID_HEADER, current_request_id
 from llm_tts.validation_errors import typed_error
 
 # The service's own errors live in llm_tts.errors, with the table clients decode them by.
@@ -49,11 +50,15 @@ log = logging.getLogger("llm_tts.service")
 
 
 def error_body(exc: LLMTTSError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+    error = {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}
+    return {"error": {**error, "request_id": current_request_id()}}
 
 
 def error_headers(exc: LLMTTSError) -> dict[str, str]:
     headers = {} if exc.retryable else {SHOULD_RETRY_HEADER: "false"}  # read by llm_tts.http_retry and OpenAI's SDK
+    request_id = current_request_id()
+    if request_id is not None:  # also set by the request id middleware, except on the last-resort 500
+        headers[REQUEST_ID_HEADER] = request_id
     retry = getattr(exc, "retry_after_s", None)
     if retry is not None:
         headers["Retry-After"] = str(retry)
@@ -110,7 +115,10 @@ def install_error_handlers(app: FastAPI, valid_fields: Iterable[str]) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        ref = uuid.uuid4().hex[:12]
-        # Log the traceback under a reference; the client gets the reference, not internals.
-        log.error("unexpected error (ref %s)", ref, exc_info=exc)
-        return error_response(InternalError(f"internal server error (ref {ref}); the server log has the details"))
+        # The traceback goes to the log under the request id; the client gets the id, not internals.
+        log.error("unexpected error", exc_info=exc)
+        return error_response(
+            InternalError(
+                f"internal server error (request {current_request_id()}); the server log has the details under that id"
+            )
+        )

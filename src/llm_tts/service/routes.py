@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from llm_tts.service.metrics import ServiceMetrics
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelList
 from llm_tts.service.serving import ChatCompletionStream, ResultHook, ServingChat
 from llm_tts.service.session_serving import ServingSessions
@@ -25,6 +27,7 @@ class ServiceState:
     settings: ServiceSettings
     serving: ServingChat | None = None
     sessions: ServingSessions | None = None  # set at startup, with the serving object
+    metrics: ServiceMetrics | None = None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -51,6 +54,13 @@ def serving_of(request: Request) -> ServingChat:
 @router.get("/health", response_model=Health, tags=["service"])
 async def health(request: Request) -> Health:
     return serving_of(request).health()
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["service"], responses={401: ERROR_RESPONSES[401]})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics in the text exposition format (the API key applies, when set)."""
+    registry = request.app.state.tts.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["openai"], responses={401: ERROR_RESPONSES[401]})

@@ -42,6 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from llm_tts.engine import TTSEngine
     from llm_tts.errors import LLMTTSError
     from llm_tts.service.application import create_app
+    from llm_tts.service.request_context import serve_log_config
 
     try:
         settings = settings_from_args(args)
@@ -55,5 +56,6 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     app = create_app(engine, settings=settings, close_engine=True)
     # The access log shows request lines only; headers (and any keys in them) are never logged.
-    uvicorn.run(app, host=args.host, port=port, log_level=args.log_level)
+    # Every line carries its request's id.
+    uvicorn.run(app, host=args.host, port=port, log_level=args.log_level, log_config=serve_log_config())
     return 0

@@ -35,6 +35,7 @@ from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
 from llm_tts.service.errors import InternalError, error_body
 from llm_tts.service.limits import RunSlots, apply_limits, default_concurrency
+from llm_tts.service.metrics import current_observation
 from llm_tts.service.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -45,6 +46,7 @@ from llm_tts.service.protocol import (
     ResponseMessage,
     openai_tool_calls,
 )
+from llm_tts.service.request_context import ContextExecutor
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
 from llm_tts.structured import OutputSpec
@@ -72,7 +74,10 @@ class ServingChat:
         self.slots = RunSlots(limit, settings.retry_after_s, settings.queue_size, settings.queue_timeout_s)
         self.started = int(time.time())
         # One worker per slot: a run that holds a slot never waits for a thread.
-        self._executor = ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
+        # Runs carry their request's context (its id, in their log lines).
+        self._executor = ContextExecutor(
+            ThreadPoolExecutor(max_workers=self.slots.limit, thread_name_prefix="llm-tts-run")
+        )
 
     def health(self) -> Health:
         backend = self.engine.backend
@@ -101,6 +106,9 @@ class ServingChat:
         self._check_model(request.model)
         self._check_provider(request.provider)
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
+        seen = current_observation()
+        if seen is not None:
+            seen.strategy = config.tts_strategy
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
         control = RunControl.with_timeout(deadline_s)
         output = request.to_output()
@@ -234,6 +242,9 @@ class _Answer:
         completion = await asyncio.to_thread(self._build, result)
         if self.on_result is not None:
             await asyncio.to_thread(self.on_result, result, completion)
+        seen = current_observation()
+        if seen is not None:
+            seen.answered(result, recorded=self.on_result is not None)
         return completion
 
     def _build(self, result: TTSResult) -> ChatCompletion:

@@ -76,12 +76,17 @@ class CodeExecutionSettings:
         """An opening tag after the last closing tag: the model is writing code."""
         return text.rfind(self.code_begin) > text.rfind(self.code_end)
 
-    def output_block(self, result: ExecutionResult, remaining: int) -> str:
-        """What the model sees after a block that ran."""
+    def shown_output(self, result: ExecutionResult) -> str:
+        """The block's output as the model sees it: cut past ``max_output_chars`` with a marker."""
         out = result.output
         if len(out) > self.max_output_chars:
             cut = len(out) - self.max_output_chars
             out = out[: self.max_output_chars] + f"\n[output truncated: {cut} more characters not shown]"
+        return out
+
+    def output_block(self, result: ExecutionResult, remaining: int) -> str:
+        """What the model sees after a block that ran."""
+        out = self.shown_output(result)
         note = {
             "ok": "",
             "error": "",

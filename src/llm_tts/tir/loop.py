@@ -234,7 +234,14 @@ class CodeExecutionLoop:
         results = self.runner.run([j for _, _, j in jobs])
         for (d, restore, job), result in zip(jobs, results):
             d.executions.append(
-                CodeExecutionInfo(code=job.code, output=result.output, status=result.status, seconds=result.seconds)
+                CodeExecutionInfo(
+                    code=job.code,
+                    output=s.shown_output(result),  # never the raw capture: up to the sandbox's 1 MiB
+                    output_bytes=result.output_bytes,
+                    output_sha256=result.output_sha256,
+                    status=result.status,
+                    seconds=result.seconds,
+                )
             )
             left = s.max_executions - sum(e.status != REFUSED_STATUS for e in d.all_executions)
             self._inject(d, restore + s.output_block(result, left))
