@@ -294,3 +294,41 @@ def test_sessions_need_the_api_key_like_v1(serve_app, tts_engine):
     r = httpx.post(f"{url}/sessions", headers={"Authorization": "Bearer k-secret"})
     assert r.status_code == 200
     assert httpx.get(f"{url}/sessions/{r.json()['id']}").status_code == 401
+
+
+LONG_SEARCH = {**BEAM, "tts_max_steps": 200, "tts_step_max_tokens": 2, "max_tokens": 400}
+
+
+def wait_for_records(url: str, session_id: str, count: int) -> list[dict]:
+    """The session's records once there are ``count`` (an unanswered run is recorded when it has
+    really ended, which may be just after its response)."""
+    for _ in range(600):
+        records = httpx.get(f"{url}/sessions/{session_id}", timeout=30).json()["records"]
+        if len(records) >= count:
+            return records
+        time.sleep(0.1)
+    raise AssertionError(f"session {session_id} never got {count} records")
+
+
+def test_runs_cut_by_the_deadline_or_a_disconnect_are_recorded_as_aborted(server):
+    url, _ = server
+    sid = new_session(url)
+    chat = f"{url}/sessions/{sid}/v1/chat/completions"
+    cut = httpx.post(chat, json={"messages": [QUESTION], **LONG_SEARCH, "tts_deadline": 1.5}, timeout=120)
+    assert cut.status_code == 408, cut.text
+    (deadline,) = wait_for_records(url, sid, 1)
+    assert deadline["status"] == "aborted" and deadline["stop_reason"] == "deadline" and deadline["response"] is None
+    assert deadline["prompt_token_ids"] and deadline["error"]
+    assert any(c["segments"] for c in deadline["candidates"])  # the steps it had made, with their logprobs
+    chosen = deadline["candidates"][deadline["selected"]]
+    assert all(len(s["logprobs"]) == len(s["token_ids"]) for s in chosen["segments"])
+
+    body = {"messages": [QUESTION], "stream": True, **LONG_SEARCH}
+    with httpx.stream("POST", chat, json=body, timeout=120) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first chunk, then the client leaves
+    gone = wait_for_records(url, sid, 2)[1]
+    assert gone["status"] == "aborted" and gone["stop_reason"] == "disconnect"
+    assert gone["request"]["stream"] is True and gone["prompt_token_ids"] == deadline["prompt_token_ids"]
+    samples = samples_of(url, sid)
+    assert {s["status"] for s in samples if s["metadata"]["selected"]} == {"aborted"}

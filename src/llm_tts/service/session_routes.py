@@ -94,5 +94,5 @@ async def session_strategy_scorer_chat_completions(
 async def _complete_in_session(
     request: Request, session_id: str, body: ChatCompletionRequest, **path_fields: str
 ) -> Response:
-    body, record = await sessions_of(request).prepare(session_id, body)
-    return await answer_chat(request, body, path_fields, on_result=record)
+    body, recorder = await sessions_of(request).prepare(session_id, body)
+    return await answer_chat(request, body, path_fields, recorder=recorder)

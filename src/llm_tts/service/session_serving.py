@@ -14,10 +14,9 @@ import uuid
 from functools import partial
 from typing import Any
 
-from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.engine import PartialRun, TTSEngine, TTSResult
 from llm_tts.errors import InvalidParameterError, SessionFullError
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
-from llm_tts.service.serving import ResultHook
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
     SampleList,
@@ -28,7 +27,14 @@ from llm_tts.service.session_protocol import (
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.sessions.factory import open_store
-from llm_tts.sessions.records import SessionInfo, SessionOptions, record_of
+from llm_tts.sessions.records import (
+    SessionInfo,
+    SessionOptions,
+    SessionRecord,
+    StopReason,
+    aborted_record_of,
+    record_of,
+)
 from llm_tts.sessions.samples import build_samples
 from llm_tts.sessions.store import SessionStore
 from llm_tts.sessions.turns import align_turn, extends_messages
@@ -88,7 +94,7 @@ class ServingSessions:
 
         return await asyncio.to_thread(build)
 
-    async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, ResultHook]:
+    async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, SessionRun]:
         """Check the session before anything runs; the request to serve and its recorder."""
         info = await asyncio.to_thread(self.store.touch, session_id)
         if info.num_records >= self.settings.max_session_records:
@@ -98,8 +104,7 @@ class ServingSessions:
         continued_from = None
         if info.options.token_continuation and body.prompt_token_ids is None:
             body, continued_from = await asyncio.to_thread(self._continue, session_id, body, messages)
-        hook = partial(self._record, session_id, request, messages, continued_from, time.time())
-        return body, hook
+        return body, SessionRun(self, session_id, request, messages, continued_from, time.time())
 
     def _continue(
         self, session_id: str, body: ChatCompletionRequest, messages: list[dict[str, Any]]
@@ -116,21 +121,50 @@ class ServingSessions:
         ids = [*prev.prompt_token_ids, *prev.chosen.token_ids, *aligned.between]
         return body.model_copy(update={"prompt_token_ids": ids}), prev.id
 
-    def _record(
+    def add(self, record: SessionRecord) -> None:
+        self.store.add_record(record, max_records=self.settings.max_session_records)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class SessionRun:
+    """One session request's run, recorded however it ends (a :class:`RunRecorder`)."""
+
+    def __init__(
         self,
+        sessions: ServingSessions,
         session_id: str,
         request: dict[str, Any],
         messages: list[dict[str, Any]],
         continued_from: str | None,
         started: float,
-        result: TTSResult,
-        completion: ChatCompletion,
     ) -> None:
+        self.sessions, self.session_id, self.request, self.messages = sessions, session_id, request, messages
+        self.continued_from, self.started = continued_from, started
+
+    def answered(self, result: TTSResult, completion: ChatCompletion) -> None:
         response = completion.model_dump(mode="json")
         record = record_of(
-            session_id, request, messages, result, response, started=started, continued_from=continued_from
+            self.session_id,
+            self.request,
+            self.messages,
+            result,
+            response,
+            started=self.started,
+            continued_from=self.continued_from,
         )
-        self.store.add_record(record, max_records=self.settings.max_session_records)
+        self.sessions.add(record)
 
-    def close(self) -> None:
-        self.store.close()
+    def unanswered(self, partial: PartialRun | None, stop_reason: StopReason, error: str) -> None:
+        record = aborted_record_of(
+            self.session_id,
+            self.request,
+            self.messages,
+            partial,
+            stop_reason=stop_reason,
+            error=error,
+            started=self.started,
+            continued_from=self.continued_from,
+        )
+        self.sessions.add(record)

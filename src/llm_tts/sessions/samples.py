@@ -107,6 +107,8 @@ def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[
 
 
 def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Collection[int]) -> bool:
+    if prev.status == "aborted":
+        return False  # it never answered: nothing can continue it
     if record.continued_from == prev.id:
         return True
     by_messages = extends_messages(prev.messages, prev.answer_text, record.messages)
