@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llm_tts.sessions.conversation_index import ConversationIndex
 from llm_tts.sessions.records import CandidateRecord, RecordStatus, SessionRecord
 from llm_tts.sessions.turns import align_turn, extends_messages
 
@@ -96,14 +97,10 @@ def build_samples(
 def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
     """Records grouped into conversations: a record joins the latest conversation whose last turn
     it extends (by messages, or by its exact tokens), else starts one."""
-    chains: list[list[SessionRecord]] = []
+    index = ConversationIndex(lambda prev, record: _continues(prev, record, end_of_turn_ids))
     for record in records:
-        home = next((c for c in reversed(chains) if _continues(c[-1], record, end_of_turn_ids)), None)
-        if home is None:
-            chains.append([record])
-        else:
-            home.append(record)
-    return chains
+        index.add(record)
+    return index.chains
 
 
 def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Collection[int]) -> bool:
