@@ -332,3 +332,38 @@ def test_runs_cut_by_the_deadline_or_a_disconnect_are_recorded_as_aborted(server
     assert gone["request"]["stream"] is True and gone["prompt_token_ids"] == deadline["prompt_token_ids"]
     samples = samples_of(url, sid)
     assert {s["status"] for s in samples if s["metadata"]["selected"]} == {"aborted"}
+
+
+def test_rewards_by_completion_id_and_by_turn_reach_the_samples(server):
+    url, _ = server
+    sid = new_session(url)
+    first, second = asyncio.run(run_agent(f"{url}/sessions/{sid}", TURN))  # the official client's completions
+    rewards = f"{url}/sessions/{sid}/rewards"
+    r = httpx.post(
+        rewards, json={"rewards": [{"completion_id": first["id"], "reward": 0.25}, {"index": 1, "reward": 1}]}
+    )
+    assert r.status_code == 200, r.text
+    assert [(d["completion_id"], d["reward"]) for d in r.json()["data"]] == [(first["id"], 0.25), (second["id"], 1.0)]
+    (sample,) = samples_of(url, sid)
+    meta = sample["metadata"]
+    assert meta["turn_rewards"] == [0.25, 1.0] and sample["reward"] == 1.0  # the last rewarded turn's
+    ends = [len(first["choices"][0]["token_ids"]) - 1, sample["response_length"] - 1]
+    assert meta["reward_positions"] == ends
+    assert samples_of(url, sid, reward=0.0)[0]["reward"] == 0.0  # the request's reward wins
+
+    def error(body: dict) -> dict:
+        r = httpx.post(rewards, json=body)
+        assert r.status_code == 400, r.text
+        return r.json()["error"]
+
+    assert (
+        error({"rewards": [{"completion_id": "chatcmpl-nope", "reward": 1.0}]})["param"] == "rewards[0].completion_id"
+    )
+    assert error({"rewards": [{"index": 5, "reward": 1.0}]})["param"] == "rewards[0].index"
+    for bad in ("high", "1.0", None, True):
+        assert "reward" in error({"rewards": [{"index": 0, "reward": bad}]})["param"]
+    bad_number = httpx.post(rewards, content=b'{"rewards": [{"index": 0, "reward": NaN}]}')
+    assert bad_number.status_code == 400 and bad_number.json()["error"]["type"] == "invalid_request_error"
+    assert error({"rewards": [{"index": 0, "completion_id": first["id"], "reward": 1.0}]})
+    assert httpx.post(f"{url}/sessions/nope/rewards", json={"rewards": [{"index": 0, "reward": 1}]}).status_code == 404
+    assert samples_of(url, sid)[0]["metadata"]["turn_rewards"] == [0.25, 1.0]  # nothing half-done

@@ -17,6 +17,8 @@ from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, Mode
 from llm_tts.service.routes import ERROR_RESPONSES, answer_chat, serving_of
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
+    RewardList,
+    RewardsRequest,
     SampleList,
     SamplesRequest,
     SessionDeleted,
@@ -57,6 +59,12 @@ async def delete_session(request: Request, session_id: str) -> SessionDeleted:
 async def session_samples(request: Request, session_id: str, body: SamplesRequest | None = None) -> SampleList:
     """Training samples from the session's records (tokens, loss_mask, rollout_log_probs, ...)."""
     return await sessions_of(request).samples(session_id, body)
+
+
+@router.post("/sessions/{session_id}/rewards", response_model=RewardList, responses=_ERRORS)
+async def session_rewards(request: Request, session_id: str, body: RewardsRequest) -> RewardList:
+    """Set turns' rewards, each named by its completion's id, its record's id or its index."""
+    return await sessions_of(request).set_rewards(session_id, body)
 
 
 @router.get("/sessions/{session_id}/v1/models", response_model=ModelList, responses=_ERRORS)

@@ -19,11 +19,15 @@ from llm_tts.errors import InvalidParameterError, SessionFullError
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
+    RecordReward,
+    RewardList,
+    RewardsRequest,
     SampleList,
     SamplesRequest,
     SessionDeleted,
     SessionDetail,
     SessionObject,
+    TurnReward,
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.sessions.factory import open_store
@@ -93,6 +97,20 @@ class ServingSessions:
             return SampleList(session_id=session_id, data=build_samples(records, info.end_of_turn_ids, request))
 
         return await asyncio.to_thread(build)
+
+    async def set_rewards(self, session_id: str, request: RewardsRequest) -> RewardList:
+        def apply() -> RewardList:
+            self.store.get(session_id)  # 404 for an unknown or expired session
+            records = self.store.records(session_id)
+            chosen = [_rewarded(records, i, item) for i, item in enumerate(request.rewards)]
+            self.store.set_rewards(session_id, {record.id: reward for record, reward in chosen})
+            data = [
+                RecordReward(record_id=r.id, index=r.index, completion_id=r.completion_id, reward=reward)
+                for r, reward in chosen
+            ]
+            return RewardList(session_id=session_id, data=data)
+
+        return await asyncio.to_thread(apply)
 
     async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, SessionRun]:
         """Check the session before anything runs; the request to serve and its recorder."""
@@ -168,3 +186,20 @@ class SessionRun:
             continued_from=self.continued_from,
         )
         self.sessions.add(record)
+
+
+def _rewarded(records: list[SessionRecord], i: int, item: TurnReward) -> tuple[SessionRecord, float]:
+    """The record ``item`` names (a 400 naming the field when there is none)."""
+    value: str | int | None
+    if item.completion_id is not None:
+        found = next((r for r in records if r.completion_id == item.completion_id), None)
+        field, value = "completion_id", item.completion_id
+    elif item.record_id is not None:
+        found = next((r for r in records if r.id == item.record_id), None)
+        field, value = "record_id", item.record_id
+    else:
+        found = records[item.index] if item.index is not None and item.index < len(records) else None
+        field, value = "index", item.index
+    if found is None:
+        raise InvalidParameterError(f"rewards[{i}].{field}", value, f"no turn of this session has that {field}")
+    return found, item.reward

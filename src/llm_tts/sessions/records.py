@@ -127,10 +127,18 @@ class SessionRecord(BaseModel):
         "deadline (tts_deadline), disconnect (the client left), cancelled (the server stopped it), error (it failed)",
     )
     error: str | None = Field(default=None, description="aborted runs: the error the request ended with")
+    reward: float | None = Field(
+        default=None, description="the trainer's reward for this turn (POST /sessions/{id}/rewards); None: unset"
+    )
 
     @property
     def chosen(self) -> CandidateRecord:
         return self.candidates[self.selected]
+
+    @property
+    def completion_id(self) -> str | None:
+        """The ``id`` of the chat completion this record answered with (None: it never answered)."""
+        return (self.response or {}).get("id")
 
     @property
     def answer_text(self) -> str:

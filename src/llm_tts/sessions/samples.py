@@ -12,6 +12,14 @@
   grouped by request in ``metadata.group`` with ``metadata.selected``, its step scores and its
   aggregated score as ``reward`` unless the caller gives one.
 
+Rewards: a turn's reward is set after the fact (``POST /sessions/{id}/rewards``, by completion id
+or record). A conversation's sample keeps every turn's reward in ``metadata.turn_rewards`` and
+where each turn's answer ends in the response in ``metadata.reward_positions`` (the position of
+its last token, for per-turn credit). The sample's ``reward`` is, in order: the request's
+``reward`` when given; else the reward of the last turn that has one; else the selected
+candidate's aggregated score. A search's other candidates get the request's ``reward`` or their
+own score (a completion's reward is for the answer it returned).
+
 ``rollout_log_probs`` is the logprob the engine returned for each sampled token (the model's raw
 distribution), 0.0 where the mask is 0.
 """
@@ -36,7 +44,9 @@ class Sample(BaseModel):
     response_length: int
     loss_mask: list[int] = Field(description="per response token: 1 sampled by the model, 0 not")
     rollout_log_probs: list[float] = Field(description="per response token: its logprob; 0.0 where the mask is 0")
-    reward: float | None = Field(description="the caller's reward, else the candidate's aggregated score")
+    reward: float | None = Field(
+        description="the request's reward, else the last rewarded turn's reward, else the candidate's aggregated score"
+    )
     status: RecordStatus
     metadata: dict[str, Any]
 
@@ -48,7 +58,9 @@ class SampleOptions(BaseModel):
         default="all", description="all: one sample per candidate of a search; selected: the selected answers only"
     )
     reward: float | None = Field(
-        default=None, description="reward of every sample; unset: each candidate's aggregated score"
+        default=None,
+        description="reward of every sample, overriding the turns' rewards; unset: the last rewarded turn's "
+        "reward, else the candidate's aggregated score",
     )
     merge_turns: bool = Field(
         default=True, description="merge a multi-turn conversation into one sample; false: one sample per request"
@@ -120,6 +132,7 @@ def _conversation_sample(
     builder = _Builder(list(first.prompt_token_ids))
     rerendered: list[dict[str, Any]] = []
     thinking: list[list[int]] = []  # [start, end) of each turn's thinking in the response
+    positions: list[int] = []  # where each turn's answer ends in the response (its last token)
     for turn, record in enumerate(chain):
         if turn:
             prev = chain[turn - 1]
@@ -133,7 +146,9 @@ def _conversation_sample(
         chosen = record.chosen
         thinking += _thinking_spans(chosen, len(builder.response))
         builder.add(chosen.token_ids, chosen.loss_mask, chosen.logprobs)
+        positions.append(len(builder.response) - 1)
     chosen = last.chosen
+    turn_rewards = [r.reward for r in chain]
     metadata = {
         **_metadata(last, chosen),
         "record_ids": [r.id for r in chain],
@@ -141,8 +156,11 @@ def _conversation_sample(
         "prompt_length": len(first.prompt_token_ids),
         "rerendered_turns": rerendered,
         "thinking_spans": thinking,
+        "turn_rewards": turn_rewards,
+        "reward_positions": positions,
     }
-    reward = options.reward if options.reward is not None else chosen.score
+    rewarded = next((r for r in reversed(turn_rewards) if r is not None), None)
+    reward = options.reward if options.reward is not None else rewarded if rewarded is not None else chosen.score
     return builder.sample(reward, _worst(r.status for r in chain), metadata)
 
 
@@ -158,6 +176,8 @@ def _other_candidates(record: SessionRecord, options: SampleOptions) -> list[Sam
             prompt_length=len(record.prompt_token_ids),
             rerendered_turns=[],
             thinking_spans=_thinking_spans(candidate, 0),
+            turn_rewards=[None],  # a turn's reward is for the answer it returned, not its rivals
+            reward_positions=[len(builder.response) - 1],
         )
         status: RecordStatus = "truncated" if candidate.finish_reason == "length" else "completed"
         reward = options.reward if options.reward is not None else candidate.score
