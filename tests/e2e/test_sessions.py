@@ -367,3 +367,26 @@ def test_rewards_by_completion_id_and_by_turn_reach_the_samples(server):
     assert error({"rewards": [{"index": 0, "completion_id": first["id"], "reward": 1.0}]})
     assert httpx.post(f"{url}/sessions/nope/rewards", json={"rewards": [{"index": 0, "reward": 1}]}).status_code == 404
     assert samples_of(url, sid)[0]["metadata"]["turn_rewards"] == [0.25, 1.0]  # nothing half-done
+
+
+def test_a_retry_from_the_first_turn_branches_the_session(server):
+    url, _ = server
+    sid = new_session(url)
+    client = openai.OpenAI(base_url=f"{url}/sessions/{sid}/v1", api_key="unused", max_retries=0, timeout=300)
+    extra = {**TURN, "return_token_ids": True}
+    first = client.chat.completions.create(model=MODEL, messages=[QUESTION], logprobs=True, extra_body=extra)
+    history = [QUESTION, {"role": "assistant", "content": first.choices[0].message.content}]
+    for output in ("calculator: 42", "calculator: error, try again"):  # the agent retries turn 2
+        tool = {"role": "tool", "tool_call_id": "call_1", "content": output}
+        client.chat.completions.create(model=MODEL, messages=[*history, tool], logprobs=True, extra_body=extra)
+    detail = httpx.get(f"{url}/sessions/{sid}", timeout=30).json()
+    root, left, right = (r["id"] for r in detail["records"])
+    assert [(n["record_id"], n["parent_id"]) for n in detail["tree"]] == [(root, None), (left, root), (right, root)]
+    assert detail["tree"][0]["children"] == [left, right]
+    samples = [s for s in samples_of(url, sid) if s["metadata"]["selected"]]
+    assert [s["metadata"]["record_ids"] for s in samples] == [[root, left], [root, right]]
+    shared = first.model_extra["prompt_token_ids"] + first.choices[0].model_extra["token_ids"]
+    for s in samples:  # the shared first turn is exact in both, sampled (mask 1) in both
+        assert s["tokens"][: len(shared)] == shared and s["metadata"]["group"] == root
+        n = len(first.choices[0].model_extra["token_ids"])
+        assert s["loss_mask"][:n] == [1] * n and s["metadata"]["branched"]

@@ -243,3 +243,23 @@ def test_an_sqlite_file_of_the_first_schema_is_migrated_and_keeps_its_records(tm
     (kept,) = again.records("a")
     assert kept.reward == 0.5 and kept.candidates[0].token_ids == [20, 21, EOT] and again.schema_version == 1
     again.close()
+
+
+def test_a_retry_from_an_earlier_turn_branches_and_each_leaf_path_is_a_sample():
+    turn1, retry_a = two_turns([10, 11, 12, 20, 21, EOT, 5, 40, 6])
+    msgs_b = [*USER, {"role": "assistant", "content": "a"}, {"role": "tool", "content": "other"}]
+    retry_b = record([10, 11, 12, 20, 21, EOT, 5, 41, 42, 6], [candidate([31, EOT], [-0.6, -0.7])], msgs_b, "c")
+    msgs_3 = [*retry_a.messages, {"role": "assistant", "content": "b"}, {"role": "user", "content": "more"}]
+    prompt3 = [10, 11, 12, 20, 21, EOT, 5, 40, 6, 30, EOT, 7, 8]
+    third = record(prompt3, [candidate([50, EOT], [-0.8, -0.9])], msgs_3, "d", rid="r3")
+    retry_b = retry_b.model_copy(update={"id": "r2b"})
+    records = [turn1, retry_a, retry_b, third]  # r2 then r2b both continue r1; r3 continues r2
+    short, deep = build_samples(records, [EOT])
+    assert short.tokens == [10, 11, 12, 20, 21, EOT, 5, 41, 42, 6, 31, EOT]
+    assert short.loss_mask == [1, 1, 1, 0, 0, 0, 0, 1, 1]
+    assert deep.tokens == [*prompt3, 50, EOT] and deep.metadata["record_ids"] == ["r1", "r2", "r3"]
+    assert deep.loss_mask == [1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+    assert deep.rollout_log_probs[:3] == short.rollout_log_probs[:3] == [-0.1, -0.2, -0.3]  # the shared turn, exact
+    assert {short.metadata["group"], deep.metadata["group"]} == {"r1"} and deep.metadata["branched"]
+    (linear,) = build_samples(two_turns([10, 11, 12, 20, 21, EOT, 5, 6]), [EOT])
+    assert linear.metadata["group"] == "r2" and not linear.metadata["branched"]  # no branch: the last turn's

@@ -39,10 +39,20 @@ class SessionObject(BaseModel):
         )
 
 
+class TurnNode(BaseModel):
+    """One record's place in the session's tree of turns."""
+
+    record_id: str
+    index: int
+    parent_id: str | None = Field(description="the turn this record continues; None: it starts a conversation")
+    children: list[str] = Field(description="the turns that continue it (more than one: a branch)")
+
+
 class SessionDetail(SessionObject):
-    """``GET /sessions/{id}``: the session and its records."""
+    """``GET /sessions/{id}``: the session, its records and their tree (the turn each continues)."""
 
     records: list[SessionRecord]
+    tree: list[TurnNode] = Field(description="per record, in record order")
 
 
 class SessionDeleted(BaseModel):

@@ -27,6 +27,7 @@ from llm_tts.service.session_protocol import (
     SessionDeleted,
     SessionDetail,
     SessionObject,
+    TurnNode,
     TurnReward,
 )
 from llm_tts.service.settings import ServiceSettings
@@ -39,7 +40,7 @@ from llm_tts.sessions.records import (
     aborted_record_of,
     record_of,
 )
-from llm_tts.sessions.samples import build_samples
+from llm_tts.sessions.samples import build_samples, conversation_tree
 from llm_tts.sessions.store import SessionStore
 from llm_tts.sessions.turns import align_turn, extends_messages
 
@@ -73,7 +74,18 @@ class ServingSessions:
         def read() -> SessionDetail:
             info = self.store.get(session_id)
             head = SessionObject.of(info).model_dump()
-            return SessionDetail(**head, records=self.store.records(session_id))
+            records = self.store.records(session_id)
+            tree = conversation_tree(records, info.end_of_turn_ids)
+            nodes = [
+                TurnNode(
+                    record_id=r.id,
+                    index=r.index,
+                    parent_id=None if parent is None else records[parent].id,
+                    children=[records[c].id for c in children],
+                )
+                for r, parent, children in zip(records, tree.parent, tree.children)
+            ]
+            return SessionDetail(**head, records=records, tree=nodes)
 
         return await asyncio.to_thread(read)
 

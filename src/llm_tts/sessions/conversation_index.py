@@ -55,62 +55,68 @@ def _answered_key(record: SessionRecord) -> int:
 
 
 class ConversationIndex:
-    """Conversations (lists of records) and an index of their last turns."""
+    """The session's records as a forest: each record's parent is the turn it continues. A record
+    continues the last turn of a conversation when it can (the latest conversation first, as an
+    agent's next turn does), else an earlier turn (the latest first): a branch, as when an agent
+    retries from an earlier turn or a search fans out."""
 
     def __init__(self, continues: Callable[[SessionRecord, SessionRecord], bool]) -> None:
         self._continues = continues
-        self.chains: list[list[SessionRecord]] = []
+        self.records: list[SessionRecord] = []
+        self.parent: list[int | None] = []
+        self.root: list[int] = []
+        self.children: list[list[int]] = []
         self._by_id: dict[str, int] = {}
-        self._by_messages: dict[int, set[int]] = defaultdict(set)
-        self._by_tokens: dict[tuple[int, int], set[int]] = defaultdict(set)
-        self._lengths: set[int] = set()  # token lengths of indexed last turns
+        self._by_messages: dict[int, list[int]] = defaultdict(list)
+        self._by_tokens: dict[tuple[int, int], list[int]] = defaultdict(list)
+        self._lengths: set[int] = set()  # token lengths of indexed turns
         self._longest = 0
 
     def add(self, record: SessionRecord) -> None:
-        """Append ``record`` to the latest conversation whose last turn it continues, else start one."""
-        home = next((c for c in sorted(self._candidates(record), reverse=True) if self._fits(c, record)), None)
-        if home is None:
-            home = len(self.chains)
-            self.chains.append([record])
-        else:
-            self._unindex(home, self.chains[home][-1])
-            self.chains[home].append(record)
-        self._index(home, record)
+        found = self._candidates(record)
+        leaves = sorted((i for i in found if not self.children[i]), key=lambda i: (self.root[i], i), reverse=True)
+        inner = sorted((i for i in found if self.children[i]), reverse=True)
+        parent = next((i for i in (*leaves, *inner) if self._continues(self.records[i], record)), None)
+        node = len(self.records)
+        self.records.append(record)
+        self.parent.append(parent)
+        self.root.append(node if parent is None else self.root[parent])
+        self.children.append([])
+        if parent is not None:
+            self.children[parent].append(node)
+        self._index(node, record)
 
-    def _fits(self, chain: int, record: SessionRecord) -> bool:
-        return self._continues(self.chains[chain][-1], record)
+    def paths(self) -> list[list[SessionRecord]]:
+        """Every root-to-leaf path, by the order of their roots, then of their leaves."""
+        leaves = sorted((i for i in range(len(self.records)) if not self.children[i]), key=lambda i: (self.root[i], i))
+        out = []
+        for leaf in leaves:
+            path: list[int] = []
+            node: int | None = leaf
+            while node is not None:
+                path.append(node)
+                node = self.parent[node]
+            out.append([self.records[i] for i in reversed(path)])
+        return out
 
     def _candidates(self, record: SessionRecord) -> set[int]:
         found: set[int] = set()
         if record.continued_from is not None and record.continued_from in self._by_id:
             found.add(self._by_id[record.continued_from])
         for _, key in _messages_keys(record.messages):
-            found |= self._by_messages.get(key, set())
+            found.update(self._by_messages.get(key, ()))
         if self._lengths:
             for length, h in _token_hashes(record.prompt_token_ids[: self._longest]):
                 if length in self._lengths:
-                    found |= self._by_tokens.get((length, h), set())
+                    found.update(self._by_tokens.get((length, h), ()))
         return found
 
-    def _keys(self, record: SessionRecord) -> tuple[int, tuple[int, int]]:
-        return _answered_key(record), _token_key([*record.prompt_token_ids, *record.chosen.token_ids])
-
-    def _index(self, chain: int, record: SessionRecord) -> None:
+    def _index(self, node: int, record: SessionRecord) -> None:
         if record.status == "aborted":
             return  # it never answered: nothing continues it
-        self._by_id[record.id] = chain
-        by_messages, by_tokens = self._keys(record)
-        self._by_messages[by_messages].add(chain)
-        self._by_tokens[by_tokens].add(chain)
-        self._lengths.add(by_tokens[0])
-        self._longest = max(self._longest, by_tokens[0])
-
-    def _unindex(self, chain: int, record: SessionRecord) -> None:
-        if record.status == "aborted":
-            return
-        self._by_id.pop(record.id, None)
-        by_messages, by_tokens = self._keys(record)
-        self._by_messages[by_messages].discard(chain)
-        self._by_tokens[by_tokens].discard(chain)
-        if not self._by_tokens[by_tokens]:
-            del self._by_tokens[by_tokens]  # lengths may keep a stale entry: a lookup then finds nothing
+        self._by_id[record.id] = node
+        self._by_messages[_answered_key(record)].append(node)
+        tokens = _token_key([*record.prompt_token_ids, *record.chosen.token_ids])
+        self._by_tokens[tokens].append(node)
+        self._lengths.add(tokens[0])
+        self._longest = max(self._longest, tokens[0])

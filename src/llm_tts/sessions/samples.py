@@ -6,6 +6,10 @@
   tokens) becomes one sample: the first prompt, then each turn's sampled answer (mask 1) and what
   came between the turns (mask 0). Where the template re-rendered an answer differently, the
   sampled tokens are kept and ``metadata.rerendered_turns`` says which turns.
+- Branches: a request that continues an earlier turn rather than the latest one (an agent's
+  retry, a search fanning out) starts a branch; the session is a tree of turns, and each
+  root-to-leaf path is one sample (the shared turns exact in each). The paths of a tree that
+  branches share ``metadata.group`` (their first record's id) and say ``metadata.branched``.
 - ``metadata.thinking_spans`` lists where a reasoning model's thinking is in the response
   ([start, end) token positions, one per turn that thought): sampled, so its mask is 1.
 - Every other candidate of a search becomes its own sample (its request's prompt + its tokens),
@@ -26,6 +30,7 @@ distribution), 0.0 where the mask is 0.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -99,20 +104,31 @@ def build_samples(
     """The session's samples (see the module docstring), conversations first, in record order."""
     options = options or SampleOptions()
     chains = conversations(records, end_of_turn_ids) if options.merge_turns else [[r] for r in records]
-    samples = [_conversation_sample(chain, end_of_turn_ids, options) for chain in chains]
+    leaves_per_root = Counter(chain[0].id for chain in chains)
+    samples = [
+        _conversation_sample(chain, end_of_turn_ids, options, branched=leaves_per_root[chain[0].id] > 1)
+        for chain in chains
+    ]
     if options.candidates == "all":
         for record in records:
             samples.extend(_other_candidates(record, options))
     return samples
 
 
-def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
-    """Records grouped into conversations: a record joins the latest conversation whose last turn
-    it extends (by messages, or by its exact tokens), else starts one."""
-    index = ConversationIndex(lambda prev, record: _continues(prev, record, end_of_turn_ids))
+def conversation_tree(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> ConversationIndex:
+    """The records as a forest of turns: a record's parent is the turn it continues (by messages,
+    or by its exact tokens): the latest conversation's last turn when it can, else an earlier turn
+    (a branch)."""
+    tree = ConversationIndex(lambda prev, record: _continues(prev, record, end_of_turn_ids))
     for record in records:
-        index.add(record)
-    return index.chains
+        tree.add(record)
+    return tree
+
+
+def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
+    """The conversations: every root-to-leaf path of :func:`conversation_tree` (without branches,
+    each record joins the latest conversation whose last turn it extends, else starts one)."""
+    return conversation_tree(records, end_of_turn_ids).paths()
 
 
 def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Collection[int]) -> bool:
@@ -126,7 +142,7 @@ def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Coll
 
 
 def _conversation_sample(
-    chain: list[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions
+    chain: list[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions, *, branched: bool
 ) -> Sample:
     first, last = chain[0], chain[-1]
     builder = _Builder(list(first.prompt_token_ids))
@@ -158,7 +174,10 @@ def _conversation_sample(
         "thinking_spans": thinking,
         "turn_rewards": turn_rewards,
         "reward_positions": positions,
+        "branched": branched,
     }
+    if branched:  # the leaf paths of one tree start from one prompt and compete: one group
+        metadata["group"] = first.id
     rewarded = next((r for r in reversed(turn_rewards) if r is not None), None)
     reward = options.reward if options.reward is not None else rewarded if rewarded is not None else chosen.score
     return builder.sample(reward, _worst(r.status for r in chain), metadata)
@@ -178,6 +197,7 @@ def _other_candidates(record: SessionRecord, options: SampleOptions) -> list[Sam
             thinking_spans=_thinking_spans(candidate, 0),
             turn_rewards=[None],  # a turn's reward is for the answer it returned, not its rivals
             reward_positions=[len(builder.response) - 1],
+            branched=False,
         )
         status: RecordStatus = "truncated" if candidate.finish_reason == "length" else "completed"
         reward = options.reward if options.reward is not None else candidate.score
