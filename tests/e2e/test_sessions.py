@@ -310,7 +310,7 @@ def wait_for_records(url: str, session_id: str, count: int) -> list[dict]:
     raise AssertionError(f"session {session_id} never got {count} records")
 
 
-def test_runs_cut_by_the_deadline_or_a_disconnect_are_recorded_as_aborted(server):
+def test_runs_cut_by_the_deadline_a_disconnect_or_the_budget_are_recorded(server):
     url, _ = server
     sid = new_session(url)
     chat = f"{url}/sessions/{sid}/v1/chat/completions"
@@ -332,6 +332,11 @@ def test_runs_cut_by_the_deadline_or_a_disconnect_are_recorded_as_aborted(server
     assert gone["request"]["stream"] is True and gone["prompt_token_ids"] == deadline["prompt_token_ids"]
     samples = samples_of(url, sid)
     assert {s["status"] for s in samples if s["metadata"]["selected"]} == {"aborted"}
+
+    budget = httpx.post(chat, json={"messages": [QUESTION], **LONG_SEARCH, "tts_token_budget": 8}, timeout=120)
+    assert budget.status_code == 200, budget.text  # answered with the best so far, and marked cut
+    spent = wait_for_records(url, sid, 3)[2]
+    assert spent["status"] == "truncated" and spent["stop_reason"] == "budget" and spent["response"]
 
 
 def test_rewards_by_completion_id_and_by_turn_reach_the_samples(server):
