@@ -1,12 +1,13 @@
-"""Finding, in one pass, the conversation each record of a session continues.
+"""Finding, in one pass, the turn each record of a session continues.
 
-A record continues a conversation's last turn when it names it (``continued_from``), when its
-messages are that turn's messages plus its answer plus more, or when its prompt starts with that
-turn's exact tokens (prompt + sampled answer). Rather than comparing each record with every
-conversation so far (quadratic in the session's length), the last turns are indexed by a hash
-of their messages + answer and by a hash of their tokens; a record looks up its own message
-prefixes (one per assistant message it holds) and token prefixes (one rolling hash over its
-prompt), and only the few conversations found there are checked exactly.
+A record continues a turn when it names it (``continued_from``), when its messages are that
+turn's messages plus its answer plus more, or when its prompt starts with that turn's exact
+tokens (prompt + sampled answer). Rather than comparing each record with every earlier one
+(quadratic in the session's length), answered turns are indexed by a hash of their messages +
+answer and by a hash of their tokens; a record looks up its own message prefixes (one per
+assistant message it holds) and token prefixes (one rolling hash over its prompt), and only the
+few turns found there are checked exactly. The result is a forest of turns: a branch where two
+records continue the same turn.
 """
 
 from __future__ import annotations
