@@ -21,7 +21,7 @@ from llm_tts.backends.base import Backend, EncodingBackend
 from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
-from llm_tts.errors import DeadlineExceededError
+from llm_tts.errors import DeadlineExceededError, RunCancelledError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, question_of
 from llm_tts.metadata import TTSMetadata
@@ -53,6 +53,17 @@ class TTSResult:
     candidate_trajectories: tuple[Trajectory, ...] = ()
     reasoning: str | None = None  # the selected candidate's thinking (text is then its answer part)
     reasoning_tokens: int = 0  # thinking tokens the selected candidate sampled
+
+
+@dataclass(frozen=True)
+class PartialRun:
+    """What a run cut short (deadline, cancellation) had made: its prompt and every candidate
+    finished or cut so far (none when it stopped inside its first backend call)."""
+
+    prompt_token_ids: tuple[int, ...]
+    trajectories: tuple[Trajectory, ...]
+    strategy: str
+    scorer: str
 
 
 class TTSEngine:
@@ -117,10 +128,15 @@ class TTSEngine:
         )
         outcome: StrategyOutcome
         with metered() as api:
-            if plan.output is not None:
-                outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))
-            else:
-                outcome = _run_anytime(plan, ctx)
+            try:
+                if plan.output is not None:
+                    outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))
+                else:
+                    outcome = _run_anytime(plan, ctx)
+            except (DeadlineExceededError, RunCancelledError) as e:
+                leaves = tuple(b.trajectory for b in ctx.partial_candidates())
+                e.partial_run = PartialRun(tuple(plan.prompt_ids), leaves, plan.spec.name, plan.scorer_name)
+                raise
         metadata = run_metadata(plan, ctx, outcome, self.backend, api, time.perf_counter() - plan.started)
         chosen = outcome.selected
         split = chosen.thinking_split

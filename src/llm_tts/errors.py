@@ -22,6 +22,10 @@ _MAX_SHOWN = 120  # characters of a rejected value echoed in a message (a long t
 class LLMTTSError(Exception):
     """Base class of every error raised by llm_tts."""
 
+    # A run cut short (deadline, cancellation): what it made before it stopped, set by the engine
+    # (an ``llm_tts.engine.PartialRun``) so a session can record its tokens so far.
+    partial_run: Any = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "code" not in cls.__dict__:

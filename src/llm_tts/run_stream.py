@@ -139,6 +139,10 @@ class RunStream:
         """Call ``callback`` (in the worker) when the run has really ended, however it ended."""
         self._future.add_done_callback(lambda _: callback())
 
+    def when_ended(self, callback: Callable[[Future[TTSResult]], None]) -> None:
+        """Call ``callback`` with the run's future (result, error or cancelled) once it has ended."""
+        self._future.add_done_callback(callback)
+
     # -- consuming: one core, a sync and an async shell ---------------------------------------------
     def _deliver(self, item: ProgressEvent | _Ended) -> RunEvent:
         if isinstance(item, ProgressEvent):

@@ -294,3 +294,104 @@ def test_sessions_need_the_api_key_like_v1(serve_app, tts_engine):
     r = httpx.post(f"{url}/sessions", headers={"Authorization": "Bearer k-secret"})
     assert r.status_code == 200
     assert httpx.get(f"{url}/sessions/{r.json()['id']}").status_code == 401
+
+
+LONG_SEARCH = {**BEAM, "tts_max_steps": 200, "tts_step_max_tokens": 2, "max_tokens": 400}
+
+
+def wait_for_records(url: str, session_id: str, count: int) -> list[dict]:
+    """The session's records once there are ``count`` (an unanswered run is recorded when it has
+    really ended, which may be just after its response)."""
+    for _ in range(600):
+        records = httpx.get(f"{url}/sessions/{session_id}", timeout=30).json()["records"]
+        if len(records) >= count:
+            return records
+        time.sleep(0.1)
+    raise AssertionError(f"session {session_id} never got {count} records")
+
+
+def test_runs_cut_by_the_deadline_a_disconnect_or_the_budget_are_recorded(server):
+    url, _ = server
+    sid = new_session(url)
+    chat = f"{url}/sessions/{sid}/v1/chat/completions"
+    cut = httpx.post(chat, json={"messages": [QUESTION], **LONG_SEARCH, "tts_deadline": 1.5}, timeout=120)
+    assert cut.status_code == 408, cut.text
+    (deadline,) = wait_for_records(url, sid, 1)
+    assert deadline["status"] == "aborted" and deadline["stop_reason"] == "deadline" and deadline["response"] is None
+    assert deadline["prompt_token_ids"] and deadline["error"]
+    assert any(c["segments"] for c in deadline["candidates"])  # the steps it had made, with their logprobs
+    chosen = deadline["candidates"][deadline["selected"]]
+    assert all(len(s["logprobs"]) == len(s["token_ids"]) for s in chosen["segments"])
+
+    body = {"messages": [QUESTION], "stream": True, **LONG_SEARCH}
+    with httpx.stream("POST", chat, json=body, timeout=120) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first chunk, then the client leaves
+    gone = wait_for_records(url, sid, 2)[1]
+    assert gone["status"] == "aborted" and gone["stop_reason"] == "disconnect"
+    assert gone["request"]["stream"] is True and gone["prompt_token_ids"] == deadline["prompt_token_ids"]
+    samples = samples_of(url, sid)
+    assert {s["status"] for s in samples if s["metadata"]["selected"]} == {"aborted"}
+
+    budget = httpx.post(chat, json={"messages": [QUESTION], **LONG_SEARCH, "tts_token_budget": 8}, timeout=120)
+    assert budget.status_code == 200, budget.text  # answered with the best so far, and marked cut
+    spent = wait_for_records(url, sid, 3)[2]
+    assert spent["status"] == "truncated" and spent["stop_reason"] == "budget" and spent["response"]
+
+
+def test_rewards_by_completion_id_and_by_turn_reach_the_samples(server):
+    url, _ = server
+    sid = new_session(url)
+    first, second = asyncio.run(run_agent(f"{url}/sessions/{sid}", TURN))  # the official client's completions
+    rewards = f"{url}/sessions/{sid}/rewards"
+    r = httpx.post(
+        rewards, json={"rewards": [{"completion_id": first["id"], "reward": 0.25}, {"index": 1, "reward": 1}]}
+    )
+    assert r.status_code == 200, r.text
+    assert [(d["completion_id"], d["reward"]) for d in r.json()["data"]] == [(first["id"], 0.25), (second["id"], 1.0)]
+    (sample,) = samples_of(url, sid)
+    meta = sample["metadata"]
+    assert meta["turn_rewards"] == [0.25, 1.0] and sample["reward"] == 1.0  # the last rewarded turn's
+    ends = [len(first["choices"][0]["token_ids"]) - 1, sample["response_length"] - 1]
+    assert meta["reward_positions"] == ends
+    assert samples_of(url, sid, reward=0.0)[0]["reward"] == 0.0  # the request's reward wins
+
+    def error(body: dict) -> dict:
+        r = httpx.post(rewards, json=body)
+        assert r.status_code == 400, r.text
+        return r.json()["error"]
+
+    assert (
+        error({"rewards": [{"completion_id": "chatcmpl-nope", "reward": 1.0}]})["param"] == "rewards[0].completion_id"
+    )
+    assert error({"rewards": [{"index": 5, "reward": 1.0}]})["param"] == "rewards[0].index"
+    for bad in ("high", "1.0", None, True):
+        assert "reward" in error({"rewards": [{"index": 0, "reward": bad}]})["param"]
+    bad_number = httpx.post(rewards, content=b'{"rewards": [{"index": 0, "reward": NaN}]}')
+    assert bad_number.status_code == 400 and bad_number.json()["error"]["type"] == "invalid_request_error"
+    assert error({"rewards": [{"index": 0, "completion_id": first["id"], "reward": 1.0}]})
+    assert httpx.post(f"{url}/sessions/nope/rewards", json={"rewards": [{"index": 0, "reward": 1}]}).status_code == 404
+    assert samples_of(url, sid)[0]["metadata"]["turn_rewards"] == [0.25, 1.0]  # nothing half-done
+
+
+def test_a_retry_from_the_first_turn_branches_the_session(server):
+    url, _ = server
+    sid = new_session(url)
+    client = openai.OpenAI(base_url=f"{url}/sessions/{sid}/v1", api_key="unused", max_retries=0, timeout=300)
+    extra = {**TURN, "return_token_ids": True}
+    first = client.chat.completions.create(model=MODEL, messages=[QUESTION], logprobs=True, extra_body=extra)
+    history = [QUESTION, {"role": "assistant", "content": first.choices[0].message.content}]
+    for output in ("calculator: 42", "calculator: error, try again"):  # the agent retries turn 2
+        tool = {"role": "tool", "tool_call_id": "call_1", "content": output}
+        client.chat.completions.create(model=MODEL, messages=[*history, tool], logprobs=True, extra_body=extra)
+    detail = httpx.get(f"{url}/sessions/{sid}", timeout=30).json()
+    root, left, right = (r["id"] for r in detail["records"])
+    assert [(n["record_id"], n["parent_id"]) for n in detail["tree"]] == [(root, None), (left, root), (right, root)]
+    assert detail["tree"][0]["children"] == [left, right]
+    samples = [s for s in samples_of(url, sid) if s["metadata"]["selected"]]
+    assert [s["metadata"]["record_ids"] for s in samples] == [[root, left], [root, right]]
+    shared = first.model_extra["prompt_token_ids"] + first.choices[0].model_extra["token_ids"]
+    for s in samples:  # the shared first turn is exact in both, sampled (mask 1) in both
+        assert s["tokens"][: len(shared)] == shared and s["metadata"]["group"] == root
+        n = len(first.choices[0].model_extra["token_ids"])
+        assert s["loss_mask"][:n] == [1] * n and s["metadata"]["branched"]

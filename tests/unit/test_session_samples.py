@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from llm_tts.cli import main
-from llm_tts.errors import SessionFullError, SessionLimitError, SessionNotFoundError
+from llm_tts.errors import InvalidParameterError, SessionFullError, SessionLimitError, SessionNotFoundError
 from llm_tts.sessions import (
     CandidateRecord,
     MemorySessionStore,
@@ -187,3 +187,79 @@ def test_sessions_export_writes_jsonl(tmp_path, capsys):
     assert json.loads(line)["tokens"] == [10, 11, 12, 20, 21, EOT, 5, 6, 30, EOT]
     assert main(["sessions", "export", "nope", "--out", str(out), "--session-db", str(path)]) == 2
     assert "no session 'nope'" in capsys.readouterr().err
+
+
+def test_turn_rewards_ride_in_the_merged_sample_and_the_last_rewarded_turn_is_its_reward():
+    prompt2 = [10, 11, 12, 20, 21, EOT, 5, 40, 41, 6]
+    turn1, turn2 = two_turns(prompt2)
+    (plain,) = build_samples([turn1, turn2], [EOT])
+    assert plain.metadata["turn_rewards"] == [None, None] and plain.reward is None  # no score either
+    assert plain.metadata["reward_positions"] == [2, 8]  # each answer's last token in the response
+    assert plain.loss_mask[2] == 1 and plain.loss_mask[8] == 1
+    (first_only,) = build_samples([turn1.model_copy(update={"reward": 0.25}), turn2], [EOT])
+    assert first_only.reward == 0.25 and first_only.metadata["turn_rewards"] == [0.25, None]
+    both = [turn1.model_copy(update={"reward": 0.25}), turn2.model_copy(update={"reward": 1.0})]
+    (sample,) = build_samples(both, [EOT])
+    assert sample.reward == 1.0 and sample.metadata["turn_rewards"] == [0.25, 1.0]
+    (overridden,) = build_samples(both, [EOT], SampleOptions(reward=-1.0))
+    assert overridden.reward == -1.0 and overridden.metadata["turn_rewards"] == [0.25, 1.0]
+
+
+def test_rewards_are_set_all_or_none(store):
+    store.create(info("a", now=1e12), max_sessions=5)
+    for rec in two_turns([10, 11, 12, 20, 21, EOT, 5, 6]):
+        store.add_record(rec.model_copy(update={"session_id": "a"}), max_records=5)
+    store.set_rewards("a", {"r2": 1.5})
+    with pytest.raises(InvalidParameterError):
+        store.set_rewards("a", {"r1": 3.0, "nope": 1.0})  # one unknown: nothing is written
+    with pytest.raises(SessionNotFoundError):
+        store.set_rewards("b", {"r1": 1.0})
+    assert [r.reward for r in store.records("a")] == [None, 1.5]
+
+
+def test_an_sqlite_file_of_the_first_schema_is_migrated_and_keeps_its_records(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(  # the schema before rewards, as shipped
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, last_used_at REAL NOT NULL, expires_at REAL NOT NULL,
+                               info TEXT NOT NULL);
+        CREATE INDEX sessions_expiry ON sessions (expires_at);
+        CREATE TABLE records (session_id TEXT NOT NULL, idx INTEGER NOT NULL, data TEXT NOT NULL,
+                              PRIMARY KEY (session_id, idx));
+        """
+    )
+    session = info("a", now=1e12)
+    old.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", ("a", 1e12, 2e12, session.model_dump_json()))
+    rec = two_turns([10, 11, 12, 20, 21, EOT, 5, 6])[0].model_copy(update={"session_id": "a"})
+    old.execute("INSERT INTO records VALUES (?, ?, ?)", ("a", 0, rec.model_dump_json(exclude={"reward"})))
+    old.commit()
+    old.close()
+    store = SQLiteSessionStore(path)
+    assert store.schema_version == 1
+    store.set_rewards("a", {"r1": 0.5})
+    store.close()
+    again = SQLiteSessionStore(path)  # opening a migrated file again changes nothing
+    (kept,) = again.records("a")
+    assert kept.reward == 0.5 and kept.candidates[0].token_ids == [20, 21, EOT] and again.schema_version == 1
+    again.close()
+
+
+def test_a_retry_from_an_earlier_turn_branches_and_each_leaf_path_is_a_sample():
+    turn1, retry_a = two_turns([10, 11, 12, 20, 21, EOT, 5, 40, 6])
+    msgs_b = [*USER, {"role": "assistant", "content": "a"}, {"role": "tool", "content": "other"}]
+    retry_b = record([10, 11, 12, 20, 21, EOT, 5, 41, 42, 6], [candidate([31, EOT], [-0.6, -0.7])], msgs_b, "c")
+    msgs_3 = [*retry_a.messages, {"role": "assistant", "content": "b"}, {"role": "user", "content": "more"}]
+    prompt3 = [10, 11, 12, 20, 21, EOT, 5, 40, 6, 30, EOT, 7, 8]
+    third = record(prompt3, [candidate([50, EOT], [-0.8, -0.9])], msgs_3, "d", rid="r3")
+    retry_b = retry_b.model_copy(update={"id": "r2b"})
+    records = [turn1, retry_a, retry_b, third]  # r2 then r2b both continue r1; r3 continues r2
+    short, deep = build_samples(records, [EOT])
+    assert short.tokens == [10, 11, 12, 20, 21, EOT, 5, 41, 42, 6, 31, EOT]
+    assert short.loss_mask == [1, 1, 1, 0, 0, 0, 0, 1, 1]
+    assert deep.tokens == [*prompt3, 50, EOT] and deep.metadata["record_ids"] == ["r1", "r2", "r3"]
+    assert deep.loss_mask == [1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+    assert deep.rollout_log_probs[:3] == short.rollout_log_probs[:3] == [-0.1, -0.2, -0.3]  # the shared turn, exact
+    assert {short.metadata["group"], deep.metadata["group"]} == {"r1"} and deep.metadata["branched"]
+    (linear,) = build_samples(two_turns([10, 11, 12, 20, 21, EOT, 5, 6]), [EOT])
+    assert linear.metadata["group"] == "r2" and not linear.metadata["branched"]  # no branch: the last turn's

@@ -14,7 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from llm_tts.service.metrics import ServiceMetrics
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelList
-from llm_tts.service.serving import ChatCompletionStream, ResultHook, ServingChat
+from llm_tts.service.run_recording import RunRecorder
+from llm_tts.service.serving import ChatCompletionStream, ServingChat
 from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import SSE_HEADERS, SSE_MEDIA_TYPE
@@ -103,12 +104,12 @@ async def answer_chat(
     request: Request,
     body: ChatCompletionRequest,
     path_fields: Mapping[str, str] | None = None,
-    on_result: ResultHook | None = None,
+    recorder: RunRecorder | None = None,
 ) -> Response:
     """The HTTP answer to a chat completion request: JSON, or an SSE stream. Every chat route
-    (top-level and session-scoped) answers through here; ``on_result`` records the run."""
+    (top-level and session-scoped) answers through here; ``recorder`` records the run."""
     answer = await serving_of(request).create_chat_completion(
-        body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request), on_result=on_result
+        body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request), recorder=recorder
     )
     if isinstance(answer, ChatCompletionStream):
         return _ClosingStreamingResponse(answer)

@@ -47,6 +47,7 @@ from llm_tts.service.protocol import (
     openai_tool_calls,
 )
 from llm_tts.service.request_context import ContextExecutor
+from llm_tts.service.run_recording import RecordOnce, RunRecorder
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
 from llm_tts.structured import OutputSpec
@@ -98,11 +99,11 @@ class ServingChat:
         *,
         path_fields: Mapping[str, str] | None = None,
         client_gone: ClientGone | None = None,
-        on_result: ResultHook | None = None,
+        recorder: RunRecorder | None = None,
     ) -> ChatCompletion | ChatCompletionStream:
         """Answer ``request`` (``path_fields``: TTS fields from the URL path). A streamed request
         returns once its run has started; the caller must close the stream however it ends.
-        ``on_result`` (a session's recorder) gets each finished run and its completion, off the loop."""
+        ``recorder`` (a session's) gets the run's record however it ends (see :mod:`run_recording`)."""
         self._check_model(request.model)
         self._check_provider(request.provider)
         config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
@@ -117,13 +118,24 @@ class ServingChat:
             run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if config.tts_anytime else DEADLINE_GRACE_S
         )
         completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
-        answer = _Answer(self.engine, config, completion_id, created, model, on_result)
+        record = RecordOnce(recorder) if recorder is not None else None
+        if record is not None:
+            run.when_ended(record.run_ended)
+        answer = _Answer(self.engine, config, completion_id, created, model, record)
         if request.stream:
             writer = ChunkWriter(completion_id, created, model)
             return ChatCompletionStream(watch, writer, answer)
-        with run:
-            result = await watch.result()
-        return await answer.completion(result)
+        client_left = False
+        try:
+            with run:
+                try:
+                    result = await watch.result()
+                except RunCancelledError:
+                    client_left = True
+                    raise
+            return await answer.completion(result)
+        finally:
+            answer.settle(client_left=client_left)
 
     def close(self) -> None:
         """Stop taking runs; queued ones are cancelled, running ones end at their next check."""
@@ -184,12 +196,15 @@ class ChatCompletionStream:
         self._watch = watch
         self._writer = writer
         self._answer = answer
+        self._ended = False  # the answer or an error was sent: the response ended as it should
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._events()
 
     def close(self) -> None:
         self._watch.run.close()
+        # a stream that ends before its answer or error was sent: the client left (or the server stops)
+        self._answer.settle(client_left=not self._ended)
 
     async def _events(self) -> AsyncIterator[str]:
         watch, writer = self._watch, self._writer
@@ -206,25 +221,25 @@ class ChatCompletionStream:
                 else:
                     yield sse(writer.progress(event))
             completion = await self._answer.completion(event)
+            self._ended = True
             for chunk in writer.answer(event, completion):
                 yield sse(chunk)
             yield DONE
         except LLMTTSError as e:
+            self._ended = True
             yield sse(error_body(e))
         except Exception as e:  # the stream has begun: report instead of cutting it
             log.error("streamed run failed", exc_info=e)
+            self._ended = True
             yield sse(error_body(InternalError("internal server error; the server log has the details")))
         finally:
             watch.stop_watching()
             self.close()
 
 
-ResultHook = Callable[[TTSResult, ChatCompletion], None]  # called in a worker thread
-
-
 class _Answer:
     """Builds the completion of a finished run (with the token output it asked for) and hands
-    both to the result hook."""
+    both to the run's recording."""
 
     def __init__(
         self,
@@ -233,19 +248,23 @@ class _Answer:
         completion_id: str,
         created: int,
         model: str,
-        on_result: ResultHook | None,
+        record: RecordOnce | None,
     ) -> None:
-        self.engine, self.config, self.on_result = engine, config, on_result
+        self.engine, self.config, self.record = engine, config, record
         self.completion_id, self.created, self.model = completion_id, created, model
 
     async def completion(self, result: TTSResult) -> ChatCompletion:
         completion = await asyncio.to_thread(self._build, result)
-        if self.on_result is not None:
-            await asyncio.to_thread(self.on_result, result, completion)
+        if self.record is not None:
+            await asyncio.to_thread(self.record.answered, result, completion)
         seen = current_observation()
         if seen is not None:
-            seen.answered(result, recorded=self.on_result is not None)
+            seen.answered(result, recorded=self.record is not None)
         return completion
+
+    def settle(self, *, client_left: bool = False) -> None:
+        if self.record is not None:
+            self.record.settle(client_left=client_left)
 
     def _build(self, result: TTSResult) -> ChatCompletion:
         config = self.config

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_tts.sessions.records import SessionInfo, SessionOptions, SessionRecord
 from llm_tts.sessions.samples import Sample, SampleOptions
@@ -39,10 +39,20 @@ class SessionObject(BaseModel):
         )
 
 
+class TurnNode(BaseModel):
+    """One record's place in the session's tree of turns."""
+
+    record_id: str
+    index: int
+    parent_id: str | None = Field(description="the turn this record continues; None: it starts a conversation")
+    children: list[str] = Field(description="the turns that continue it (more than one: a branch)")
+
+
 class SessionDetail(SessionObject):
-    """``GET /sessions/{id}``: the session and its records."""
+    """``GET /sessions/{id}``: the session, its records and their tree (the turn each continues)."""
 
     records: list[SessionRecord]
+    tree: list[TurnNode] = Field(description="per record, in record order")
 
 
 class SessionDeleted(BaseModel):
@@ -61,3 +71,46 @@ class SampleList(BaseModel):
     object: Literal["list"] = "list"
     session_id: str
     data: list[Sample]
+
+
+Reward = Annotated[float, Field(strict=True, allow_inf_nan=False, description="a finite number")]
+
+
+class TurnReward(BaseModel):
+    """One turn's reward, naming the turn by exactly one of its completion's ``id`` (from the chat
+    response), its record's ``id``, or its record's ``index`` in the session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    completion_id: str | None = Field(None, description="the chat completion's id (chatcmpl-...)")
+    record_id: str | None = Field(None, description="the record's id (GET /sessions/{id})")
+    index: int | None = Field(None, ge=0, description="the record's index in the session")
+    reward: Reward
+
+    @model_validator(mode="after")
+    def _one_name(self) -> Self:
+        named = [n for n in (self.completion_id, self.record_id, self.index) if n is not None]
+        if len(named) != 1:
+            raise ValueError("name the turn by exactly one of completion_id, record_id or index")
+        return self
+
+
+class RewardsRequest(BaseModel):
+    """``POST /sessions/{id}/rewards``: rewards set (or replaced) all at once, or none when one is bad."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rewards: list[TurnReward] = Field(min_length=1)
+
+
+class RecordReward(BaseModel):
+    record_id: str
+    index: int
+    completion_id: str | None
+    reward: float
+
+
+class RewardList(BaseModel):
+    object: Literal["session.rewards"] = "session.rewards"
+    session_id: str
+    data: list[RecordReward] = Field(description="the records rewarded by this request")

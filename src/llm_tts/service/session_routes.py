@@ -17,6 +17,8 @@ from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, Mode
 from llm_tts.service.routes import ERROR_RESPONSES, answer_chat, serving_of
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
+    RewardList,
+    RewardsRequest,
     SampleList,
     SamplesRequest,
     SessionDeleted,
@@ -59,6 +61,12 @@ async def session_samples(request: Request, session_id: str, body: SamplesReques
     return await sessions_of(request).samples(session_id, body)
 
 
+@router.post("/sessions/{session_id}/rewards", response_model=RewardList, responses=_ERRORS)
+async def session_rewards(request: Request, session_id: str, body: RewardsRequest) -> RewardList:
+    """Set turns' rewards, each named by its completion's id, its record's id or its index."""
+    return await sessions_of(request).set_rewards(session_id, body)
+
+
 @router.get("/sessions/{session_id}/v1/models", response_model=ModelList, responses=_ERRORS)
 async def session_models(request: Request, session_id: str) -> ModelList:
     await sessions_of(request).info(session_id)
@@ -94,5 +102,5 @@ async def session_strategy_scorer_chat_completions(
 async def _complete_in_session(
     request: Request, session_id: str, body: ChatCompletionRequest, **path_fields: str
 ) -> Response:
-    body, record = await sessions_of(request).prepare(session_id, body)
-    return await answer_chat(request, body, path_fields, on_result=record)
+    body, recorder = await sessions_of(request).prepare(session_id, body)
+    return await answer_chat(request, body, path_fields, recorder=recorder)

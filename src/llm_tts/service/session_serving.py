@@ -14,22 +14,33 @@ import uuid
 from functools import partial
 from typing import Any
 
-from llm_tts.engine import TTSEngine, TTSResult
+from llm_tts.engine import PartialRun, TTSEngine, TTSResult
 from llm_tts.errors import InvalidParameterError, SessionFullError
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
-from llm_tts.service.serving import ResultHook
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
+    RecordReward,
+    RewardList,
+    RewardsRequest,
     SampleList,
     SamplesRequest,
     SessionDeleted,
     SessionDetail,
     SessionObject,
+    TurnNode,
+    TurnReward,
 )
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.sessions.factory import open_store
-from llm_tts.sessions.records import SessionInfo, SessionOptions, record_of
-from llm_tts.sessions.samples import build_samples
+from llm_tts.sessions.records import (
+    SessionInfo,
+    SessionOptions,
+    SessionRecord,
+    StopReason,
+    aborted_record_of,
+    record_of,
+)
+from llm_tts.sessions.samples import build_samples, conversation_tree
 from llm_tts.sessions.store import SessionStore
 from llm_tts.sessions.turns import align_turn, extends_messages
 
@@ -63,7 +74,18 @@ class ServingSessions:
         def read() -> SessionDetail:
             info = self.store.get(session_id)
             head = SessionObject.of(info).model_dump()
-            return SessionDetail(**head, records=self.store.records(session_id))
+            records = self.store.records(session_id)
+            tree = conversation_tree(records, info.end_of_turn_ids)
+            nodes = [
+                TurnNode(
+                    record_id=r.id,
+                    index=r.index,
+                    parent_id=None if parent is None else records[parent].id,
+                    children=[records[c].id for c in children],
+                )
+                for r, parent, children in zip(records, tree.parent, tree.children)
+            ]
+            return SessionDetail(**head, records=records, tree=nodes)
 
         return await asyncio.to_thread(read)
 
@@ -88,7 +110,21 @@ class ServingSessions:
 
         return await asyncio.to_thread(build)
 
-    async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, ResultHook]:
+    async def set_rewards(self, session_id: str, request: RewardsRequest) -> RewardList:
+        def apply() -> RewardList:
+            self.store.get(session_id)  # 404 for an unknown or expired session
+            records = self.store.records(session_id)
+            chosen = [_rewarded(records, i, item) for i, item in enumerate(request.rewards)]
+            self.store.set_rewards(session_id, {record.id: reward for record, reward in chosen})
+            data = [
+                RecordReward(record_id=r.id, index=r.index, completion_id=r.completion_id, reward=reward)
+                for r, reward in chosen
+            ]
+            return RewardList(session_id=session_id, data=data)
+
+        return await asyncio.to_thread(apply)
+
+    async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, SessionRun]:
         """Check the session before anything runs; the request to serve and its recorder."""
         info = await asyncio.to_thread(self.store.touch, session_id)
         if info.num_records >= self.settings.max_session_records:
@@ -98,8 +134,7 @@ class ServingSessions:
         continued_from = None
         if info.options.token_continuation and body.prompt_token_ids is None:
             body, continued_from = await asyncio.to_thread(self._continue, session_id, body, messages)
-        hook = partial(self._record, session_id, request, messages, continued_from, time.time())
-        return body, hook
+        return body, SessionRun(self, session_id, request, messages, continued_from, time.time())
 
     def _continue(
         self, session_id: str, body: ChatCompletionRequest, messages: list[dict[str, Any]]
@@ -116,21 +151,67 @@ class ServingSessions:
         ids = [*prev.prompt_token_ids, *prev.chosen.token_ids, *aligned.between]
         return body.model_copy(update={"prompt_token_ids": ids}), prev.id
 
-    def _record(
+    def add(self, record: SessionRecord) -> None:
+        self.store.add_record(record, max_records=self.settings.max_session_records)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class SessionRun:
+    """One session request's run, recorded however it ends (a :class:`RunRecorder`)."""
+
+    def __init__(
         self,
+        sessions: ServingSessions,
         session_id: str,
         request: dict[str, Any],
         messages: list[dict[str, Any]],
         continued_from: str | None,
         started: float,
-        result: TTSResult,
-        completion: ChatCompletion,
     ) -> None:
+        self.sessions, self.session_id, self.request, self.messages = sessions, session_id, request, messages
+        self.continued_from, self.started = continued_from, started
+
+    def answered(self, result: TTSResult, completion: ChatCompletion) -> None:
         response = completion.model_dump(mode="json")
         record = record_of(
-            session_id, request, messages, result, response, started=started, continued_from=continued_from
+            self.session_id,
+            self.request,
+            self.messages,
+            result,
+            response,
+            started=self.started,
+            continued_from=self.continued_from,
         )
-        self.store.add_record(record, max_records=self.settings.max_session_records)
+        self.sessions.add(record)
 
-    def close(self) -> None:
-        self.store.close()
+    def unanswered(self, partial: PartialRun | None, stop_reason: StopReason, error: str) -> None:
+        record = aborted_record_of(
+            self.session_id,
+            self.request,
+            self.messages,
+            partial,
+            stop_reason=stop_reason,
+            error=error,
+            started=self.started,
+            continued_from=self.continued_from,
+        )
+        self.sessions.add(record)
+
+
+def _rewarded(records: list[SessionRecord], i: int, item: TurnReward) -> tuple[SessionRecord, float]:
+    """The record ``item`` names (a 400 naming the field when there is none)."""
+    value: str | int | None
+    if item.completion_id is not None:
+        found = next((r for r in records if r.completion_id == item.completion_id), None)
+        field, value = "completion_id", item.completion_id
+    elif item.record_id is not None:
+        found = next((r for r in records if r.id == item.record_id), None)
+        field, value = "record_id", item.record_id
+    else:
+        found = records[item.index] if item.index is not None and item.index < len(records) else None
+        field, value = "index", item.index
+    if found is None:
+        raise InvalidParameterError(f"rewards[{i}].{field}", value, f"no turn of this session has that {field}")
+    return found, item.reward

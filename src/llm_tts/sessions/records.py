@@ -16,10 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from llm_tts.engine import TTSResult
+from llm_tts.engine import PartialRun, TTSResult
 from llm_tts.types import Segment, Trajectory
 
+# completed: the run answered in full; truncated: it answered, cut by a limit (max_tokens, the
+# token budget, the deadline under tts_anytime); aborted: it never answered (the deadline, the
+# client leaving, the server stopping): the record keeps the tokens it had made.
 RecordStatus = Literal["completed", "truncated", "aborted"]
+StopReason = Literal["stop", "length", "budget", "deadline", "disconnect", "cancelled", "error"]
 
 
 class SessionOptions(BaseModel):
@@ -117,10 +121,24 @@ class SessionRecord(BaseModel):
     scorer: str
     candidates: list[CandidateRecord]
     selected: int = Field(description="index of the selected candidate in candidates")
+    stop_reason: StopReason = Field(
+        default="stop",
+        description="why the run ended: stop (on its own), length (max_tokens), budget (tts_token_budget), "
+        "deadline (tts_deadline), disconnect (the client left), cancelled (the server stopped it), error (it failed)",
+    )
+    error: str | None = Field(default=None, description="aborted runs: the error the request ended with")
+    reward: float | None = Field(
+        default=None, description="the trainer's reward for this turn (POST /sessions/{id}/rewards); None: unset"
+    )
 
     @property
     def chosen(self) -> CandidateRecord:
         return self.candidates[self.selected]
+
+    @property
+    def completion_id(self) -> str | None:
+        """The ``id`` of the chat completion this record answered with (None: it never answered)."""
+        return (self.response or {}).get("id")
 
     @property
     def answer_text(self) -> str:
@@ -160,11 +178,16 @@ def record_of(
     selected = next((c.index for c in candidates if c.status == "selected"), None)
     if selected is None or candidates[selected].token_ids != list(result.trajectory.completion_token_ids):
         selected = _index_of(trajectories, result.trajectory)
+    stopped_by = meta.stopped_by
+    stop_reason: StopReason = (
+        stopped_by if stopped_by in ("budget", "deadline") else "length" if result.finish_reason == "length" else "stop"
+    )
     return SessionRecord(
         session_id=session_id,
         created_at=started,
         finished_at=time.time(),
-        status="truncated" if result.finish_reason == "length" else "completed",
+        status="completed" if stop_reason == "stop" else "truncated",
+        stop_reason=stop_reason,
         request=request,
         response=response,
         messages=messages,
@@ -172,6 +195,51 @@ def record_of(
         continued_from=continued_from,
         strategy=meta.strategy,
         scorer=meta.scorer,
+        candidates=candidates,
+        selected=selected,
+    )
+
+
+def aborted_record_of(
+    session_id: str,
+    request: dict[str, Any],
+    messages: list[dict[str, Any]],
+    partial: PartialRun | None,
+    *,
+    stop_reason: StopReason,
+    error: str,
+    started: float,
+    continued_from: str | None = None,
+) -> SessionRecord:
+    """The record of a run that never answered: every candidate it had made (none when it
+    stopped inside its first backend call, or before it started), all marked "length"; the
+    longest stands as the selected one."""
+    trajectories = partial.trajectories if partial is not None else ()
+    candidates = [
+        CandidateRecord(
+            index=i,
+            segments=[SegmentRecord.of(s) for s in t.segments],
+            status="kept",
+            finish_reason="length",
+        )
+        for i, t in enumerate(trajectories)
+    ] or [CandidateRecord(index=0, segments=[], status="kept", finish_reason="length")]
+    selected = max(candidates, key=lambda c: len(c.token_ids)).index
+    candidates[selected].status = "selected"
+    return SessionRecord(
+        session_id=session_id,
+        created_at=started,
+        finished_at=time.time(),
+        status="aborted",
+        stop_reason=stop_reason,
+        error=error,
+        request=request,
+        response=None,
+        messages=messages,
+        prompt_token_ids=list(partial.prompt_token_ids) if partial is not None else [],
+        continued_from=continued_from,
+        strategy=partial.strategy if partial is not None else str(request.get("tts_strategy") or ""),
+        scorer=partial.scorer if partial is not None else str(request.get("tts_scorer") or ""),
         candidates=candidates,
         selected=selected,
     )

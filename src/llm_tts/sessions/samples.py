@@ -6,11 +6,23 @@
   tokens) becomes one sample: the first prompt, then each turn's sampled answer (mask 1) and what
   came between the turns (mask 0). Where the template re-rendered an answer differently, the
   sampled tokens are kept and ``metadata.rerendered_turns`` says which turns.
+- Branches: a request that continues an earlier turn rather than the latest one (an agent's
+  retry, a search fanning out) starts a branch; the session is a tree of turns, and each
+  root-to-leaf path is one sample (the shared turns exact in each). The paths of a tree that
+  branches share ``metadata.group`` (their first record's id) and say ``metadata.branched``.
 - ``metadata.thinking_spans`` lists where a reasoning model's thinking is in the response
   ([start, end) token positions, one per turn that thought): sampled, so its mask is 1.
 - Every other candidate of a search becomes its own sample (its request's prompt + its tokens),
   grouped by request in ``metadata.group`` with ``metadata.selected``, its step scores and its
   aggregated score as ``reward`` unless the caller gives one.
+
+Rewards: a turn's reward is set after the fact (``POST /sessions/{id}/rewards``, by completion id
+or record). A conversation's sample keeps every turn's reward in ``metadata.turn_rewards`` and
+where each turn's answer ends in the response in ``metadata.reward_positions`` (the position of
+its last token, for per-turn credit). The sample's ``reward`` is, in order: the request's
+``reward`` when given; else the reward of the last turn that has one; else the selected
+candidate's aggregated score. A search's other candidates get the request's ``reward`` or their
+own score (a completion's reward is for the answer it returned).
 
 ``rollout_log_probs`` is the logprob the engine returned for each sampled token (the model's raw
 distribution), 0.0 where the mask is 0.
@@ -18,12 +30,14 @@ distribution), 0.0 where the mask is 0.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llm_tts.sessions.conversation_index import ConversationIndex
 from llm_tts.sessions.records import CandidateRecord, RecordStatus, SessionRecord
 from llm_tts.sessions.turns import align_turn, extends_messages
 
@@ -35,7 +49,9 @@ class Sample(BaseModel):
     response_length: int
     loss_mask: list[int] = Field(description="per response token: 1 sampled by the model, 0 not")
     rollout_log_probs: list[float] = Field(description="per response token: its logprob; 0.0 where the mask is 0")
-    reward: float | None = Field(description="the caller's reward, else the candidate's aggregated score")
+    reward: float | None = Field(
+        description="the request's reward, else the last rewarded turn's reward, else the candidate's aggregated score"
+    )
     status: RecordStatus
     metadata: dict[str, Any]
 
@@ -47,7 +63,9 @@ class SampleOptions(BaseModel):
         default="all", description="all: one sample per candidate of a search; selected: the selected answers only"
     )
     reward: float | None = Field(
-        default=None, description="reward of every sample; unset: each candidate's aggregated score"
+        default=None,
+        description="reward of every sample, overriding the turns' rewards; unset: the last rewarded turn's "
+        "reward, else the candidate's aggregated score",
     )
     merge_turns: bool = Field(
         default=True, description="merge a multi-turn conversation into one sample; false: one sample per request"
@@ -86,27 +104,36 @@ def build_samples(
     """The session's samples (see the module docstring), conversations first, in record order."""
     options = options or SampleOptions()
     chains = conversations(records, end_of_turn_ids) if options.merge_turns else [[r] for r in records]
-    samples = [_conversation_sample(chain, end_of_turn_ids, options) for chain in chains]
+    leaves_per_root = Counter(chain[0].id for chain in chains)
+    samples = [
+        _conversation_sample(chain, end_of_turn_ids, options, branched=leaves_per_root[chain[0].id] > 1)
+        for chain in chains
+    ]
     if options.candidates == "all":
         for record in records:
             samples.extend(_other_candidates(record, options))
     return samples
 
 
-def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
-    """Records grouped into conversations: a record joins the latest conversation whose last turn
-    it extends (by messages, or by its exact tokens), else starts one."""
-    chains: list[list[SessionRecord]] = []
+def conversation_tree(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> ConversationIndex:
+    """The records as a forest of turns: a record's parent is the turn it continues (by messages,
+    or by its exact tokens): the latest conversation's last turn when it can, else an earlier turn
+    (a branch)."""
+    tree = ConversationIndex(lambda prev, record: _continues(prev, record, end_of_turn_ids))
     for record in records:
-        home = next((c for c in reversed(chains) if _continues(c[-1], record, end_of_turn_ids)), None)
-        if home is None:
-            chains.append([record])
-        else:
-            home.append(record)
-    return chains
+        tree.add(record)
+    return tree
+
+
+def conversations(records: Sequence[SessionRecord], end_of_turn_ids: Collection[int]) -> list[list[SessionRecord]]:
+    """The conversations: every root-to-leaf path of :func:`conversation_tree` (without branches,
+    each record joins the latest conversation whose last turn it extends, else starts one)."""
+    return conversation_tree(records, end_of_turn_ids).paths()
 
 
 def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Collection[int]) -> bool:
+    if prev.status == "aborted":
+        return False  # it never answered: nothing can continue it
     if record.continued_from == prev.id:
         return True
     by_messages = extends_messages(prev.messages, prev.answer_text, record.messages)
@@ -115,12 +142,13 @@ def _continues(prev: SessionRecord, record: SessionRecord, end_of_turn_ids: Coll
 
 
 def _conversation_sample(
-    chain: list[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions
+    chain: list[SessionRecord], end_of_turn_ids: Collection[int], options: SampleOptions, *, branched: bool
 ) -> Sample:
     first, last = chain[0], chain[-1]
     builder = _Builder(list(first.prompt_token_ids))
     rerendered: list[dict[str, Any]] = []
     thinking: list[list[int]] = []  # [start, end) of each turn's thinking in the response
+    positions: list[int] = []  # where each turn's answer ends in the response (its last token)
     for turn, record in enumerate(chain):
         if turn:
             prev = chain[turn - 1]
@@ -134,7 +162,9 @@ def _conversation_sample(
         chosen = record.chosen
         thinking += _thinking_spans(chosen, len(builder.response))
         builder.add(chosen.token_ids, chosen.loss_mask, chosen.logprobs)
+        positions.append(len(builder.response) - 1)
     chosen = last.chosen
+    turn_rewards = [r.reward for r in chain]
     metadata = {
         **_metadata(last, chosen),
         "record_ids": [r.id for r in chain],
@@ -142,8 +172,14 @@ def _conversation_sample(
         "prompt_length": len(first.prompt_token_ids),
         "rerendered_turns": rerendered,
         "thinking_spans": thinking,
+        "turn_rewards": turn_rewards,
+        "reward_positions": positions,
+        "branched": branched,
     }
-    reward = options.reward if options.reward is not None else chosen.score
+    if branched:  # the leaf paths of one tree start from one prompt and compete: one group
+        metadata["group"] = first.id
+    rewarded = next((r for r in reversed(turn_rewards) if r is not None), None)
+    reward = options.reward if options.reward is not None else rewarded if rewarded is not None else chosen.score
     return builder.sample(reward, _worst(r.status for r in chain), metadata)
 
 
@@ -159,6 +195,9 @@ def _other_candidates(record: SessionRecord, options: SampleOptions) -> list[Sam
             prompt_length=len(record.prompt_token_ids),
             rerendered_turns=[],
             thinking_spans=_thinking_spans(candidate, 0),
+            turn_rewards=[None],  # a turn's reward is for the answer it returned, not its rivals
+            reward_positions=[len(builder.response) - 1],
+            branched=False,
         )
         status: RecordStatus = "truncated" if candidate.finish_reason == "length" else "completed"
         reward = options.reward if options.reward is not None else candidate.score

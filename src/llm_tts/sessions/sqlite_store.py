@@ -11,13 +11,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from llm_tts.errors import SessionFullError, SessionLimitError, SessionNotFoundError
 from llm_tts.sessions.records import SessionInfo, SessionRecord
-from llm_tts.sessions.store import SessionStore
+from llm_tts.sessions.store import SessionStore, check_rewarded
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (session_id, idx)
 );
 """
+
+
+# Migrations, in order: the schema version (PRAGMA user_version) is how many have been applied.
+# A file written by an older version is brought up to date when opened; never edit one that shipped.
+_MIGRATIONS = (
+    "ALTER TABLE records ADD COLUMN reward REAL",  # 1: the trainer's reward per record
+)
 
 
 def default_store_path() -> Path:
@@ -53,6 +60,19 @@ class SQLiteSessionStore(SessionStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:  # one process migrates; the others then see the new version
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            for step in _MIGRATIONS[version:]:
+                db.execute(step)
+            db.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -112,8 +132,8 @@ class SQLiteSessionStore(SessionStore):
                 raise SessionFullError(record.session_id, max_records)
             record = record.model_copy(update={"index": count})
             db.execute(
-                "INSERT INTO records (session_id, idx, data) VALUES (?, ?, ?)",
-                (record.session_id, count, record.model_dump_json()),
+                "INSERT INTO records (session_id, idx, data, reward) VALUES (?, ?, ?, ?)",
+                (record.session_id, count, record.model_dump_json(exclude={"reward"}), record.reward),
             )
         return record
 
@@ -121,8 +141,22 @@ class SQLiteSessionStore(SessionStore):
         with self._lock:
             if self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
                 raise SessionNotFoundError(session_id)
-            rows = self._db.execute("SELECT data FROM records WHERE session_id = ? ORDER BY idx", (session_id,))
-            return [SessionRecord.model_validate_json(data) for (data,) in rows.fetchall()]
+            rows = self._db.execute(
+                "SELECT data, reward FROM records WHERE session_id = ? ORDER BY idx", (session_id,)
+            ).fetchall()
+        return [SessionRecord.model_validate_json(data).model_copy(update={"reward": reward}) for data, reward in rows]
+
+    def set_rewards(self, session_id: str, rewards: Mapping[str, float]) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+                raise SessionNotFoundError(session_id)
+            rows = db.execute("SELECT json_extract(data, '$.id'), idx FROM records WHERE session_id = ?", (session_id,))
+            ids = dict(rows.fetchall())
+            check_rewarded(rewards, ids)
+            db.executemany(
+                "UPDATE records SET reward = ? WHERE session_id = ? AND idx = ?",
+                [(reward, session_id, ids[rid]) for rid, reward in rewards.items()],
+            )
 
     def purge_expired(self, *, now: float | None = None) -> int:
         now = time.time() if now is None else now

@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
 
-from llm_tts.errors import SessionFullError, SessionLimitError, SessionNotFoundError
+from llm_tts.errors import InvalidParameterError, SessionFullError, SessionLimitError, SessionNotFoundError
 from llm_tts.sessions.records import SessionInfo, SessionRecord
 
 
@@ -44,6 +45,11 @@ class SessionStore(ABC):
     def records(self, session_id: str) -> list[SessionRecord]:
         """The session's records in the order they were added (live or not: an export may read
         a session that expired a moment ago, until it is purged)."""
+
+    @abstractmethod
+    def set_rewards(self, session_id: str, rewards: Mapping[str, float]) -> None:
+        """Set the reward of records by id, all or none; SessionNotFoundError for an unknown
+        session, InvalidParameterError (param ``rewards``) for a record not in it."""
 
     @abstractmethod
     def purge_expired(self, *, now: float | None = None) -> int:
@@ -109,6 +115,16 @@ class MemorySessionStore(SessionStore):
                 raise SessionNotFoundError(session_id)
             return list(self._records[session_id])
 
+    def set_rewards(self, session_id: str, rewards: Mapping[str, float]) -> None:
+        with self._lock:
+            records = self._records.get(session_id)
+            if records is None:
+                raise SessionNotFoundError(session_id)
+            check_rewarded(rewards, {r.id for r in records})
+            self._records[session_id] = [
+                r.model_copy(update={"reward": rewards[r.id]}) if r.id in rewards else r for r in records
+            ]
+
     def purge_expired(self, *, now: float | None = None) -> int:
         with self._lock:
             return self._purge(time.time() if now is None else now)
@@ -119,3 +135,10 @@ class MemorySessionStore(SessionStore):
             del self._sessions[sid]
             self._records.pop(sid, None)
         return len(gone)
+
+
+def check_rewarded(rewards: Mapping[str, float], record_ids: Collection[str]) -> None:
+    """Every rewarded record is one of the session's (checked before anything is written)."""
+    unknown = sorted(set(rewards) - set(record_ids))
+    if unknown:
+        raise InvalidParameterError("rewards", unknown[0], "no record of this session has that id")

@@ -60,17 +60,19 @@ def _last_end_of_turn(ids: Sequence[int], end_of_turn_ids: Collection[int]) -> i
 def extends_messages(earlier: Sequence[dict[str, Any]], answer: str, later: Sequence[dict[str, Any]]) -> bool:
     """``later`` is ``earlier`` plus the assistant's ``answer`` plus more messages."""
     k = len(earlier)
-    if len(later) <= k or [_key(m) for m in later[:k]] != [_key(m) for m in earlier]:
+    if len(later) <= k or [message_key(m) for m in later[:k]] != [message_key(m) for m in earlier]:
         return False
     reply = later[k]
-    return reply.get("role") == "assistant" and _text(reply.get("content")).strip() == answer.strip()
+    return reply.get("role") == "assistant" and message_text(reply.get("content")).strip() == answer.strip()
 
 
-def _key(message: dict[str, Any]) -> tuple[str, str]:
-    return str(message.get("role")), _text(message.get("content"))
+def message_key(message: dict[str, Any]) -> tuple[str, str]:
+    """What makes two messages the same for a conversation: role and text."""
+    return str(message.get("role")), message_text(message.get("content"))
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """A message's content as text (OpenAI's content parts joined)."""
     if isinstance(content, list):  # OpenAI's content parts
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return "" if content is None else str(content)

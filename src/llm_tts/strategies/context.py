@@ -331,6 +331,10 @@ class StrategyContext:
             live = sum(not b.finished for b in self._seen if id(b) not in self._parents)
             self._progress(ProgressEvent(self.name, 0, live, finished, None, message, stopped_by=reason))
 
+    def partial_candidates(self) -> list[Beam]:
+        """The leaves made so far, read-only (a run cut short records them as its tokens so far)."""
+        return [b for b in self._seen if id(b) not in self._parents]
+
     def anytime_outcome(self) -> StrategyOutcome | None:
         """The best answer among the candidates made so far (None: nothing was generated yet).
 
