@@ -70,7 +70,7 @@ class TTSConfig(BaseModel):
     )
     tts_scorer: str | None = Field(
         None,
-        description="entropy, perplexity, sequence_prob, prm, llm_judge or majority_vote. Default: majority_vote "
+        description="entropy, perplexity, sequence_prob, self_certainty, tail_entropy, prm, llm_judge or majority_vote. Default: majority_vote "
         "for self_consistency, entropy for the others",
     )
     tts_budget: int | None = Field(
