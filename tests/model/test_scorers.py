@@ -166,7 +166,9 @@ def test_first_unscored_out_of_range_is_a_typed_error():
 
 
 # -- capability errors: never a silent 0 --------------------------------------------------------
-@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy", "llm_judge"])
+@pytest.mark.parametrize(
+    "name", ["entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy", "llm_judge"]
+)
 def test_fake_backend_without_logprobs_is_refused_when_the_request_is_made(name):
     with pytest.raises(CapabilityError, match=name):
         create_scorer(name, ScorerContext(FakeBackend(BackendCapabilities(logprobs=False))))
