@@ -35,6 +35,10 @@ SCORER = "self_certainty"
 EXTRA_SIGNALS = ("entropy", "tail_entropy")
 
 
+def shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def bootstrap(per_question: dict[str, list[float]], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of the mean over questions (a question's runs move together)."""
     rng = random.Random(seed)
@@ -53,6 +57,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--no-extra-signals", action="store_true", help="skip the entropy and tail_entropy runs")
+    ap.add_argument("--analyze-only", action="store_true", help="use the runs already recorded in --out")
     args = ap.parse_args()
 
     from llm_tts.answers import vote
@@ -67,8 +72,8 @@ def main() -> int:
     questions = load_questions("arithmetic", limit=args.questions)
     fit_q, held_q = questions[: args.fit], questions[args.fit :]
     out = Path(args.out)
-    engine = TTSEngine.create(None, backend="vllm", max_model_len=2048)
-    solver = InProcessSolver(engine)
+    engine = None if args.analyze_only else TTSEngine.create(None, backend="vllm", max_model_len=2048)
+    solver = None if engine is None else InProcessSolver(engine)
     common = {"max_tokens": args.max_tokens}
 
     def record(name: str, qs: Sequence, scorer: str, run_seeds: list[int]) -> list[ResultRow]:
@@ -77,7 +82,8 @@ def main() -> int:
         )
         store = ResultsStore(out / name)
         start = time.perf_counter()
-        run_evaluation(qs, configs, solver, store, seeds=run_seeds, concurrency=args.concurrency)
+        if solver is not None:
+            run_evaluation(qs, configs, solver, store, seeds=run_seeds, concurrency=args.concurrency)
         print(
             f"  {name}: {len(qs)} questions x {len(run_seeds)} seeds in {time.perf_counter() - start:.0f} s", flush=True
         )
@@ -85,18 +91,19 @@ def main() -> int:
 
     print(
         f"{len(fit_q)} questions to fit, {len(held_q)} held out, seeds {seeds}, budget {args.budget}, "
-        f"max_tokens {args.max_tokens}, vLLM {engine.backend.model_name}",
+        f"max_tokens {args.max_tokens}, vLLM CPU, embedded SmolLM2-135M",
         flush=True,
     )
     record("fit", fit_q, SCORER, seeds)
     held = record("held", held_q, SCORER, seeds)
     extra = {} if args.no_extra_signals else {s: record(f"held-{s}", held_q, s, seeds[:1]) for s in EXTRA_SIGNALS}
-    engine.close()
+    if engine is not None:
+        engine.close()
 
     selector, report = fit_selector_directory(out / "fit", out / "selector.json")
     print(
         f"\nselector fitted on {selector.info['fitted_on']['runs']} runs; its own validation split: "
-        f"AUROC {report['auroc']:.3f} (vote share {report['vote_share_auroc']:.3f}), ECE {report['ece']:.3f}"
+        f"AUROC {shown(report['auroc'])} (vote share {shown(report['vote_share_auroc'])}), ECE {shown(report['ece'])}"
     )
 
     # -- signals over held-out candidates (as llm-tts eval's summary computes them) --
@@ -104,12 +111,9 @@ def main() -> int:
     scored, shares = candidate_signals(held)
     rows_for = {SCORER: scored, **{s: candidate_signals(r)[0] for s, r in extra.items()}}
     for name, pairs in rows_for.items():
-        print(
-            f"  {name:16} {auroc([s for s, _ in pairs], [ok for _, ok in pairs]) or float('nan'):.3f}  "
-            f"({len(pairs)} candidates)"
-        )
+        print(f"  {name:16} {shown(auroc([s for s, _ in pairs], [ok for _, ok in pairs]))}  ({len(pairs)} candidates)")
     vote_auc = auroc([s for s, _ in shares], [ok for _, ok in shares])
-    print(f"  {'vote share':16} {vote_auc or float('nan'):.3f}")
+    print(f"  {'vote share':16} {shown(vote_auc)}")
 
     # -- answers: the selector against vote share --
     runs = run_examples(held)
@@ -123,7 +127,7 @@ def main() -> int:
     print(f"\nAUROC over held-out answers ({len(flat_y)} distinct answers of {len(runs)} runs, {sum(flat_y)} right):")
     aucs = {k: auroc(v, flat_y) for k, v in answer_signals.items()}
     for k, v in aucs.items():
-        print(f"  {k:22} {v:.3f}")
+        print(f"  {k:22} {shown(v)}")
     ece_answers = expected_calibration_error(zip(answer_signals["selector P(right)"], flat_y))
 
     # -- accuracy of the three rules on the same candidates --
@@ -158,7 +162,9 @@ def main() -> int:
     rules = {"majority vote": by_vote(False), "weighted vote": by_vote(True), "selector": by_selector}
     results = {name: {r.key: rule(r) for r in held} for name, rule in rules.items()}
     ece_selected = expected_calibration_error(selected_pairs)
-    print(f"\nECE of the selector: {ece_answers:.3f} over answers, {ece_selected:.3f} over the selected answer per run")
+    print(
+        f"\nECE of the selector: {shown(ece_answers)} over answers, {shown(ece_selected)} over the selected answer per run"
+    )
     print(f"\naccuracy at budget {args.budget} on {len(held)} held-out runs ({len(held_q)} questions):")
     for name, res in results.items():
         per_q: dict[str, list[float]] = {}
@@ -175,7 +181,7 @@ def main() -> int:
         print(f"  selector - {base}: {diff:+.3f} ({lo:+.3f} to {hi:+.3f})")
     acc = {n: sum(r.values()) / len(r) for n, r in results.items()}
     targets = {
-        "selector AUROC above vote share": aucs["selector P(right)"] > aucs["vote share"],
+        "selector AUROC above vote share": (aucs["selector P(right)"] or 0) > (aucs["vote share"] or 1),
         "ECE <= 0.05 (selected answers)": ece_selected is not None and ece_selected <= 0.05,
         "selector accuracy above both votes": acc["selector"] > max(acc["majority vote"], acc["weighted vote"]),
     }

@@ -35,6 +35,7 @@ from llm_tts.selection import (
     answer_features,
     auroc,
     expected_calibration_error,
+    most_probable,
     signals_of_info,
 )
 
@@ -107,11 +108,8 @@ def evaluate(selector: Selector, runs: Sequence[RunExamples]) -> dict[str, Any]:
     flat_p = [p for ps in probs for p in ps]
     flat_y = [ok for r in runs for ok in r.right]
     share = [a.as_dict()["vote_share"] for r in runs for a in r.answers]
-    chosen = [
-        max(range(len(ps)), key=lambda j, ps=ps, r=r: (ps[j], len(r.answers[j].members), -j))
-        for ps, r in zip(probs, runs)
-    ]
-    voted = [max(range(len(r.answers)), key=lambda j, r=r: (len(r.answers[j].members), -j)) for r in runs]
+    chosen = [most_probable(r.answers, ps) for ps, r in zip(probs, runs)]
+    voted = [most_probable(r.answers, [0.0] * len(r.answers)) for r in runs]  # the largest group
     selected = [(ps[j], r.right[j]) for ps, r, j in zip(probs, runs, chosen)]
     n = len(runs)
     return {

@@ -9,7 +9,7 @@ from llm_tts.selection.features import (
     signals_of_info,
 )
 from llm_tts.selection.metrics import auroc, calibration_bins, expected_calibration_error
-from llm_tts.selection.selector import Selection, Selector, load_selector
+from llm_tts.selection.selector import Selection, Selector, load_selector, most_probable
 
 __all__ = [
     "FEATURE_NAMES",
@@ -22,5 +22,6 @@ __all__ = [
     "calibration_bins",
     "expected_calibration_error",
     "load_selector",
+    "most_probable",
     "signals_of_info",
 ]

@@ -82,7 +82,7 @@ class Selector:
         if not answers:
             return None
         probs = self.probabilities(answers)
-        best = max(range(len(answers)), key=lambda j: (probs[j], len(answers[j].members), -j))
+        best = most_probable(answers, probs)
         key = [-math.inf if c.score is None else c.score for c in candidates]
         members = answers[best].members
         index = max(members, key=lambda i: (key[i], -i))
@@ -136,6 +136,11 @@ class Selector:
         known = {"format", "version", "model", "features", "mean", "scale", "coefficients", "intercept"}
         info = {k: v for k, v in data.items() if k not in known}
         return cls(tuple(features), arrays["mean"], arrays["scale"], arrays["coefficients"], float(intercept), info)
+
+
+def most_probable(answers: Sequence[AnswerFeatures], probabilities: Sequence[float]) -> int:
+    """The index of the most probable answer; ties to the larger group, then the first seen."""
+    return max(range(len(answers)), key=lambda j: (probabilities[j], len(answers[j].members), -j))
 
 
 def load_selector(path: str | Path) -> Selector:
