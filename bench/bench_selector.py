@@ -2,7 +2,7 @@
 
 On the shipped arithmetic set (100 questions, embedded SmolLM2 on the vLLM CPU backend), ONE
 engine: ``offline_bon`` at budget 8 with ``tts_scorer=self_certainty`` is recorded with
-``llm-tts eval``'s runner on the first ``--fit`` questions (every seed in ``--seeds``) and a
+``llm-tts eval``'s runner on ``--fit`` questions drawn by a seeded shuffle (every seed in ``--seeds``) and a
 selector is fitted on those rows (``llm-tts fit-selector``'s code, its own 30% validation split
 inside them). The remaining questions are held out: recorded the same way, plus once with
 ``entropy`` and ``tail_entropy`` as the scorer for their AUROC. On the held-out runs, every rule
@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--no-extra-signals", action="store_true", help="skip the entropy and tail_entropy runs")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the shuffle that holds questions out")
     ap.add_argument("--analyze-only", action="store_true", help="use the runs already recorded in --out")
     args = ap.parse_args()
 
@@ -70,7 +71,11 @@ def main() -> int:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     questions = load_questions("arithmetic", limit=args.questions)
-    fit_q, held_q = questions[: args.fit], questions[args.fit :]
+    # The shipped set is ordered (its later questions are easier for this model): a seeded shuffle
+    # decides which questions are held out, so fitting and held-out questions are alike.
+    order = list(questions)
+    random.Random(args.split_seed).shuffle(order)
+    fit_q, held_q = order[: args.fit], order[args.fit :]
     out = Path(args.out)
     engine = None if args.analyze_only else TTSEngine.create(None, backend="vllm", max_model_len=2048)
     solver = None if engine is None else InProcessSolver(engine)
@@ -94,11 +99,14 @@ def main() -> int:
         f"max_tokens {args.max_tokens}, vLLM CPU, embedded SmolLM2-135M",
         flush=True,
     )
-    record("fit", fit_q, SCORER, seeds)
-    held = record("held", held_q, SCORER, seeds)
+    recorded = record("runs", questions, SCORER, seeds)
     extra = {} if args.no_extra_signals else {s: record(f"held-{s}", held_q, s, seeds[:1]) for s in EXTRA_SIGNALS}
     if engine is not None:
         engine.close()
+    held_ids = {q.id for q in held_q}
+    held = [r for r in recorded if r.question_id in held_ids]
+    extra = {s: [r for r in rows if r.question_id in held_ids] for s, rows in extra.items()}
+    ResultsStore(out / "fit").rewrite([r for r in recorded if r.question_id not in held_ids])
 
     selector, report = fit_selector_directory(out / "fit", out / "selector.json")
     print(

@@ -85,7 +85,8 @@ def test_selector_round_trips_through_plain_json_and_picks_by_probability(tmp_pa
     assert picked.confidence == pytest.approx(1 / (1 + math.exp(-(-1.0 + 4.0 * 0.9))))
     assert picked.share == pytest.approx(1 / 3)
     selector.save(tmp_path / "again.json")
-    assert json.loads((tmp_path / "again.json").read_text()) == json.loads(path.read_text())
+    identity = {"confidence_calibration": {"slope": 1.0, "offset": 0.0}}  # absent: P(right) itself
+    assert json.loads((tmp_path / "again.json").read_text()) == {**json.loads(path.read_text()), **identity}
 
 
 @pytest.mark.parametrize(
@@ -97,6 +98,7 @@ def test_selector_round_trips_through_plain_json_and_picks_by_probability(tmp_pa
         (json.dumps({**selector_json(vote_share=1.0), "coefficients": [float("nan")]}), "coefficients"),
         (json.dumps({**selector_json(vote_share=1.0), "scale": [0.0]}), "scale"),
         (json.dumps({**selector_json(vote_share=1.0), "intercept": "high"}), "intercept"),
+        (json.dumps({**selector_json(vote_share=1.0), "confidence_calibration": {"slope": 1}}), "calibration"),
     ],
 )
 def test_a_bad_selector_file_is_a_typed_error_naming_tts_selector(tmp_path, content, why):
@@ -185,6 +187,7 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     assert (tmp_path / "selector.reliability.png").stat().st_size > 1000
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
+    assert selector.calibration == (data["confidence_calibration"]["slope"], data["confidence_calibration"]["offset"])
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):

@@ -9,7 +9,9 @@ extra) on standardised features is fitted on the first part and judged on the se
 
 - AUROC of P(right) over held-out answers, beside the AUROC of the vote share alone;
 - ECE of P(right) over held-out answers, and of the confidence of the answer it would select
-  per held-out run (the number ``tts_metadata.confidence`` will carry);
+  per held-out run (the number ``tts_metadata.confidence`` will carry: P(right) Platt-scaled on
+  the fitting runs' picked answers, since the most probable answer of a run is right more often
+  than its per-answer probability says);
 - accuracy on held-out runs of selecting by it, against the vote (the largest group).
 
 The saved file is plain JSON (:class:`~llm_tts.selection.Selector`); applying it needs numpy only.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,20 @@ def fit_logistic(runs: Sequence[RunExamples], *, regularization: float = 1.0) ->
     scale[scale < 1e-12] = 1.0  # a constant feature: leave it unscaled (its coefficient goes to 0)
     model = LogisticRegression(C=regularization, max_iter=1000)
     model.fit((x - mean) / scale, y)
-    return Selector(FEATURE_NAMES, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), {})
+    selector = Selector(FEATURE_NAMES, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), {})
+    # Platt scaling of the picked answer's logit, on the fitting runs' picked answers (see Selector)
+    picked = [
+        (ps[j], r.right[j])
+        for r in runs
+        for ps in [selector.probabilities(r.answers)]
+        for j in [most_probable(r.answers, ps)]
+    ]
+    labels = [ok for _, ok in picked]
+    if len(set(labels)) < 2:
+        return selector
+    logits = np.array([[np.log(max(p, 1e-12) / max(1 - p, 1e-12))] for p, _ in picked])
+    platt = LogisticRegression(C=regularization, max_iter=1000).fit(logits, np.array(labels, dtype=np.int64))
+    return replace(selector, calibration=(float(platt.coef_[0][0]), float(platt.intercept_[0])))
 
 
 def evaluate(selector: Selector, runs: Sequence[RunExamples]) -> dict[str, Any]:
@@ -110,7 +125,7 @@ def evaluate(selector: Selector, runs: Sequence[RunExamples]) -> dict[str, Any]:
     share = [a.as_dict()["vote_share"] for r in runs for a in r.answers]
     chosen = [most_probable(r.answers, ps) for ps, r in zip(probs, runs)]
     voted = [most_probable(r.answers, [0.0] * len(r.answers)) for r in runs]  # the largest group
-    selected = [(ps[j], r.right[j]) for ps, r, j in zip(probs, runs, chosen)]
+    selected = [(selector.confidence(ps[j]), r.right[j]) for ps, r, j in zip(probs, runs, chosen)]
     n = len(runs)
     return {
         "runs": n,

@@ -8,8 +8,11 @@ The file is plain JSON, never a pickle (loading it runs no code)::
 
 ``P(right | answer) = sigmoid(intercept + coefficients . (x - mean) / scale)`` where ``x`` is the
 answer's feature vector (:mod:`llm_tts.selection.features`). The selector picks the answer with
-the highest probability (ties: the larger group, then the first seen), returns its best-scored
-candidate and that probability as a calibrated confidence. A file that cannot be read, is not
+the highest probability (ties: the larger group, then the first seen) and returns its best-scored
+candidate. Its confidence is that probability recalibrated for the answer a selector picks (the
+most probable of a run is right more often than an answer of that probability taken at random):
+``sigmoid(slope * logit(p) + offset)`` with ``"confidence_calibration": {"slope", "offset"}``
+fitted on the selected answers of the fitting runs (absent: ``p`` itself). A file that cannot be read, is not
 JSON, or does not hold such a model raises :class:`~llm_tts.errors.InvalidParameterError` naming
 ``tts_selector`` (the service answers 400).
 """
@@ -64,6 +67,13 @@ class Selector:
     coefficients: np.ndarray
     intercept: float
     info: Mapping[str, Any]  # what it was fitted on and how it validated (for people, not the math)
+    calibration: tuple[float, float] = (1.0, 0.0)  # (slope, offset) on the picked answer's logit
+
+    def confidence(self, probability: float) -> float:
+        """The calibrated confidence of a picked answer of P(right) ``probability``."""
+        p = min(max(probability, 1e-12), 1 - 1e-12)
+        slope, offset = self.calibration
+        return float(1.0 / (1.0 + math.exp(-max(-500.0, min(500.0, slope * math.log(p / (1 - p)) + offset)))))
 
     def probabilities(self, answers: Sequence[AnswerFeatures]) -> list[float]:
         """P(right) of each answer."""
@@ -86,7 +96,7 @@ class Selector:
         key = [-math.inf if c.score is None else c.score for c in candidates]
         members = answers[best].members
         index = max(members, key=lambda i: (key[i], -i))
-        return Selection(index, answers[best].answer, probs[best], tuple(answers), tuple(probs))
+        return Selection(index, answers[best].answer, self.confidence(probs[best]), tuple(answers), tuple(probs))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +108,7 @@ class Selector:
             "scale": self.scale.tolist(),
             "coefficients": self.coefficients.tolist(),
             "intercept": self.intercept,
+            "confidence_calibration": {"slope": self.calibration[0], "offset": self.calibration[1]},
             **dict(self.info),
         }
 
@@ -133,9 +144,15 @@ class Selector:
         intercept = data.get("intercept")
         if not isinstance(intercept, int | float) or isinstance(intercept, bool) or not math.isfinite(intercept):
             raise bad("'intercept' must be a finite number")
+        calibration = data.get("confidence_calibration", {"slope": 1.0, "offset": 0.0})
+        pair = (calibration.get("slope"), calibration.get("offset")) if isinstance(calibration, dict) else (None, None)
+        slope, offset = (v if isinstance(v, int | float) and not isinstance(v, bool) else math.nan for v in pair)
+        if not (math.isfinite(slope) and math.isfinite(offset)):
+            raise bad("'confidence_calibration' must hold a finite 'slope' and 'offset'")
         known = {"format", "version", "model", "features", "mean", "scale", "coefficients", "intercept"}
-        info = {k: v for k, v in data.items() if k not in known}
-        return cls(tuple(features), arrays["mean"], arrays["scale"], arrays["coefficients"], float(intercept), info)
+        info = {k: v for k, v in data.items() if k not in known | {"confidence_calibration"}}
+        weights = arrays["mean"], arrays["scale"], arrays["coefficients"]
+        return cls(tuple(features), *weights, float(intercept), info, (float(slope), float(offset)))
 
 
 def most_probable(answers: Sequence[AnswerFeatures], probabilities: Sequence[float]) -> int:
