@@ -173,9 +173,7 @@ def fit_selector_directory(
         },
         "validation": {"questions": len(held_ids), "seed": seed, **report},
     }
-    selector = Selector(
-        selector.features, selector.mean, selector.scale, selector.coefficients, selector.intercept, info
-    )
+    selector = replace(selector, info=info)
     selector.save(out)
     if plot:
         from llm_tts.evaluation.plots import plot_calibration
