@@ -137,14 +137,17 @@ def test_fake_strategy_with_a_selector_returns_its_answer_and_confidence(tmp_pat
 # -- fitting on recorded rows ------------------------------------------------------------------------
 def recorded_rows(count: int) -> list[ResultRow]:
     """Runs of three candidates where the best-scored answer is right and the majority is not
-    on every third question: a selector reading scores beats the vote there."""
+    on every third question (a selector reading scores beats the vote there), and none is right
+    on one question in ten."""
     rows = []
     rng = np.random.default_rng(0)
     for q in range(count):
         minority_right = q % 3 == 0
         right, wrong = "4", "9"
         high, low = float(rng.uniform(0.7, 0.95)), float(rng.uniform(0.1, 0.4))
-        if minority_right:
+        if q % 10 == 5:  # nothing right: the picked answer is wrong whatever the rule
+            cands = [(wrong, high), (wrong, high), ("7", low)]
+        elif minority_right:
             cands = [(wrong, low), (wrong, low), (right, high)]
         else:
             cands = [(right, high), (right, high), (wrong, low)]
@@ -183,11 +186,12 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     assert data["fitted_on"]["questions"] == 42 and data["fitted_on"]["scorers"] == ["entropy"]
     report = data["validation"]
     assert report["auroc"] > report["vote_share_auroc"]  # scores tell right answers apart here; votes do not
-    assert report["selector_accuracy"] == 1.0 and report["vote_accuracy"] < 1.0
+    assert report["selector_accuracy"] > report["vote_accuracy"]
     assert (tmp_path / "selector.reliability.png").stat().st_size > 1000
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
     assert selector.calibration == (data["confidence_calibration"]["slope"], data["confidence_calibration"]["offset"])
+    assert selector.calibration != (1.0, 0.0)  # the picked answers' confidence was fitted, and saved
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):
