@@ -1,6 +1,6 @@
 """The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service, ``eval`` measures
-strategies on a data set, ``rescore`` chooses again from an evaluation's recorded candidates and
-``sessions export`` writes a service session's training samples."""
+strategies on a data set, ``rescore`` chooses again from an evaluation's recorded candidates,
+``fit-selector`` fits a selector on them and ``sessions export`` writes a service session's training samples."""
 
 from __future__ import annotations
 
@@ -67,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=run_serve)
 
-    from llm_tts.evaluation.command import add_eval_arguments, add_rescore_arguments, run_eval, run_rescore
+    from llm_tts.evaluation.command import (
+        add_eval_arguments,
+        add_fit_selector_arguments,
+        add_rescore_arguments,
+        run_eval,
+        run_fit_selector,
+        run_rescore,
+    )
 
     evaluate = sub.add_parser(
         "eval", parents=[verbose], help="accuracy against compute: strategies x budgets on a JSONL data set"
@@ -79,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_rescore_arguments(rescore)
     rescore.set_defaults(func=run_rescore)
+    fit = sub.add_parser(
+        "fit-selector", parents=[verbose], help="fit a selector (P(answer is right)) on an eval's recorded candidates"
+    )
+    add_fit_selector_arguments(fit)
+    fit.set_defaults(func=run_fit_selector)
 
     from llm_tts.sessions.command import add_sessions_arguments, run_sessions
 

@@ -46,6 +46,7 @@ StrategyField = Literal[
     "tts_score_aggregation",
     "tts_window_size",
     "tts_selection",
+    "tts_selector",
     "tts_stop_confidence",
     "tts_deepconf_mode",
     "tts_deepconf_warmup",
@@ -56,6 +57,8 @@ STRATEGY_FIELDS: frozenset[str] = frozenset(get_args(StrategyField))
 # Fields every strategy with steps takes, and every strategy that can score candidates.
 STEP_FIELDS: tuple[StrategyField, ...] = ("tts_max_steps", "tts_step_max_tokens")
 SCORED_FIELDS: tuple[StrategyField, ...] = ("tts_score_aggregation", "tts_window_size", "tts_selection")
+# Fields of every strategy that chooses one answer among several finished candidates.
+SELECTING_FIELDS: tuple[StrategyField, ...] = ("tts_selector",)
 
 
 class TTSConfig(BaseModel):
@@ -70,7 +73,7 @@ class TTSConfig(BaseModel):
     )
     tts_scorer: str | None = Field(
         None,
-        description="entropy, perplexity, sequence_prob, prm, llm_judge or majority_vote. Default: majority_vote "
+        description="entropy, perplexity, sequence_prob, self_certainty, tail_entropy, prm, llm_judge or majority_vote. Default: majority_vote "
         "for self_consistency, entropy for the others",
     )
     tts_budget: int | None = Field(
@@ -108,6 +111,14 @@ class TTSConfig(BaseModel):
         description="offline_bon, beam_search, dvts, particle_filtering: 'weighted' (default: the best "
         "candidate of the answer with the largest sum of scores, a vote weighted by score) or 'best' (the best scored "
         "candidate alone; scorers tell right from wrong too weakly for that on small models, see docs/benchmarks.md)",
+    )
+    tts_selector: str | None = Field(
+        None,
+        min_length=1,
+        description="self_consistency, offline_bon, beam_search, dvts, particle_filtering: path to a selector file "
+        "written by `llm-tts fit-selector` (JSON); it picks the answer most probably right from the answers' features "
+        "(vote share, scores, length, finished) and its probability becomes tts_metadata.confidence. Overrides "
+        "tts_selection and the majority vote",
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")

@@ -103,6 +103,11 @@ class TTSMetadata(BaseModel):
     answer_distribution: dict[str, int] | None = Field(
         None, description="voting strategies: candidates per equivalent answer"
     )
+    confidence: float | None = Field(
+        None,
+        description="tts_selector: the fitted selector's probability that the selected answer is right (calibrated "
+        "on the runs it was fitted on, unlike consensus_score, a vote share); None without a selector",
+    )
     candidates: list[CandidateInfo] = Field(default_factory=list, description="every candidate considered")
     usage: UsageInfo = Field(default_factory=UsageInfo)
     timings: TimingInfo = Field(default_factory=TimingInfo)

@@ -20,6 +20,7 @@ from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameEr
 from llm_tts.messages import ChatMessage, coerce_messages
 from llm_tts.reasoning import PROMPT_TAIL_TOKENS, ThinkingReader, create_thinking_parser
 from llm_tts.scorers.base import Scorer, scorer_names
+from llm_tts.selection import load_selector
 from llm_tts.strategies import VOTING_SCORER, StrategySpec, get_strategy, strategies_taking
 from llm_tts.structured.prompting import json_prompt, tools_prompt, with_system_text
 from llm_tts.structured.selection import STRUCTURED_STRATEGIES
@@ -117,6 +118,8 @@ def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
     spec = get_strategy(config.tts_strategy)
     scorer_name = _resolve_scorer(spec, config.tts_scorer)  # unknown names first: their errors list the valid ones
     _check_fields(spec, config)
+    if config.tts_selector is not None:
+        load_selector(config.tts_selector)  # a file that is not a selector is refused before anything runs
     return ResolvedConfig(spec, _apply_budget(spec, config), scorer_name)
 
 

@@ -42,6 +42,7 @@ def run_metadata(
         consensus_score=consensus,
         uncertainty_score=None if consensus is None else 1.0 - consensus,
         answer_distribution=None if voted is None else voted.distribution,
+        confidence=ctx.confidence,
         candidates=[candidate_info(b, plan, backend) for b in outcome.candidates],
         usage=UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
         timings=TimingInfo(generation_s=ctx.generation_s, scoring_s=ctx.scoring_s, total_s=total_s),

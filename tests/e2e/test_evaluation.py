@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_tts.answers import answers_equivalent
 from llm_tts.cli import main
 from llm_tts.errors import DatasetError, InvalidParameterError, UnknownNameError
 from llm_tts.evaluation import (
@@ -30,7 +31,9 @@ from llm_tts.evaluation import (
 )
 from llm_tts.evaluation.plots import plot_accuracy_vs_tokens, plot_reliability
 from llm_tts.evaluation.progress import EvalProgress
-from llm_tts.evaluation.summary import bootstrap_interval, expected_calibration_error
+from llm_tts.evaluation.records import is_correct
+from llm_tts.evaluation.summary import bootstrap_interval, expected_calibration_error, format_table
+from llm_tts.selection import auroc
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 QUESTIONS = [
@@ -195,6 +198,29 @@ def test_summary_and_plots_have_one_series_per_strategy(evaluated, tmp_path):
     for name in ("acc.png", "rel.png"):
         width, height = png_size(tmp_path / name)
         assert width > 300 and height > 300
+
+
+def test_summary_reports_each_scorers_auroc_from_the_recorded_candidates(evaluated):
+    _, rows, _ = evaluated
+    by_name = {s.configuration: s for s in summarize(rows)}
+    for name, summary in by_name.items():
+        scored, shares = [], []  # recomputed here from the candidates: (signal, its answer is right)
+        for row in (r for r in rows if r.configuration == name and r.budget is not None):
+            pool = [c for c in row.metadata.candidates if c.status != "pruned"]
+            right = [c.answer is not None and is_correct(c.answer, row.gold) for c in pool]
+            scored += [(c.score, ok) for c, ok in zip(pool, right) if c.score is not None]
+            shares += [
+                (sum(d.answer is not None and answers_equivalent(d.answer, c.answer) for d in pool) / len(pool), ok)
+                if c.answer is not None
+                else (0.0, False)
+                for c, ok in zip(pool, right)
+            ]
+        expected = auroc([s for s, _ in scored], [ok for _, ok in scored]) if scored else None
+        assert summary.score_auroc == expected
+        assert summary.vote_share_auroc == (auroc([s for s, _ in shares], [ok for _, ok in shares]) if shares else None)
+    assert by_name["self_consistency@2"].score_auroc is None  # the vote alone: no scorer ran
+    assert by_name["greedy"].score_auroc is None and by_name["greedy"].vote_share_auroc is None
+    assert "score AUROC" in format_table(list(by_name.values()))
 
 
 def test_rescore_with_the_runs_settings_keeps_every_choice(evaluated):

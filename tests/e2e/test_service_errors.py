@@ -91,6 +91,10 @@ BAD_BODIES = [
     pytest.param(msgs(tts_strategy="monte_carlo"), "tts_strategy", "unknown_name", id="unknown-strategy"),
     pytest.param(msgs(tts_scorer="vibes"), "tts_scorer", "unknown_name", id="unknown-scorer"),
     pytest.param(msgs(provider="vllm"), "provider", "invalid_parameter", id="other-provider"),
+    pytest.param(
+        msgs(tts_selector="/no/such/selector.json"), "tts_selector", "invalid_parameter", id="selector-missing"
+    ),
+    pytest.param(msgs(tts_selector=__file__), "tts_selector", "invalid_parameter", id="selector-not-json"),
     # Server limits (max_budget=4, max_tokens=16 on this server).
     pytest.param(msgs(num_paths=5), "num_paths", "invalid_parameter", id="over-server-budget"),
     pytest.param(msgs(tts_budget=9), "tts_budget", "invalid_parameter", id="tts-budget-over-server-budget"),

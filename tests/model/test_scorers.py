@@ -119,7 +119,33 @@ def test_entropy_is_one_when_the_model_is_certain_and_lower_when_it_hesitates():
     assert score_one("entropy", unsure) == pytest.approx(0.25)  # uniform over 4: H = ln 4
 
 
-@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob"])
+def test_self_certainty_is_the_kl_from_uniform_over_the_top_k():
+    # position 0: top-2 {0.5, 0.3}: KL = -ln 2 - (ln 0.5 + ln 0.3) / 2; position 1: top-2 uniform {0.4, 0.4}
+    top = [{100: LN(0.5), 7: LN(0.3)}, {101: LN(0.4), 7: LN(0.4)}]
+    step = whole(seg([LN(0.5), LN(0.4)], top=top))
+    kl0, kl1 = -LN(2) - (LN(0.5) + LN(0.3)) / 2, -LN(2) - LN(0.4)
+    assert score_one("self_certainty", step) == pytest.approx(1 - math.exp(-(kl0 + kl1) / 2))
+
+
+def test_self_certainty_is_zero_for_a_uniform_top_k():
+    uniform = whole(seg([LN(0.25)], top=[{100: LN(0.25), 1: LN(0.25), 2: LN(0.25), 3: LN(0.25)}]))
+    assert score_one("self_certainty", uniform) == pytest.approx(0.0)
+
+
+def test_tail_entropy_judges_a_step_by_its_most_uncertain_window():
+    from llm_tts.scorers.logprob import TAIL_WINDOW
+
+    sure, unsure = {0: 0.0}, {0: LN(0.25), 1: LN(0.25), 2: LN(0.25), 3: LN(0.25)}
+    n = 3 * TAIL_WINDOW  # one uncertain stretch of TAIL_WINDOW tokens in the middle of certain ones
+    tops = [unsure if TAIL_WINDOW <= i < 2 * TAIL_WINDOW else sure for i in range(n)]
+    step = whole(seg([next(iter(t.values())) for t in tops], top=tops, ids=[0] * n))
+    assert score_one("tail_entropy", step) == pytest.approx(0.25)  # that window: H = ln 4
+    assert score_one("entropy", step) == pytest.approx(math.exp(-LN(4) / 3))  # the mean dilutes it
+    short = whole(seg([LN(0.25)], top=[unsure], ids=[0]))  # shorter than a window: the whole step
+    assert score_one("tail_entropy", short) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy"])
 def test_higher_is_better_for_a_more_confident_step(name):
     confident = whole(seg([LN(0.9)] * 3, top=[{100 + i: LN(0.9), 1: LN(0.05)} for i in range(3)]))
     shaky = whole(seg([LN(0.3)] * 3, top=[{100 + i: LN(0.3), 1: LN(0.3), 2: LN(0.3)} for i in range(3)]))
@@ -140,7 +166,9 @@ def test_first_unscored_out_of_range_is_a_typed_error():
 
 
 # -- capability errors: never a silent 0 --------------------------------------------------------
-@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob", "llm_judge"])
+@pytest.mark.parametrize(
+    "name", ["entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy", "llm_judge"]
+)
 def test_fake_backend_without_logprobs_is_refused_when_the_request_is_made(name):
     with pytest.raises(CapabilityError, match=name):
         create_scorer(name, ScorerContext(FakeBackend(BackendCapabilities(logprobs=False))))
@@ -154,7 +182,7 @@ def test_fake_backend_with_a_low_top_k_cap_gets_a_coarser_entropy_estimate():
         EntropyScorer(ScorerContext(FakeBackend(BackendCapabilities(max_top_logprobs=0))))
 
 
-@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob"])
+@pytest.mark.parametrize("name", ["entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy"])
 def test_a_step_without_logprobs_raises(name):
     bare = Segment(token_ids=(1, 2), text="ab")
     with pytest.raises(CapabilityError, match="without logprobs"):
@@ -164,22 +192,25 @@ def test_a_step_without_logprobs_raises(name):
         score_one(name, whole(injected))
 
 
-def test_entropy_on_a_step_without_top_logprobs_raises():
+@pytest.mark.parametrize("name", ["entropy", "self_certainty", "tail_entropy"])
+def test_top_k_scorers_on_a_step_without_top_logprobs_raise(name):
     with pytest.raises(CapabilityError, match="top_logprobs"):
-        score_one("entropy", whole(seg([LN(0.5)])))
+        score_one(name, whole(seg([LN(0.5)])))
 
 
 def test_logprob_scorers_declare_what_generation_must_return():
     ctx = ScorerContext(FakeBackend())
-    for name in ("entropy", "perplexity", "sequence_prob"):
+    for name in ("entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy"):
         assert create_scorer(name, ctx).needs_logprobs
-    assert create_scorer("entropy", ctx).top_logprobs_needed == ENTROPY_TOP_K
+    for name in ("entropy", "self_certainty", "tail_entropy"):
+        assert create_scorer(name, ctx).top_logprobs_needed == ENTROPY_TOP_K
     assert create_scorer("perplexity", ctx).top_logprobs_needed == 0
 
 
 def test_unknown_scorer_lists_the_valid_ones_and_majority_vote_is_not_a_step_scorer():
-    assert scorer_names() == ["entropy", "llm_judge", "perplexity", "prm", "sequence_prob"]
-    with pytest.raises(UnknownNameError, match="majority_vote.*entropy, llm_judge, perplexity, prm, sequence_prob"):
+    names = ["entropy", "llm_judge", "perplexity", "prm", "self_certainty", "sequence_prob", "tail_entropy"]
+    assert scorer_names() == names
+    with pytest.raises(UnknownNameError, match="majority_vote.*" + ", ".join(names)):
         create_scorer("majority_vote", ScorerContext(FakeBackend()))
 
 
@@ -193,7 +224,7 @@ def test_logprob_scorers_on_real_generated_steps(hf_backend):
     for s in samples:
         steps = split_steps(s, hf_backend.token_texts(s.token_ids), ",", hf_backend.decode)
         requests.append(ScoreRequest("Count: 1, 2, 3", steps))
-    for name in ("entropy", "perplexity", "sequence_prob"):
+    for name in ("entropy", "perplexity", "sequence_prob", "self_certainty", "tail_entropy"):
         got = create_scorer(name, ScorerContext(hf_backend)).score(requests)
         assert [len(g) for g in got] == [len(r.steps) for r in requests]
         assert all(0.0 < x <= 1.0 for g in got for x in g)

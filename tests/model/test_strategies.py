@@ -248,6 +248,23 @@ def test_weighted_best_of_n_reports_the_vote(engine):
     assert md.consensus_score == pytest.approx(winners / 3)
 
 
+def test_a_fitted_selector_picks_the_answer_and_reports_its_probability(engine):
+    from pathlib import Path
+
+    from llm_tts.selection import load_selector, signals_of_info
+
+    path = Path(__file__).resolve().parents[1] / "data" / "selector.json"
+    config = _config(tts_strategy="offline_bon", tts_scorer="self_certainty", tts_num_trajectories=3, max_tokens=32)
+    md = engine.run(MESSAGES, config.merged(tts_selector=str(path))).metadata
+    picked = load_selector(path).select([signals_of_info(c) for c in md.candidates])
+    if picked is None:  # no trajectory stated an answer: the weighted vote chose, with no confidence
+        assert md.confidence is None
+    else:
+        assert md.selected_answer == picked.answer and md.confidence == pytest.approx(picked.confidence)
+        assert md.candidates[picked.index].status == "selected"
+        assert md.consensus_score == pytest.approx(picked.share)
+
+
 def test_run_from_a_worker_thread(engine):
     out: dict[str, Any] = {}
 

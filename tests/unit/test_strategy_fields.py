@@ -7,6 +7,7 @@ an error naming the field and the strategies that do, in the library and from th
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -19,6 +20,7 @@ from llm_tts.evaluation.configurations import build_configurations
 from llm_tts.planning import resolve_config
 from llm_tts.strategies import get_strategy, strategies_taking, strategy_names
 
+SELECTOR = Path(__file__).resolve().parents[1] / "data" / "selector.json"
 # A value of each strategy-owned field that is valid on its own.
 VALUES = {
     "num_paths": 3,
@@ -33,6 +35,7 @@ VALUES = {
     "tts_score_aggregation": "mean",
     "tts_window_size": 2,
     "tts_selection": "best",
+    "tts_selector": str(SELECTOR),
     "tts_stop_confidence": 0.9,
     "tts_deepconf_mode": "offline",
     "tts_deepconf_warmup": 2,

@@ -1,4 +1,4 @@
-"""``llm-tts eval`` and ``llm-tts rescore``: flags, checks before anything runs, then the run."""
+"""``llm-tts eval``, ``llm-tts rescore`` and ``llm-tts fit-selector``: flags, checks before anything runs, then the run."""
 
 from __future__ import annotations
 
@@ -83,6 +83,42 @@ def add_rescore_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="folder for the re-scored results (default: a subfolder of DIRECTORY)"
     )
     parser.add_argument("--no-plots", action="store_true", help="write results and summary only")
+
+
+def add_fit_selector_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="an llm-tts eval --out folder")
+    parser.add_argument("--out", required=True, help="the selector file to write (JSON)")
+    parser.add_argument(
+        "--validation", type=float, default=0.3, help="share of questions held out for the report (default 0.3)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    parser.add_argument(
+        "--strategies", nargs="+", default=None, metavar="LABEL", help="fit on these strategy labels only (default all)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="write the selector without a reliability plot")
+
+
+def run_fit_selector(args: argparse.Namespace) -> int:
+    from llm_tts.evaluation.selector_fit import fit_selector_directory
+
+    try:
+        _, report = fit_selector_directory(
+            args.directory,
+            args.out,
+            validation=args.validation,
+            seed=args.seed,
+            strategies=args.strategies,
+            plot=not args.no_plots,
+        )
+    except LLMTTSError as e:
+        print(f"llm-tts fit-selector: {e}", file=sys.stderr)
+        return 2
+    shown = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"held-out: {report['runs']} runs, {report['answers']} answers")
+    for key in ("auroc", "vote_share_auroc", "ece", "selected_ece", "selector_accuracy", "vote_accuracy"):
+        print(f"  {key:18} {shown(report[key])}")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

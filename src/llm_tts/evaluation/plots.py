@@ -12,7 +12,7 @@ Each function returns the matplotlib Figure it saved, so its series can be inspe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +67,32 @@ def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str
 
 
 def plot_reliability(rows: Iterable[ResultRow], path: str | Path, *, title: str = "") -> Any:
-    plt = _pyplot()
     pairs: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for row in rows:
         c = confidence(row)
         if c is not None:
             pairs[row.strategy].append((c, row.correct))
+    return plot_calibration(
+        pairs, path, title=title or "reliability", xlabel="confidence (selector's, else consensus_score, else score)"
+    )
+
+
+def plot_calibration(
+    pairs: Mapping[str, Sequence[tuple[float, bool]]], path: str | Path, *, title: str, xlabel: str
+) -> Any:
+    """A reliability diagram: per label, accuracy against mean confidence in ten bins, with its ECE."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    for strategy, values in pairs.items():
+    for label, values in pairs.items():
         table = calibration_bins(values)
         ece = expected_calibration_error(values)
-        ax.plot([c for c, _, _ in table], [a for _, a, _ in table], "-o", label=f"{strategy} (ECE {ece:.3f})")
+        if ece is None:
+            continue
+        ax.plot([c for c, _, _ in table], [a for _, a, _ in table], "-o", label=f"{label} (ECE {ece:.3f})")
     ax.set_xlim(0, 1)
-    ax.set_xlabel("confidence (consensus_score, else aggregated_score)")
-    _finish(plt, fig, ax, path, title or "reliability", legend_size=7, legend_loc="upper left")
+    ax.set_xlabel(xlabel)
+    _finish(plt, fig, ax, path, title, legend_size=7, legend_loc="upper left")
     return fig
 
 

@@ -2,10 +2,17 @@
 calibration, written as ``summary.csv`` and ``summary.json``.
 
 The interval resamples questions (not rows), so several seeds of one question move together.
-Confidence is the run's ``consensus_score`` where a vote decided, else its ``aggregated_score``
-(every built-in scorer gives a probability-like score in [0, 1]); greedy has none. Calibration
-error (ECE) bins confidences into ten equal-width bins and weighs each bin's |accuracy - mean
-confidence| by its share of rows.
+Confidence is the selector's ``confidence`` where a fitted selector chose (``tts_selector``), else
+the run's ``consensus_score`` where a vote decided, else its ``aggregated_score`` (every built-in
+scorer gives a probability-like score in [0, 1]); greedy has none. Calibration error (ECE) bins
+confidences into ten equal-width bins and weighs each bin's |accuracy - mean confidence| by its
+share of rows.
+
+Which signals to trust: ``score_auroc`` is the AUROC of the configuration's scorer over every
+recorded candidate (not pruned) of every question, its score against whether its own answer is
+right (a candidate without an answer is wrong); ``vote_share_auroc`` the same for the share of
+candidates that gave each candidate's answer. 0.5 is chance; None when nothing was scored or
+every candidate was right (or every one wrong).
 """
 
 from __future__ import annotations
@@ -19,12 +26,25 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from llm_tts.evaluation.records import ResultRow
+from llm_tts.answers import group_answers
+from llm_tts.evaluation.records import ResultRow, is_correct
+from llm_tts.selection.metrics import auroc, calibration_bins, expected_calibration_error
+
+__all__ = [
+    "ConfigurationSummary",
+    "bootstrap_interval",
+    "calibration_bins",
+    "candidate_signals",
+    "confidence",
+    "expected_calibration_error",
+    "format_table",
+    "summarize",
+    "write_summary",
+]
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 BOOTSTRAP_SAMPLES = 2000
-CALIBRATION_BINS = 10
 
 
 class ConfigurationSummary(BaseModel):
@@ -42,6 +62,8 @@ class ConfigurationSummary(BaseModel):
     total_seconds: float
     ece: float | None
     mean_confidence: float | None
+    score_auroc: float | None = None
+    vote_share_auroc: float | None = None
 
 
 def confidence(row: ResultRow) -> float | None:
@@ -49,8 +71,29 @@ def confidence(row: ResultRow) -> float | None:
     md = row.metadata
     if md is None or row.budget is None:
         return None
-    value = md.consensus_score if md.consensus_score is not None else md.aggregated_score
+    value = next((v for v in (md.confidence, md.consensus_score, md.aggregated_score) if v is not None), None)
     return value if value is not None and 0.0 <= value <= 1.0 else None
+
+
+def candidate_signals(rows: Iterable[ResultRow]) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """(score, right) of every scored candidate and (vote share of its answer, right) of every
+    candidate, over the rows' candidates that were not pruned (see the module doc)."""
+    scored: list[tuple[float, bool]] = []
+    shares: list[tuple[float, bool]] = []
+    for row in rows:
+        md = row.metadata
+        if md is None or row.budget is None:
+            continue
+        pool = [c for c in md.candidates if c.status != "pruned"]
+        right = [False] * len(pool)
+        share = [0.0] * len(pool)
+        for group in group_answers([c.answer for c in pool]):
+            ok = is_correct(group.answer, row.gold)  # one verdict per equivalent answer
+            for i in group.members:
+                right[i], share[i] = ok, len(group.members) / len(pool)
+        scored += [(c.score, ok) for c, ok in zip(pool, right) if c.score is not None]
+        shares += list(zip(share, right))
+    return scored, shares
 
 
 def bootstrap_interval(
@@ -64,30 +107,6 @@ def bootstrap_interval(
     means = sorted(sum(rng.choices(per_question, k=n)) / n for _ in range(samples))
     tail = (1.0 - level) / 2
     return means[int(tail * (samples - 1))], means[round((1.0 - tail) * (samples - 1))]
-
-
-def calibration_bins(
-    pairs: Iterable[tuple[float, bool]], bins: int = CALIBRATION_BINS
-) -> list[tuple[float, float, int]]:
-    """(mean confidence, accuracy, count) of each non-empty equal-width bin, low to high."""
-    grouped: dict[int, list[tuple[float, bool]]] = defaultdict(list)
-    for conf, correct in pairs:
-        grouped[min(int(conf * bins), bins - 1)].append((conf, correct))
-    out = []
-    for b in sorted(grouped):
-        members = grouped[b]
-        out.append(
-            (sum(c for c, _ in members) / len(members), sum(ok for _, ok in members) / len(members), len(members))
-        )
-    return out
-
-
-def expected_calibration_error(pairs: Iterable[tuple[float, bool]], bins: int = CALIBRATION_BINS) -> float | None:
-    table = calibration_bins(pairs, bins)
-    total = sum(n for _, _, n in table)
-    if not total:
-        return None
-    return sum(n / total * abs(acc - conf) for conf, acc, n in table)
 
 
 def summarize(rows: Iterable[ResultRow], *, seed: int = 0) -> list[ConfigurationSummary]:
@@ -113,6 +132,7 @@ def summarize(rows: Iterable[ResultRow], *, seed: int = 0) -> list[Configuration
         low, high = bootstrap_interval(accuracy_by_question, seed=seed)
         pairs = [(c, row.correct) for row in group if (c := confidence(row)) is not None]
         ok = [row for row in group if row.error is None]
+        scored, shares = candidate_signals(group)
         out.append(
             ConfigurationSummary(
                 configuration=name,
@@ -129,6 +149,8 @@ def summarize(rows: Iterable[ResultRow], *, seed: int = 0) -> list[Configuration
                 total_seconds=sum(r.seconds for r in group),
                 ece=expected_calibration_error(pairs),
                 mean_confidence=sum(c for c, _ in pairs) / len(pairs) if pairs else None,
+                score_auroc=auroc([s for s, _ in scored], [r for _, r in scored]) if scored else None,
+                vote_share_auroc=auroc([s for s, _ in shares], [r for _, r in shares]) if shares else None,
             )
         )
     return out
@@ -150,13 +172,16 @@ def write_summary(directory: str | Path, summaries: Sequence[ConfigurationSummar
 def format_table(summaries: Sequence[ConfigurationSummary]) -> str:
     """A Markdown table (the CLI prints it; the README shows one)."""
     lines = [
-        "| configuration | accuracy (95% CI) | mean generated tokens | s / question | ECE |",
-        "|---|---|---|---|---|",
+        "| configuration | accuracy (95% CI) | mean generated tokens | s / question | ECE | score AUROC "
+        "| vote share AUROC |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        ece = "-" if s.ece is None else f"{s.ece:.3f}"
+        ece, score_auc, vote_auc = (
+            "-" if v is None else f"{v:.3f}" for v in (s.ece, s.score_auroc, s.vote_share_auroc)
+        )
         lines.append(
             f"| {s.configuration} | {s.accuracy:.3f} ({s.ci_low:.3f}-{s.ci_high:.3f}) | "
-            f"{s.mean_generated_tokens:.0f} | {s.mean_seconds:.2f} | {ece} |"
+            f"{s.mean_generated_tokens:.0f} | {s.mean_seconds:.2f} | {ece} | {score_auc} | {vote_auc} |"
         )
     return "\n".join(lines)

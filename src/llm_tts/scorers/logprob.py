@@ -14,6 +14,16 @@ log-probabilities of the sampled tokens; ``top_logprobs`` the k most likely toke
   if it is outside the top-k) and all leftover mass lumped into one outcome. That estimate is
   a lower bound of the true entropy with at most ``log(k + 2)`` nats, so the score lies in
   ``[1 / (k + 2), 1]``: 1 when the model was certain, low when it hesitated.
+- ``self_certainty``: ``1 - exp(-mean_t KL_t)``, the self-certainty of Kang et al. (2025), the
+  mean over tokens of ``KL(U || p_t)``, the distance of position t's distribution from uniform.
+  The paper's U is uniform over the whole vocabulary; the backend returns only the top-k, so
+  here U is uniform over the k returned tokens: ``KL_t = -log k - (1/k) sum_{j in top-k} log p_t(j)``.
+  That is the exact KL from that U to the full distribution (it needs p only on U's support),
+  always >= 0, 0 when the top-k are equally likely, and it ranks traces like the paper's does
+  when the tail beyond the top-k is flat. ``1 - exp(-x)`` maps it into [0, 1) keeping the order.
+- ``tail_entropy``: ``exp(-max_w mean_{t in w} H_t)``: the entropy estimate above over the
+  most uncertain window of ``TAIL_WINDOW`` consecutive tokens (the whole step when shorter), so a
+  step is judged by its weakest stretch, not its average.
 
 A step without logprobs (the backend did not return them, or the text was injected rather than
 sampled) raises :class:`~llm_tts.errors.CapabilityError`: never a silent 0.
@@ -32,6 +42,7 @@ from llm_tts.scorers.base import Scorer, ScorerContext, ScoreRequest, register_s
 from llm_tts.types import Step
 
 ENTROPY_TOP_K = 10  # top-k asked of the backend for the entropy estimate (lowered to its limit)
+TAIL_WINDOW = 16  # tokens per window of tail_entropy (DeepConf's groups, at the scale of one step)
 
 
 class LogprobScorer(Scorer):
@@ -86,11 +97,9 @@ class SequenceProbScorer(LogprobScorer):
         return math.exp(math.fsum(self._logprobs(step)))
 
 
-@register_scorer("entropy")
-class EntropyScorer(LogprobScorer):
-    """exp(-mean top-k entropy estimate), in [1/(k+2), 1]."""
+class TopLogprobScorer(LogprobScorer):
+    """A scorer that also reads each position's top-k logprobs (asks for ``ENTROPY_TOP_K``)."""
 
-    name = "entropy"
     top_logprobs_needed: ClassVar[int] = ENTROPY_TOP_K
 
     def __init__(self, ctx: ScorerContext) -> None:
@@ -98,23 +107,72 @@ class EntropyScorer(LogprobScorer):
         limit = ctx.backend.capabilities.max_top_logprobs
         if limit < 1:
             raise CapabilityError(
-                f"scorer 'entropy' needs top-k logprobs, but backend {ctx.backend.name!r} returns at most {limit}"
+                f"scorer {self.name!r} needs top-k logprobs, but backend {ctx.backend.name!r} returns at most {limit}"
             )
         # Per instance: a backend with a lower top-k limit still works, with a coarser estimate.
         self.top_logprobs_needed = min(ENTROPY_TOP_K, limit)  # type: ignore[misc]
 
-    def score_step(self, step: Step) -> float:
-        lps = self._logprobs(step)
+    def _tops(self, step: Step) -> tuple[Mapping[int, float], ...]:
+        """The top-k of every position, cut to this scorer's k (a caller may have asked for more)."""
         tops = step.top_logprobs
         if tops is None or any(not t for t in tops):
             raise CapabilityError(
-                f"scorer 'entropy' got a step without top-k logprobs: {step.text[:40]!r}; "
+                f"scorer {self.name!r} got a step without top-k logprobs: {step.text[:40]!r}; "
                 f"generate with top_logprobs >= 1 (this scorer asks for {self.top_logprobs_needed})"
             )
         k = self.top_logprobs_needed
-        if any(len(t) > k for t in tops):  # a caller asked for more top logprobs: score on the same k
+        if any(len(t) > k for t in tops):
             tops = tuple(dict(heapq.nlargest(k, t.items(), key=lambda kv: kv[1])) for t in tops)
-        return math.exp(-math.fsum(map(_entropy_lower_bound, tops, lps, step.token_ids)) / len(lps))
+        return tops
+
+    def _entropies(self, step: Step) -> list[float]:
+        lps = self._logprobs(step)
+        return list(map(_entropy_lower_bound, self._tops(step), lps, step.token_ids))
+
+
+@register_scorer("entropy")
+class EntropyScorer(TopLogprobScorer):
+    """exp(-mean top-k entropy estimate), in [1/(k+2), 1]."""
+
+    name = "entropy"
+
+    def score_step(self, step: Step) -> float:
+        entropies = self._entropies(step)
+        return math.exp(-math.fsum(entropies) / len(entropies))
+
+
+@register_scorer("tail_entropy")
+class TailEntropyScorer(TopLogprobScorer):
+    """exp(-mean entropy of the most uncertain TAIL_WINDOW-token window), in [1/(k+2), 1]."""
+
+    name = "tail_entropy"
+
+    def score_step(self, step: Step) -> float:
+        entropies = self._entropies(step)
+        width = min(TAIL_WINDOW, len(entropies))
+        worst = total = math.fsum(entropies[:width])
+        for i in range(width, len(entropies)):
+            total += entropies[i] - entropies[i - width]
+            worst = max(worst, total)
+        return math.exp(-worst / width)
+
+
+@register_scorer("self_certainty")
+class SelfCertaintyScorer(TopLogprobScorer):
+    """1 - exp(-mean KL(uniform over the top-k || p)), in [0, 1); see the module doc."""
+
+    name = "self_certainty"
+
+    def score_step(self, step: Step) -> float:
+        self._logprobs(step)  # the same refusals as every logprob scorer (injected text, no tokens)
+        kls = [_kl_from_uniform(top) for top in self._tops(step)]
+        return 1.0 - math.exp(-math.fsum(kls) / len(kls))
+
+
+def _kl_from_uniform(top: Mapping[int, float]) -> float:
+    """KL(U_k || p) for U_k uniform over the k tokens of ``top`` (their logprobs under p)."""
+    k = len(top)
+    return max(0.0, -math.log(k) - math.fsum(top.values()) / k)  # clamp: round-off below 0
 
 
 def _entropy_lower_bound(top: Mapping[int, float], chosen_logprob: float, chosen_id: int) -> float:

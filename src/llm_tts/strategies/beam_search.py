@@ -14,10 +14,10 @@ summed scores ("weighted", the default), or the best aggregated score ("best").
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_BEAM_SIZE, SCORED_FIELDS, STEP_FIELDS
+from llm_tts.config import MAX_BEAM_SIZE, SCORED_FIELDS, SELECTING_FIELDS, STEP_FIELDS
 from llm_tts.strategies.candidates import Beam, dedupe
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
-from llm_tts.strategies.ranking import best_score, score_key, select_finished
+from llm_tts.strategies.ranking import best_score, score_key
 from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
@@ -26,7 +26,7 @@ from llm_tts.types import Trajectory
     "beam_search",
     size_field="tts_beam_size",
     size_cap=MAX_BEAM_SIZE,
-    fields=("tts_candidates_per_step", *STEP_FIELDS, *SCORED_FIELDS),
+    fields=("tts_candidates_per_step", *STEP_FIELDS, *SCORED_FIELDS, *SELECTING_FIELDS),
     requires=("continuation",),
 )
 def beam_search(ctx: StrategyContext) -> StrategyOutcome:
@@ -51,5 +51,5 @@ def beam_search(ctx: StrategyContext) -> StrategyOutcome:
         b.finished, b.finish_reason = True, "length"  # out of steps before an answer
     for b in pruned:
         b.status = "pruned"
-    chosen, vote = select_finished(finished or live, c.tts_selection)
+    chosen, vote = ctx.select(finished or live)
     return StrategyOutcome([*finished, *live, *pruned], chosen, vote)

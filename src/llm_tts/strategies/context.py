@@ -37,6 +37,7 @@ from llm_tts.progress import RunControl
 from llm_tts.reasoning import BudgetForcing, ThinkingReader
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
+from llm_tts.selection import load_selector
 from llm_tts.strategies.candidates import Beam
 from llm_tts.strategies.ranking import mean_logprob, select_finished
 from llm_tts.types import Segment, Step, Trajectory, split_steps, text_after_injected
@@ -110,6 +111,9 @@ class StrategyContext:
         self.sampler = sampler if sampler is not None else PlainSampler()
         self.reasoning = reasoning
         self.forcing = _forcing(config, reasoning, backend)  # tts_thinking_budget: caps each one's thinking
+        # tts_selector: a fitted selector chooses the answer; its P(right) is the run's confidence
+        self.selector = None if config.tts_selector is None else load_selector(config.tts_selector)
+        self.confidence: float | None = None
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -359,8 +363,14 @@ class StrategyContext:
             chosen.status = "selected"
             return StrategyOutcome([*pool, *rest], chosen, result)
         self.score(pool)
-        chosen, picked = select_finished(pool, self.config.tts_selection)
+        chosen, picked = self.select(pool)
         return StrategyOutcome([*pool, *rest], chosen, picked)
+
+    def select(self, beams: Sequence[Beam]) -> tuple[Beam, Vote | None]:
+        """The finished candidate to return (marked "selected") and its vote: by ``tts_selector``
+        when set (its P(right) kept as :attr:`confidence`), else by ``tts_selection``."""
+        chosen, result, self.confidence = select_finished(beams, self.config.tts_selection, self.selector)
+        return chosen, result
 
 
 class PlainSampler:

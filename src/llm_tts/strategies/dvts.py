@@ -15,10 +15,10 @@ or the leaf with the best aggregated score (``"best"``).
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_SUBTREES, SCORED_FIELDS, STEP_FIELDS
+from llm_tts.config import MAX_SUBTREES, SCORED_FIELDS, SELECTING_FIELDS, STEP_FIELDS
 from llm_tts.strategies.candidates import Beam, dedupe
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
-from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.ranking import best_score
 from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
@@ -28,7 +28,7 @@ from llm_tts.types import Trajectory
     size_field="tts_num_subtrees",
     size_cap=MAX_SUBTREES,
     budget_unit="tts_candidates_per_step",
-    fields=(*STEP_FIELDS, *SCORED_FIELDS),
+    fields=(*STEP_FIELDS, *SCORED_FIELDS, *SELECTING_FIELDS),
     requires=("continuation",),
 )
 def dvts(ctx: StrategyContext) -> StrategyOutcome:
@@ -56,5 +56,5 @@ def dvts(ctx: StrategyContext) -> StrategyOutcome:
             leaf.finished, leaf.finish_reason = True, "length"  # out of steps before an answer
     for b in pruned:
         b.status = "pruned"
-    chosen, vote = select_finished(leaves, c.tts_selection)
+    chosen, vote = ctx.select(leaves)
     return StrategyOutcome([*leaves, *pruned], chosen, vote)

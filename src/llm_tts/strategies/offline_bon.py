@@ -14,9 +14,9 @@ weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are 
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_PATHS, SCORED_FIELDS
+from llm_tts.config import MAX_PATHS, SCORED_FIELDS, SELECTING_FIELDS
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
-from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.ranking import best_score
 from llm_tts.strategies.registry import register_strategy
 from llm_tts.strategies.stopping import sample_until_settled
 
@@ -25,7 +25,7 @@ from llm_tts.strategies.stopping import sample_until_settled
     "offline_bon",
     size_field="tts_num_trajectories",
     size_cap=MAX_PATHS,
-    fields=("tts_stop_confidence", *SCORED_FIELDS),
+    fields=("tts_stop_confidence", *SCORED_FIELDS, *SELECTING_FIELDS),
 )
 def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
@@ -39,6 +39,6 @@ def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
         t.status = "pruned"
     trajectories = voters or aborted  # aborted ones are chosen from only when none finished
     ctx.score(trajectories)
-    chosen, result = select_finished(trajectories, c.tts_selection)
+    chosen, result = ctx.select(trajectories)
     ctx.report(1, 0, len(trajectories), best_score(trajectories), f"scored {len(trajectories)} trajectories")
     return StrategyOutcome(trajectories + (aborted if voters else []), chosen, result)

@@ -21,10 +21,10 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from llm_tts.config import MAX_PARTICLES, SCORED_FIELDS, STEP_FIELDS
+from llm_tts.config import MAX_PARTICLES, SCORED_FIELDS, SELECTING_FIELDS, STEP_FIELDS
 from llm_tts.strategies.candidates import Beam
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
-from llm_tts.strategies.ranking import best_score, select_finished
+from llm_tts.strategies.ranking import best_score
 from llm_tts.strategies.registry import register_strategy
 from llm_tts.types import Trajectory
 
@@ -35,7 +35,7 @@ _EPS = 1e-6  # keeps the logit of a reward of exactly 0 or 1 finite
     "particle_filtering",
     size_field="tts_num_particles",
     size_cap=MAX_PARTICLES,
-    fields=("tts_resampling_temperature", *STEP_FIELDS, *SCORED_FIELDS),
+    fields=("tts_resampling_temperature", *STEP_FIELDS, *SCORED_FIELDS, *SELECTING_FIELDS),
     requires=("continuation",),
 )
 def particle_filtering(ctx: StrategyContext) -> StrategyOutcome:
@@ -64,7 +64,7 @@ def particle_filtering(ctx: StrategyContext) -> StrategyOutcome:
     for p in pruned:
         p.status = "pruned"
     final = finished + live
-    chosen, vote = select_finished(final, c.tts_selection)
+    chosen, vote = ctx.select(final)
     return StrategyOutcome([*final, *pruned], chosen, vote)
 
 

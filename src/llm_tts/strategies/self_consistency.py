@@ -8,6 +8,9 @@ aggregated score when one is given (e.g. ``tts_scorer="entropy"``); with the def
 used only to break ties and pick the path returned within the winning group (it is not
 reported as a score, since no scorer ran).
 
+With ``tts_selector`` a fitted selector picks the answer instead of the vote (its P(right) is the
+run's confidence); the vote's distribution is reported as always.
+
 With ``tts_stop_confidence`` the paths are sampled as a stream and sampling stops once the vote
 is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned" and do not vote.
 """
@@ -15,9 +18,9 @@ is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned"
 from __future__ import annotations
 
 from llm_tts.answers import vote
-from llm_tts.config import MAX_PATHS, SCORED_FIELDS
+from llm_tts.config import MAX_PATHS, SCORED_FIELDS, SELECTING_FIELDS
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
-from llm_tts.strategies.ranking import mean_logprob
+from llm_tts.strategies.ranking import mean_logprob, select_by
 from llm_tts.strategies.registry import register_strategy
 from llm_tts.strategies.stopping import sample_until_settled
 
@@ -26,7 +29,7 @@ from llm_tts.strategies.stopping import sample_until_settled
     "self_consistency",
     size_field="num_paths",
     size_cap=MAX_PATHS,
-    fields=("tts_stop_confidence", *SCORED_FIELDS),  # a scorer, when given, breaks the vote's ties
+    fields=("tts_stop_confidence", *SCORED_FIELDS, *SELECTING_FIELDS),  # a scorer, when given, breaks the vote's ties
     needs_scorer=False,
 )
 def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
@@ -41,9 +44,13 @@ def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
         p.status = "pruned"
     paths = voters or aborted  # aborted paths vote only when none finished
     ctx.score(paths)
-    tie_break = [p.score if ctx.scorer else mean_logprob(p) for p in paths]
-    result = vote([p.answer for p in paths], tie_break)
-    chosen = paths[result.selected]
-    chosen.status = "selected"
+    picked = None if ctx.selector is None else select_by(ctx.selector, paths)
+    if picked is not None:
+        chosen, result, ctx.confidence = picked
+    else:
+        tie_break = [p.score if ctx.scorer else mean_logprob(p) for p in paths]
+        result = vote([p.answer for p in paths], tie_break)
+        chosen = paths[result.selected]
+        chosen.status = "selected"
     ctx.report(1, 0, len(paths), chosen.score, f"{len(result.distribution)} distinct answers")
     return StrategyOutcome(paths + (aborted if voters else []), chosen, result)

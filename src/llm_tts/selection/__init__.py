@@ -1,0 +1,27 @@
+"""Selection that knows when it is right: answer features, signal quality metrics, and a
+selector fitted on recorded runs (:mod:`.features`, :mod:`.metrics`, :mod:`.selector`)."""
+
+from llm_tts.selection.features import (
+    FEATURE_NAMES,
+    AnswerFeatures,
+    CandidateSignals,
+    answer_features,
+    signals_of_info,
+)
+from llm_tts.selection.metrics import auroc, calibration_bins, expected_calibration_error
+from llm_tts.selection.selector import Selection, Selector, load_selector, most_probable
+
+__all__ = [
+    "FEATURE_NAMES",
+    "AnswerFeatures",
+    "CandidateSignals",
+    "Selection",
+    "Selector",
+    "answer_features",
+    "auroc",
+    "calibration_bins",
+    "expected_calibration_error",
+    "load_selector",
+    "most_probable",
+    "signals_of_info",
+]
