@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pydantic.fields import FieldInfo  # noqa: E402
+from pydantic.fields import FieldInfo
 
 
 def _cell(text: object) -> str:
