@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
-"$bin/ruff" check src tests bench
-"$bin/ruff" format --check src tests bench
+"$bin/ruff" check src tests bench scripts
+"$bin/ruff" format --check src tests bench scripts
 "$bin/mypy"
 PYTHONPATH=src "$bin/lint-imports" --no-cache
 NO_MKDOCS_2_WARNING=1 "$bin/mkdocs" build --strict --quiet --site-dir site
