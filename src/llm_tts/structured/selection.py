@@ -1,6 +1,6 @@
 """A structured run: N whole candidates under the constraint, parsed, then voted or scored.
 
-Selection rule (documented in the README): candidates that do not parse are counted and
+Selection rule (documented in docs/guides/structured-output.md): candidates that do not parse are counted and
 excluded. Among the rest, ``self_consistency`` takes the WHOLE-OBJECT MAJORITY over canonical
 values (per-field voting could assemble an object no candidate wrote, violating cross-field
 constraints of the schema); a tie goes to the object whose best member has the higher score

@@ -13,7 +13,7 @@ a code block, and a block's output and the words after it belong to the step tha
 On a chat-only API (no token-level continuation) the trajectory is carried as chat messages: the
 request's messages, then for each block an assistant message with the model's text up to and
 including ``code_end`` and a user message with the output block, and the model's next reply
-continues the trajectory (see the README's "Code execution" section).
+continues the trajectory (docs/guides/code-execution.md).
 """
 
 from __future__ import annotations
