@@ -205,7 +205,7 @@ def _worked_example(row: Row, questions: Sequence[Question]) -> None:
         _say("  the chosen path's code:")
         for line in runs[0]["code"].strip().splitlines():
             _say(f"    | {line}")
-        _say(f"  the sandbox printed ({runs[0]['status']}, {runs[0]['seconds'] * 1000:.0f} ms):")
+        _say(f"  the sandbox printed ({runs[0]['status']}):")
         for line in runs[0]["output"].strip().splitlines() or [""]:
             _say(f"    | {line}")
         votes = md.get("answer_distribution") or {}
