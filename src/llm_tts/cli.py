@@ -13,7 +13,7 @@ from collections.abc import Sequence
 def _demo(args: argparse.Namespace) -> int:
     from llm_tts.demo import run_demo
 
-    return run_demo(args.question, questions=args.questions, seed=args.seed, backend=args.backend, model=args.model)
+    return run_demo(questions=args.questions, seed=args.seed, backend=args.backend, model=args.model)
 
 
 def _verbose_flag() -> argparse.ArgumentParser:
@@ -45,16 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         parents=[verbose],
-        help="compare greedy decoding with test-time scaling strategies on arithmetic questions",
-    )
-    demo.add_argument(
-        "question", nargs="?", default=None, help="answer this question first (default: the first generated one)"
+        help="what each test-time scaling method buys over greedy decoding, on seeded arithmetic and word questions",
     )
     demo.add_argument(
         "--questions",
         type=int,
         default=DEFAULT_QUESTIONS,
-        help="generated questions in the comparison (default %(default)s; 0: none)",
+        help="generated questions in each of the two sections (default %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
     demo.add_argument("--backend", default="auto", help="auto, vllm or transformers")

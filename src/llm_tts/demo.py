@@ -1,20 +1,27 @@
-"""The main job: what test-time scaling buys over greedy decoding, on the embedded model.
+"""The main job: what each test-time scaling method buys over greedy decoding, on the embedded model.
 
-First one question is answered by greedy decoding and by each strategy, each line printed as
-soon as its method finishes. Then every method answers a set of seeded arithmetic questions
-("What is 3 + 4?"), all questions at once through one engine (the vLLM backend batches
-concurrent requests), and a table shows accuracy, generated tokens per question and each
-method's own wall time. Start-up (model conversion, engine start) is reported apart.
+Two seeded question sets, each answered by every method of its section, all questions at once
+through one engine (the vLLM backend batches concurrent requests). Each method's row (accuracy,
+generated tokens per question, its own wall time) prints as soon as it finishes; a line under
+each section says what the methods bought against each other, whatever the numbers are.
+
+1. Reasoning in text, on small questions the model gets partly right: greedy, self-consistency,
+   self-consistency with adaptive stopping, and a step search (beam search).
+2. Code execution, on 2-3 digit arithmetic the model cannot do in its head: greedy, and
+   self-consistency whose paths run their Python in the bubblewrap sandbox; then one worked
+   example (the question, the code the model wrote, the sandbox's output, the vote).
+
+Start-up (model conversion, engine start) is reported apart.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llm_tts.demo_questions import Question, big_questions, small_questions
 from llm_tts.messages import REASONING_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
@@ -22,29 +29,31 @@ if TYPE_CHECKING:
 
     from llm_tts.engine import TTSEngine
 
-MAX_TOKENS = 128  # the questions need a few lines; a rambling path is cut rather than waited for
-DEFAULT_QUESTIONS = 24  # about 75 s on 2 CPU cores with vLLM, start-up included
+# Answers to these questions take 20-60 tokens; a path that rambles past this is cut rather
+# than waited for (greedy's time is its longest answer: one engine step per token).
+MAX_TOKENS = 96
+DEFAULT_QUESTIONS = 12  # per section: the whole demo in about 2 minutes on 2 CPU cores with vLLM
+PATHS = 8
+STOP_CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True)
 class Method:
-    """A row of the comparison: a title and the ChatTTS fields that make it."""
+    """A row of a section: a title, the ChatTTS fields that make it, and its prompt."""
 
     title: str
     fields: dict[str, Any]
+    code: bool = False  # the few-shot prompt that teaches the code tags (llm_tts.tir.prompts)
 
 
-METHODS: tuple[Method, ...] = (
-    Method("greedy decoding", {"tts_strategy": "self_consistency", "num_paths": 1, "temperature": 0.0}),
-    Method("self-consistency, 8 paths", {"tts_strategy": "self_consistency", "num_paths": 8}),
+GREEDY = Method("greedy decoding", {"tts_strategy": "self_consistency", "num_paths": 1, "temperature": 0.0})
+SELF_CONSISTENCY = Method(f"self-consistency, {PATHS} paths", {"tts_strategy": "self_consistency", "num_paths": PATHS})
+TEXT_METHODS: tuple[Method, ...] = (
+    GREEDY,
+    SELF_CONSISTENCY,
     Method(
-        "best-of-8, perplexity-weighted vote",
-        {
-            "tts_strategy": "offline_bon",
-            "tts_num_trajectories": 8,
-            "tts_scorer": "perplexity",
-            "tts_selection": "weighted",
-        },
+        f"  + adaptive stop at {STOP_CONFIDENCE:.0%}",
+        {**SELF_CONSISTENCY.fields, "tts_stop_confidence": STOP_CONFIDENCE},
     ),
     Method(
         "beam search 4x2, entropy",
@@ -54,87 +63,76 @@ METHODS: tuple[Method, ...] = (
             "tts_candidates_per_step": 2,
             "tts_scorer": "entropy",
             "tts_max_steps": 4,
-            "tts_step_max_tokens": 48,
+            "tts_step_max_tokens": 32,
         },
+    ),
+)
+CODE_METHODS: tuple[Method, ...] = (
+    GREEDY,
+    Method(
+        f"self-consistency {PATHS} + code execution", {**SELF_CONSISTENCY.fields, "code_execution": True}, code=True
     ),
 )
 
 
-@dataclass(frozen=True)
-class Question:
-    text: str
-    answer: str | None  # None for a question the user typed
-
-
-def arithmetic_questions(count: int, seed: int = 0, max_operand: int = 9) -> list[Question]:
-    """``count`` seeded questions "What is a + b?" / "What is a * b?" with their answers.
-
-    Single-digit operands: SmolLM2-135M gets these partly right, so extra compute has room to
-    help (two-digit products it gets almost always wrong, whatever the strategy).
-    """
-    rng = random.Random(seed)
-    questions = []
-    for _ in range(count):
-        a, b = rng.randint(1, max_operand), rng.randint(1, max_operand)
-        op = rng.choice("+*")
-        questions.append(Question(f"What is {a} {op} {b}?", str(a + b if op == "+" else a * b)))
-    return questions
-
-
 @dataclass
 class Row:
-    """One method's results: accuracy and tokens over the questions with a known answer."""
+    """One method's results over a question set."""
 
     method: Method
     replies: list[AIMessage]
     seconds: float
-    correct: int = 0
+    correct: list[bool] = field(default_factory=list)
     tokens: int = 0
 
 
 def run_demo(
-    question: str | None = None,
-    *,
-    questions: int = DEFAULT_QUESTIONS,
-    seed: int = 0,
-    backend: str = "auto",
-    model: str | None = None,
+    *, questions: int = DEFAULT_QUESTIONS, seed: int = 0, backend: str = "auto", model: str | None = None
 ) -> int:
-    """Run the comparison, printing each method's line as it finishes, then the table."""
+    """Run both sections, printing each method's row as it finishes."""
     from llm_tts.engine import TTSEngine
     from llm_tts.models import display_name
 
-    qs = arithmetic_questions(questions, seed)
-    if question:
-        qs.insert(0, Question(question, None))
-    if not qs:
-        qs = arithmetic_questions(1, seed)
-    graded = sum(q.answer is not None for q in qs)
+    questions = max(1, questions)
     started = time.perf_counter()
-    _say(f"llm-tts demo: greedy decoding vs test-time scaling on {display_name(model)}")
+    _say(f"llm-tts demo: what test-time scaling buys over greedy decoding, on {display_name(model)}")
     engine = TTSEngine.create(model, backend)  # converts the model once and starts the engine (progress on stderr)
     try:
         _say(f"start-up: {time.perf_counter() - started:.1f} s ({engine.backend.name} backend), not counted below")
-        asked = f"{graded} arithmetic questions (seed {seed})" if graded else "1 question"
-        _say(
-            f"{'your question and ' if question and graded else ''}{asked}, all at once through one engine; "
-            f"each method's answer to the first:\n"
-        )
-        rows = []
-        for method in METHODS:
-            row = _run(engine, method, qs)
-            rows.append(row)
-            _say(f"  {method.title:36} {_describe(row.replies[0], qs[0])}; all {len(qs)} in {row.seconds:.1f} s")
-        if graded:
-            _say(f"\naccuracy on the {graded} generated questions:")
-            _table(rows, graded)
+        if not engine.backend.capabilities.seed:
+            _say("(this backend ignores sampling seeds: the sampled methods' numbers vary a little between runs)")
+        small = small_questions(questions, seed)
+        _say(f"\n1. reasoning in text: {len(small)} small arithmetic and word questions (seed {seed}), all at once")
+        text = _section(engine, TEXT_METHODS, small)
+        _compare_text(text)
+        big = big_questions(questions, seed)
+        _say(f"\n2. code execution: {len(big)} questions with 2-3 digit numbers (seed {seed}), all at once")
+        code = _section(engine, CODE_METHODS, big)
+        _compare_code(code)
+        _worked_example(code[-1], big)
+        _say(f"\ntotal: {time.perf_counter() - started:.1f} s")
     finally:
         engine.close()
     return 0
 
 
 def _say(line: str = "") -> None:
-    print(line, flush=True)  # flushed: each line shows as its method finishes, even through a pipe
+    print(line, flush=True)  # flushed: each row shows as its method finishes, even through a pipe
+
+
+def _section(engine: TTSEngine, methods: Sequence[Method], questions: Sequence[Question]) -> list[Row]:
+    _say(f"  {'method':38} {'accuracy':>11} {'tokens/question':>16} {'x greedy':>9} {'time':>7}")
+    rows: list[Row] = []
+    for method in methods:
+        row = _run(engine, method, questions)
+        rows.append(row)
+        n = len(questions)
+        right = sum(row.correct)
+        ratio = row.tokens / (rows[0].tokens or 1)
+        _say(
+            f"  {method.title:38} {f'{right}/{n} {right / n:4.0%}':>11} {row.tokens / n:16.0f} {ratio:9.1f} {row.seconds:6.1f}s"
+        )
+    return rows
 
 
 def _run(engine: TTSEngine, method: Method, questions: Sequence[Question]) -> Row:
@@ -142,47 +140,78 @@ def _run(engine: TTSEngine, method: Method, questions: Sequence[Question]) -> Ro
 
     chat = ChatTTS(engine=engine, max_tokens=MAX_TOKENS, **method.fields)
     start = time.perf_counter()
-    replies = chat.batch([_messages(q) for q in questions], config={"max_concurrency": len(questions)})
+    replies = chat.batch(
+        [_messages(q, code=method.code) for q in questions], config={"max_concurrency": len(questions)}
+    )
     row = Row(method, replies, time.perf_counter() - start)
     for q, msg in zip(questions, replies):
-        if q.answer is not None:
-            md = msg.response_metadata["tts_metadata"]
-            row.correct += _is_right(md["selected_answer"], q)
-            row.tokens += md["usage"]["completion_tokens"]
+        md = msg.response_metadata["tts_metadata"]
+        row.correct.append(_is_right(md["selected_answer"], q))
+        row.tokens += md["usage"]["completion_tokens"]
     return row
 
 
-def _messages(question: Question) -> list[BaseMessage]:
-    from langchain_core.messages import HumanMessage, SystemMessage
+def _messages(question: Question, *, code: bool) -> list[BaseMessage]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-    return [SystemMessage(REASONING_SYSTEM_PROMPT), HumanMessage(question.text)]
+    if not code:
+        return [SystemMessage(REASONING_SYSTEM_PROMPT), HumanMessage(question.text)]
+    from llm_tts.tir.prompts import TIR_SHOTS, TIR_SYSTEM_PROMPT
 
-
-def _describe(msg: AIMessage, question: Question) -> str:
-    """The method's answer to the first question, its votes and tokens."""
-    md = msg.response_metadata["tts_metadata"]
-    answer = md["selected_answer"]
-    verdict = "" if question.answer is None else (" (right)" if _is_right(answer, question) else " (wrong)")
-    parts = [f"{question.text} -> {answer if answer is not None else 'no answer'}{verdict}"]
-    votes = md.get("answer_distribution")
-    if votes and len(md["candidates"]) > 1:
-        top = sorted(votes.items(), key=lambda kv: (kv[0] != answer, -kv[1]))[:3]  # the winner first
-        parts.append("votes " + " ".join(f"{a}:{n}" for a, n in top))
-    parts.append(f"{md['usage']['completion_tokens']} tokens")
-    return ", ".join(parts)
+    shots: list[BaseMessage] = []
+    for asked, answered in TIR_SHOTS:
+        shots += [HumanMessage(asked), AIMessage(answered)]
+    return [SystemMessage(TIR_SYSTEM_PROMPT), *shots, HumanMessage(question.text)]
 
 
 def _is_right(answer: str | None, question: Question) -> bool:
     from llm_tts.answers import answers_equivalent
 
-    return answer is not None and question.answer is not None and answers_equivalent(answer, question.answer)
+    return answer is not None and answers_equivalent(answer, question.answer)
 
 
-def _table(rows: Sequence[Row], graded: int) -> None:
-    greedy_tokens = rows[0].tokens or 1
-    _say(f"  {'method':36} {'accuracy':>12} {'tokens/question':>16} {'x greedy':>9} {'time':>8}")
-    for r in rows:
-        accuracy = f"{r.correct}/{graded} {r.correct / graded:4.0%}"
-        _say(
-            f"  {r.method.title:36} {accuracy:>12} {r.tokens / graded:16.0f} {r.tokens / greedy_tokens:9.1f} {r.seconds:7.1f}s"
-        )
+def _gain(row: Row, base: Row) -> str:
+    """``row`` against ``base``: questions won and lost, and the token ratio."""
+    won = sum(r and not b for r, b in zip(row.correct, base.correct))
+    lost = sum(b and not r for r, b in zip(row.correct, base.correct))
+    return f"{sum(row.correct) - sum(base.correct):+d} right ({won} won, {lost} lost)"
+
+
+def _compare_text(rows: Sequence[Row]) -> None:
+    greedy, voted, adaptive, beam = rows
+    saved = 1 - adaptive.tokens / (voted.tokens or 1)
+    _say(
+        f"  self-consistency vs greedy: {_gain(voted, greedy)} at {voted.tokens / (greedy.tokens or 1):.1f}x the tokens"
+    )
+    _say(f"  adaptive stopping vs self-consistency: {saved:.0%} fewer tokens, {_gain(adaptive, voted)}")
+    _say(f"  beam search vs greedy: {_gain(beam, greedy)}; vs self-consistency: {_gain(beam, voted)}")
+
+
+def _compare_code(rows: Sequence[Row]) -> None:
+    greedy, coded = rows
+    _say(f"  code execution vs greedy: {_gain(coded, greedy)}")
+
+
+def _worked_example(row: Row, questions: Sequence[Question]) -> None:
+    """The first question whose chosen path ran code: what the model wrote, what ran, the vote."""
+    for q, msg in zip(questions, row.replies):
+        md = msg.response_metadata["tts_metadata"]
+        chosen = next((c for c in md["candidates"] if c["status"] == "selected"), None)
+        runs = (chosen or {}).get("code_executions") or []
+        if not runs:
+            continue
+        _say(f"\nworked example ({row.method.title}):")
+        _say(f"  question: {q.text}   (right answer {q.answer})")
+        _say("  the chosen path's code:")
+        for line in runs[0]["code"].strip().splitlines():
+            _say(f"    | {line}")
+        _say(f"  the sandbox printed ({runs[0]['status']}):")
+        for line in runs[0]["output"].strip().splitlines() or [""]:
+            _say(f"    | {line}")
+        votes = md.get("answer_distribution") or {}
+        shown = " ".join(f"{a}:{n}" for a, n in sorted(votes.items(), key=lambda kv: -kv[1])[:5])
+        _say(f"  the vote over {len(md['candidates'])} paths: {shown or 'no answers'}")
+        verdict = "right" if _is_right(md["selected_answer"], q) else "wrong"
+        _say(f"  answer: {md['selected_answer']} ({verdict})")
+        return
+    _say("\n(no path chose to run code, so there is no worked example)")

@@ -192,9 +192,13 @@ def test_demo_shows_progress_answers_and_table_without_engine_logs(embedded_mode
     ]
     out = proc.stdout
     assert "start-up:" in out and "not counted below" in out
-    for method in ("greedy decoding", "self-consistency, 8 paths", "best-of-8", "beam search"):
-        assert len(re.findall("^  " + re.escape(method), out, re.M)) == 2, out  # its line as it finishes, its row
-    assert "accuracy on the 2 generated questions" in out
+    methods = ("greedy decoding", "self-consistency, 8 paths", "+ adaptive stop", "beam search", "+ code execution")
+    for method in methods:
+        assert re.search(r"^  .*" + re.escape(method) + r".* \d+/2 +\d+% ", out, re.M), out  # its row, as it finished
+    assert "1. reasoning in text: 2 small" in out and "2. code execution: 2 questions" in out
+    assert "adaptive stopping vs self-consistency:" in out and "code execution vs greedy:" in out
+    # The worked example shows the model's code and the sandbox's output (or says there is none).
+    assert "the chosen path's code:" in out or "no path chose to run code" in out, out
 
 
 def _serve_until_running(*flags: str) -> str:
