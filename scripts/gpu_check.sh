@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The production path on an NVIDIA GPU host where vLLM is installed (../shared/gpu/README.md says
 # how to get it there; docs/benchmarks.md keeps the latest results). Each part fits the device's
-# 10-minute command limit; `all` runs tests, start and bench one after another.
+# 10-minute command limit; `all` runs tests, start and bench one after another. The wheel bundle
+# needs the service extra's packages beyond vLLM's: pass `fastapi-offline==1.7.7
+# prometheus-client==0.26.0` (and the pins in ../shared/gpu/README.md) to bundle-wheels.sh.
 #   bash scripts/gpu_check.sh tests OUTDIR     # the GPU tests: vLLM vs transformers, every strategy x scorer, service, PRM, transformers on CUDA
 #   bash scripts/gpu_check.sh backend OUTDIR   # the vLLM backend's tests and the backend contract on CUDA
 #   bash scripts/gpu_check.sh suite OUTDIR     # every other model test, on CUDA (device auto)
