@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/check.sh
-exec .venv/bin/python -m pytest "$@"
+# Two workers where there are two cores (one where there is one): much of the suite waits on
+# servers, subprocesses and sockets, so the second core is used while the first waits.
+workers=$(($(nproc) >= 2 ? 2 : 1))
+exec .venv/bin/python -m pytest -n "$workers" "$@"
