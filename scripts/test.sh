@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/check.sh
 # Two workers where there are two cores (one where there is one): much of the suite waits on
-# servers, subprocesses and sockets, so the second core is used while the first waits.
+# servers, subprocesses and sockets, so the second core is used while the first waits. Tests that
+# share an expensive fixture marked with an xdist_group (tests/conftest.py) run on one worker.
 workers=$(($(nproc) >= 2 ? 2 : 1))
-exec .venv/bin/python -m pytest -n "$workers" "$@"
+exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"

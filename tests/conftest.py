@@ -65,6 +65,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.fast)
         if names & VLLM_FIXTURES:
             item.add_marker(pytest.mark.vllm)
+        if "vllm_server_url" in names:
+            # One worker runs every test on `vllm serve` (pytest -n 2 --dist loadgroup): a session
+            # fixture is per worker, and this one costs ~40 s of CPU to start.
+            item.add_marker(pytest.mark.xdist_group("vllm_server"))
         if layer == "e2e":
             item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: LAYERS.index(_layer(item)))  # stable: files keep their order
