@@ -16,7 +16,6 @@ from llm_tts.service.auth import APIKeyMiddleware
 from llm_tts.service.errors import install_error_handlers
 from llm_tts.service.limits import BodyLimitMiddleware
 from llm_tts.service.metrics import LiveState, MetricsMiddleware, ServiceMetrics
-from llm_tts.service.protocol import REQUEST_FIELDS
 from llm_tts.service.request_context import install_log_record_request_id
 from llm_tts.service.request_id import RequestIdMiddleware
 from llm_tts.service.routes import ServiceState, router
@@ -76,7 +75,7 @@ def create_app(
     )
     state.metrics = ServiceMetrics(lambda: _live_state(state))
     app.state.tts = state
-    install_error_handlers(app, REQUEST_FIELDS)
+    install_error_handlers(app)
     install_log_record_request_id()
     # Added innermost first. Outermost: the request id (every answer carries it), metrics (every
     # chat completion counts, refused ones too), auth before anything reads the body, the size limit.
