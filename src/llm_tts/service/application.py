@@ -24,12 +24,14 @@ from llm_tts.service.session_routes import router as session_router
 from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 
-DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat completions API.
+DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat and text completions APIs.
 
 Send the TTS fields (`tts_strategy`, `num_paths`, `tts_scorer`, ...) in the request body (what the
 OpenAI SDK's `extra_body` sends), or use the path form `/v1/{strategy}/chat/completions` and
 `/v1/{strategy}/{scorer}/chat/completions`. Each choice carries `tts_metadata`. With
 `stream=true` the search's progress arrives as chunks with `choices[0].tts_progress`.
+`/v1/completions` takes one prompt, as text or token ids, used as it is (no chat template), with
+the same TTS fields and token output (vLLM's shape).
 
 Sessions (`POST /sessions`) record every completion sent to their base URL `/sessions/{id}` with
 its token-level truth, and turn the records into RL training samples (`/sessions/{id}/samples`)."""
