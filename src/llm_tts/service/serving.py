@@ -110,7 +110,7 @@ class ServingChat:
         """Answer ``request`` (``path_fields``: TTS fields from the URL path). A streamed request
         returns once its run has started; the caller must close the stream however it ends.
         ``recorder`` (a session's) gets the run's record however it ends (see :mod:`run_recording`)."""
-        config = self._config(request, _path_overrides(request, path_fields or {}))
+        config = self._config(request, path_fields or {})
         output = request.to_output()
         plan = partial(
             self.engine.plan, request.to_messages(), config, prompt_token_ids=request.prompt_token_ids, output=output
@@ -135,10 +135,11 @@ class ServingChat:
         return await self._serve(request, plan, build, TextChunkWriter(*head), client_gone, recorder)
 
     def _config(self, request: ServedRequest, path_fields: Mapping[str, str]) -> TTSConfig:
-        """The request's checked config, within the server's limits."""
+        """The request's checked config (``path_fields``: TTS fields from the URL path), within the
+        server's limits."""
         self._check_model(request.model)
         self._check_provider(request.provider)
-        config = apply_limits(request.to_config(**path_fields), self.settings)
+        config = apply_limits(request.to_config(**_path_overrides(request, path_fields)), self.settings)
         seen = current_observation()
         if seen is not None:
             seen.strategy = config.tts_strategy
@@ -387,7 +388,7 @@ async def _never() -> None:
     await asyncio.get_running_loop().create_future()
 
 
-def _path_overrides(body: ChatCompletionRequest, path_fields: Mapping[str, str]) -> dict[str, str]:
+def _path_overrides(body: ServedRequest, path_fields: Mapping[str, str]) -> dict[str, str]:
     """Path segments win only when the body does not say something different."""
     for name, value in path_fields.items():
         given = getattr(body, name) if name in body.model_fields_set else None
