@@ -2,7 +2,8 @@
 
 ``TTSEngine.plan(messages, config)`` does every check that needs no generation (the rules live in
 :mod:`llm_tts.planning`): it renders the chat once to token ids and builds the scorer the config
-names. ``TTSEngine.execute(plan)`` runs the strategy on the backend and returns the selected text
+names; ``plan_prompt(prompt, config)`` does the same for a raw prompt (text or token ids, no chat
+template). ``TTSEngine.execute(plan)`` runs the strategy on the backend and returns the selected text
 with its ``tts_metadata`` (assembled by :mod:`llm_tts.run_metadata`); ``run`` is both in one call.
 The engine never knows which backend it runs on. :mod:`llm_tts.run_stream` runs a plan on a worker
 as a stream of progress events ending in the result.
@@ -25,7 +26,7 @@ from llm_tts.errors import DeadlineExceededError, RunCancelledError
 from llm_tts.events import ProgressCallback
 from llm_tts.messages import ChatMessage, question_of
 from llm_tts.metadata import TTSMetadata
-from llm_tts.planning import RunPlan, plan_run
+from llm_tts.planning import RunPlan, plan_prompt, plan_run
 from llm_tts.progress import RunControl
 from llm_tts.run_metadata import run_metadata
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer
@@ -194,6 +195,11 @@ class TTSEngine:
             prompt_token_ids=prompt_token_ids,
             output=output,
         )
+
+    def plan_prompt(self, prompt: str | Sequence[int], config: TTSConfig | Mapping[str, Any]) -> RunPlan:
+        """Plan a raw prompt, used as it is (no chat template): text, or token ids consumed exactly
+        (a text completion; see :func:`llm_tts.planning.plan_prompt`)."""
+        return plan_prompt(self.backend, prompt, config, scorer=self._scorer, code_runner=self.code_runner)
 
     # -- what a run needs beside its plan -------------------------------------------------------
     def _constraint(self, output: OutputSpec | None) -> DecodingConstraint | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from llm_tts.backends.base import Backend, EncodingBackend, ToolTemplateBackend, check_prompts_fit, check_token_ids
 from llm_tts.config import STRATEGY_FIELDS, TTSConfig
-from llm_tts.errors import CapabilityError, InvalidParameterError, UnknownNameError
+from llm_tts.errors import CapabilityError, ContextLengthError, InvalidParameterError, UnknownNameError
 from llm_tts.messages import ChatMessage, coerce_messages
 from llm_tts.reasoning import PROMPT_TAIL_TOKENS, ThinkingReader, create_thinking_parser
 from llm_tts.scorers.base import Scorer, scorer_names
@@ -108,6 +108,41 @@ def plan_run(
         _check_capabilities(run_scorer, backend)
     reader = _reader(backend, config, prompt_ids)
     return RunPlan(msgs, spec, config, scorer_name, run_scorer, tuple(prompt_ids), started, output, reader)
+
+
+def plan_prompt(
+    backend: Backend,
+    prompt: str | Sequence[int],
+    config: TTSConfig | Mapping[str, Any],
+    *,
+    scorer: Callable[[str], Scorer],
+    code_runner: Callable[[], CodeRunner],
+) -> RunPlan:
+    """Plan a raw prompt (a text completion): no chat template. Text is tokenized alone (special
+    tokens written in it are read as such, none is added: a rendered template holds its own);
+    token ids are consumed exactly. The prompt's text is the question answer extraction and the
+    PRM and judge scorers see. Otherwise as :func:`plan_run`."""
+    if not isinstance(config, TTSConfig):
+        config = TTSConfig.create(**dict(config))
+    for field in ("continue_final_message", "chat_template_kwargs"):
+        if getattr(config, field):
+            raise InvalidParameterError(
+                field, getattr(config, field), "a chat field: a raw prompt is continued as it is, with no template"
+            )
+    _check_token_prompts(backend, "prompt")
+    if isinstance(prompt, str):
+        if not isinstance(backend, EncodingBackend):
+            raise CapabilityError(f"prompt: backend {backend.name!r} cannot tokenize text; send token ids")
+        ids, text = backend.encode(prompt), prompt
+    else:
+        ids = _checked_token_ids(backend, prompt, "prompt")
+        text = backend.decode(ids)
+    if not ids:
+        raise InvalidParameterError("prompt", prompt, "a prompt needs at least one token")
+    if len(ids) >= backend.max_context_tokens:
+        raise ContextLengthError(len(ids), backend.max_context_tokens, param="prompt")
+    question = [ChatMessage(role="user", content=text)]
+    return plan_run(backend, question, config, scorer=scorer, code_runner=code_runner, prompt_token_ids=ids)
 
 
 def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
@@ -256,17 +291,25 @@ def _structured_prompt(backend: Backend, messages: list[ChatMessage], output: Ou
 
 
 def _checked_token_prompt(backend: Backend, ids: Sequence[int]) -> list[int]:
+    _check_token_prompts(backend, "prompt_token_ids")
+    return _checked_token_ids(backend, ids, "prompt_token_ids")
+
+
+def _check_token_prompts(backend: Backend, param: str) -> None:
     if not backend.capabilities.token_prompts or backend.capabilities.chat_only:
         raise CapabilityError(
-            f"prompt_token_ids: backend {backend.name!r} takes chats, not token ids; send messages only"
+            f"{param}: backend {backend.name!r} takes chats only, not token ids or raw prompts; send messages"
         )
+
+
+def _checked_token_ids(backend: Backend, ids: Sequence[int], param: str) -> list[int]:
     if not ids:
-        raise InvalidParameterError("prompt_token_ids", [], "a prompt needs at least one token")
+        raise InvalidParameterError(param, [], "a prompt needs at least one token")
     vocab_size = getattr(backend, "vocab_size", None)  # local backends know it; a remote API may not
     try:
         check_token_ids([ids], vocab_size if isinstance(vocab_size, int) else 2**63)
     except InvalidParameterError as e:
-        raise InvalidParameterError("prompt_token_ids", e.value, e.limit) from None
+        raise InvalidParameterError(param, e.value, e.limit) from None
     return list(ids)
 
 

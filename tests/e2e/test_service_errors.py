@@ -172,7 +172,7 @@ def test_chunked_body_over_the_size_limit_is_413(client):
 
 
 def test_unknown_route_and_wrong_method(client):
-    assert_error(client.post("/v1/completions", json=GOOD), 404, None, "not_found")
+    assert_error(client.post("/v1/embeddings", json=GOOD), 404, None, "not_found")
     assert_error(client.get("/v1/chat/completions"), 405, None, "method_not_allowed")
 
 

@@ -16,7 +16,7 @@ from llm_tts.messages import coerce_messages
 from llm_tts.service import ServiceSettings, create_app
 from llm_tts.service.errors import TooManyRequestsError
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
-from llm_tts.service.serving import ChatCompletionStream, ServingChat
+from llm_tts.service.serving import CompletionStream, ServingChat
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
 TINY = {"max_tokens": 16, "temperature": 0.0, "seed": 7}
@@ -67,7 +67,7 @@ def test_serving_streams_sse_events_and_path_fields_set_the_strategy(tts_engine)
         stream = await serving.create_chat_completion(
             request(stream=True, max_tokens=24, **BEAMS), path_fields={"tts_strategy": "beam_search"}
         )
-        assert isinstance(stream, ChatCompletionStream)
+        assert isinstance(stream, CompletionStream)
         try:
             return [event async for event in stream]
         finally:

@@ -353,3 +353,17 @@ def test_token_id_outside_the_vocabulary_is_a_typed_error(vllm_backend):
         vllm_backend.generate([[1, 2, 10**6]], SamplingParams(max_tokens=2))
     (seg,) = vllm_backend.generate([[1, 2, 3]], SamplingParams(temperature=0.0, max_tokens=2))[0]
     assert len(seg) == 2  # the engine is still fine
+
+
+def test_a_raw_prompt_of_token_ids_reaches_vllm_as_those_ids(vllm_backend):
+    """A text completion's path (``TTSEngine.plan_prompt``): token ids no tokenizer would produce
+    from their text run as they are, greedily the same tokens as the backend called directly."""
+    from llm_tts.engine import TTSEngine
+
+    ids = [t for ch in "The capital of France is" for t in vllm_backend.encode(ch)]
+    assert ids != vllm_backend.encode(vllm_backend.decode(ids))  # a round trip through text would change them
+    engine = TTSEngine(vllm_backend)
+    result = engine.execute(engine.plan_prompt(ids, {"num_paths": 1, "temperature": 0.0, "max_tokens": 4}))
+    (direct,) = vllm_backend.generate([ids], SamplingParams(temperature=0.0, max_tokens=4))[0]
+    assert result.trajectory.prompt_token_ids == tuple(ids)
+    assert result.trajectory.completion_token_ids == direct.token_ids

@@ -16,7 +16,6 @@ from llm_tts.service.auth import APIKeyMiddleware
 from llm_tts.service.errors import install_error_handlers
 from llm_tts.service.limits import BodyLimitMiddleware
 from llm_tts.service.metrics import LiveState, MetricsMiddleware, ServiceMetrics
-from llm_tts.service.protocol import REQUEST_FIELDS
 from llm_tts.service.request_context import install_log_record_request_id
 from llm_tts.service.request_id import RequestIdMiddleware
 from llm_tts.service.routes import ServiceState, router
@@ -25,12 +24,14 @@ from llm_tts.service.session_routes import router as session_router
 from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 
-DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat completions API.
+DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat and text completions APIs.
 
 Send the TTS fields (`tts_strategy`, `num_paths`, `tts_scorer`, ...) in the request body (what the
 OpenAI SDK's `extra_body` sends), or use the path form `/v1/{strategy}/chat/completions` and
 `/v1/{strategy}/{scorer}/chat/completions`. Each choice carries `tts_metadata`. With
 `stream=true` the search's progress arrives as chunks with `choices[0].tts_progress`.
+`/v1/completions` takes one prompt, as text or token ids, used as it is (no chat template), with
+the same TTS fields and token output (vLLM's shape).
 
 Sessions (`POST /sessions`) record every completion sent to their base URL `/sessions/{id}` with
 its token-level truth, and turn the records into RL training samples (`/sessions/{id}/samples`)."""
@@ -76,7 +77,7 @@ def create_app(
     )
     state.metrics = ServiceMetrics(lambda: _live_state(state))
     app.state.tts = state
-    install_error_handlers(app, REQUEST_FIELDS)
+    install_error_handlers(app)
     install_log_record_request_id()
     # Added innermost first. Outermost: the request id (every answer carries it), metrics (every
     # chat completion counts, refused ones too), auth before anything reads the body, the size limit.

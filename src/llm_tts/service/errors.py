@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,9 +27,11 @@ from llm_tts.errors import (
     TooManyRequestsError,
 )
 from llm_tts.http_retry import SHOULD_RETRY_HEADER
-from llm_tts.service.openai_fields import REFUSED_FIELDS, refusal_reason
+from llm_tts.service.completion_protocol import COMPLETION_REQUEST_FIELDS
+from llm_tts.service.openai_fields import REFUSED_COMPLETION_FIELDS, REFUSED_FIELDS, refusal_reason
+from llm_tts.service.protocol import REQUEST_FIELDS
 from llm_tts.service.request_context import REQUEST_ID_HEADER, current_request_id
-from llm_tts.validation_errors import typed_error
+from llm_tts.validation_errors import Wording, typed_error
 
 # The service's own errors live in llm_tts.errors, with the table clients decode them by.
 __all__ = [
@@ -78,16 +79,39 @@ async def send_error(send: Send, exc: LLMTTSError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-# How a request body's validation errors are worded (llm_tts.validation_errors translates them).
-_BODY_RULE = "must be a JSON object with at least 'messages' (send it with Content-Type: application/json)"
+# How a request body's validation errors are worded (llm_tts.validation_errors translates them):
+# a chat completion's, and a text completion's (POST .../v1/completions), which also refuses
+# every chat-only field by name.
+COMPLETIONS_PATH_SUFFIX = "/v1/completions"
 _REFUSED = {name: reason for name in REFUSED_FIELDS if (reason := refusal_reason(name)) is not None}
+_CHAT_ONLY = "a chat field: /v1/completions takes one prompt (text or token ids); send chats to /v1/chat/completions"
+_CHAT_BODY = Wording(
+    names=REQUEST_FIELDS,
+    whole="body",
+    whole_rule="must be a JSON object with at least 'messages' (send it with Content-Type: application/json)",
+    refused=_REFUSED,
+)
+_COMPLETION_BODY = Wording(
+    names=COMPLETION_REQUEST_FIELDS,
+    whole="body",
+    whole_rule="must be a JSON object with at least 'prompt' (send it with Content-Type: application/json)",
+    refused={
+        **{name: _CHAT_ONLY for name in REQUEST_FIELDS if name not in COMPLETION_REQUEST_FIELDS},
+        **_REFUSED,
+        **{name: f"not supported: {reason}" for name, reason in REFUSED_COMPLETION_FIELDS.items()},
+    },
+)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-def install_error_handlers(app: FastAPI, valid_fields: Iterable[str]) -> None:
-    fields = list(valid_fields)
+def _wording(path: str) -> Wording:
+    """How the body errors of a request to ``path`` are worded: a text completion's or a chat's."""
+    return _COMPLETION_BODY if path.endswith(COMPLETIONS_PATH_SUFFIX) else _CHAT_BODY
+
+
+def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LLMTTSError)
     async def _typed(_: Request, exc: LLMTTSError) -> JSONResponse:
@@ -96,10 +120,8 @@ def install_error_handlers(app: FastAPI, valid_fields: Iterable[str]) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(
-            typed_error(exc.errors(), names=fields, whole="body", whole_rule=_BODY_RULE, refused=_REFUSED)
-        )
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(typed_error(exc.errors(), **_wording(request.url.path)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

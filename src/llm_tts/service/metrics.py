@@ -1,7 +1,7 @@
 """Prometheus metrics of one app (``GET /metrics``, behind the same API key as ``/v1``).
 
 Each app has its own ``CollectorRegistry``, so several apps in one process never share or
-collide. :class:`MetricsMiddleware` opens a :class:`RequestObservation` for every chat
+collide. :class:`MetricsMiddleware` opens a :class:`RequestObservation` for every chat or text
 completion (top-level and session-scoped routes); the serving code fills it in as the request
 goes (its strategy, its result, when its answer was ready), and the middleware records it once
 the response has ended, whatever its status. Running and queued requests and the engine's own
@@ -27,14 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llm_tts.engine import TTSResult
 
 UNKNOWN_STRATEGY = "unknown"  # the request failed before its strategy was known (e.g. a bad body)
-CHAT_PATH_SUFFIX = "/chat/completions"
+# chat completions (.../chat/completions) and text completions (.../v1/completions)
+COMPLETION_PATH_SUFFIXES = ("/chat/completions", "/v1/completions")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 SANDBOX_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
 class RequestObservation:
-    """What one chat completion request did, filled in while it is served."""
+    """What one completion request did, filled in while it is served."""
 
     started: float = field(default_factory=time.perf_counter)
     strategy: str = UNKNOWN_STRATEGY
@@ -53,7 +54,7 @@ observation_var: ContextVar[RequestObservation | None] = ContextVar("llm_tts_req
 
 
 def current_observation() -> RequestObservation | None:
-    """The chat completion being observed in this context (None outside one, or without metrics)."""
+    """The completion being observed in this context (None outside one, or without metrics)."""
     return observation_var.get()
 
 
@@ -65,13 +66,13 @@ class ServiceMetrics:
         r = self.registry
         self.requests = Counter(
             "llm_tts_requests",
-            "chat completion requests by strategy and HTTP status",
+            "completion requests (chat and text) by strategy and HTTP status",
             ["strategy", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "llm_tts_request_duration_seconds",
-            "chat completion wall time until the response ended, by strategy",
+            "completion wall time until the response ended, by strategy",
             ["strategy"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -172,14 +173,14 @@ class _LiveCollector(Collector):
 
 
 class MetricsMiddleware:
-    """Observes every chat completion request and records it when its response has ended."""
+    """Observes every completion request and records it when its response has ended."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith(CHAT_PATH_SUFFIX):
+        if scope["type"] != "http" or not scope["path"].endswith(COMPLETION_PATH_SUFFIXES):
             await self.app(scope, receive, send)
             return
         seen = RequestObservation()

@@ -2,7 +2,9 @@
 
 Every standard field of OpenAI's chat completions request is either honoured (a field of
 :class:`~llm_tts.service.protocol.ChatCompletionRequest`) or listed here and answered with a 400
-saying why; none is silently ignored. A field in neither place is an unknown parameter.
+saying why; none is silently ignored. A field in neither place is an unknown parameter. The same
+holds for text completions (:class:`~llm_tts.service.completion_protocol.CompletionRequest`), whose
+refusals add :data:`REFUSED_COMPLETION_FIELDS` and every chat-only field.
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ REFUSED_FIELDS: Mapping[str, str] = MappingProxyType(
 )
 
 
-def refusal_reason(field: str) -> str | None:
+# OpenAI's and vLLM's text completion fields this server does not honour on /v1/completions.
+REFUSED_COMPLETION_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "suffix": "text after the insertion point is not supported; the completion continues the prompt",
+        "best_of": "the server's search picks the best completion: set tts_strategy and its size (num_paths, ...)",
+        "prompt_token_ids": "send the token ids as prompt (vLLM's form), not beside it",
+    }
+)
+
+
+def refusal_reason(field: str, refused: Mapping[str, str] = REFUSED_FIELDS) -> str | None:
     """Why ``field`` is refused, or None when it is not an OpenAI field this server refuses."""
-    reason = REFUSED_FIELDS.get(field)
+    reason = refused.get(field)
     return None if reason is None else f"not supported: {reason}"

@@ -51,7 +51,55 @@ class StreamOptions(BaseModel):
 NULL_MEANS_DEFAULT = frozenset({"logprobs", "return_token_ids", "presence_penalty", "frequency_penalty"})
 
 
-class ChatCompletionRequest(TTSConfig):
+class ServedRequest(TTSConfig):
+    """What every completion request takes, chat and text alike: every TTS field (``extra_body``),
+    the OpenAI fields both endpoints share and the service's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="a model this server serves (GET /v1/models); omitted = that model")
+    stream: bool = Field(False, description="server-sent events: search progress, then the answer, then metadata")
+    stream_options: StreamOptions | None = None
+    # OpenAI also accepts one string; the config it becomes holds a list.
+    stop: str | list[str] | None = Field(  # type: ignore[assignment]
+        None, description="stop strings that end the whole answer (a string or a list)"
+    )
+    n: int | None = Field(
+        None, ge=1, le=1, description="must be 1: one selected answer per request (use num_paths etc. for samples)"
+    )
+    user: str | None = Field(None, description="end-user id; accepted and not stored")
+    provider: str | None = Field(
+        None, description="auto, or the backend this server runs (GET /health); a different provider is an error"
+    )
+    tts_deadline: float | None = Field(
+        None,
+        gt=0,
+        description="seconds this request may run (408 after, or the best answer so far with tts_anytime); "
+        "capped by the server's deadline",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_nulls_mean_default(cls, data: Any) -> Any:
+        # OpenAI's API takes null for its optional token-output and penalty fields: the default.
+        if isinstance(data, dict) and any(data.get(k, 0) is None for k in NULL_MEANS_DEFAULT):
+            return {k: v for k, v in data.items() if not (k in NULL_MEANS_DEFAULT and v is None)}
+        return data
+
+    def to_config(self, **overrides: Any) -> TTSConfig:
+        """The TTSConfig this request asks for (unset fields keep TTSConfig's defaults)."""
+        data = self.config_fields()
+        if isinstance(data.get("stop"), str):
+            data["stop"] = [data["stop"]]
+        data.update(overrides)
+        return TTSConfig.create(**data)
+
+    def config_fields(self) -> dict[str, Any]:
+        """The TTSConfig fields this request set, in TTSConfig's terms (a subclass maps its own)."""
+        return self.model_dump(exclude_unset=True, include=set(TTSConfig.model_fields))
+
+
+class ChatCompletionRequest(ServedRequest):
     """``POST /v1/chat/completions``: OpenAI's chat fields plus every TTS field (``extra_body``)."""
 
     model_config = ConfigDict(
@@ -70,29 +118,9 @@ class ChatCompletionRequest(TTSConfig):
         },
     )
 
-    model: str | None = Field(None, description="a model this server serves (GET /v1/models); omitted = that model")
     messages: list[RequestMessage] = Field(min_length=1, description="the chat so far; at least one message")
-    stream: bool = Field(False, description="server-sent events: search progress, then the answer, then metadata")
-    stream_options: StreamOptions | None = None
-    # OpenAI also accepts one string; the config it becomes holds a list.
-    stop: str | list[str] | None = Field(  # type: ignore[assignment]
-        None, description="stop strings that end the whole answer (a string or a list)"
-    )
     max_completion_tokens: int | None = Field(
         None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens; max_tokens wins if both are set"
-    )
-    n: int | None = Field(
-        None, ge=1, le=1, description="must be 1: one selected answer per request (use num_paths etc. for samples)"
-    )
-    user: str | None = Field(None, description="end-user id; accepted and not stored")
-    provider: str | None = Field(
-        None, description="auto, or the backend this server runs (GET /health); a different provider is an error"
-    )
-    tts_deadline: float | None = Field(
-        None,
-        gt=0,
-        description="seconds this request may run (408 after, or the best answer so far with tts_anytime); "
-        "capped by the server's deadline",
     )
     # -- token in ---------------------------------------------------------------------
     prompt_token_ids: list[int] | None = Field(
@@ -130,28 +158,16 @@ class ChatCompletionRequest(TTSConfig):
             ignore_argument_keys=self.tts_tool_vote_ignore_keys or (),
         )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _openai_nulls_mean_default(cls, data: Any) -> Any:
-        # OpenAI's API takes null for its optional token-output and penalty fields: the default.
-        if isinstance(data, dict) and any(data.get(k, 0) is None for k in NULL_MEANS_DEFAULT):
-            return {k: v for k, v in data.items() if not (k in NULL_MEANS_DEFAULT and v is None)}
-        return data
-
     def to_messages(self) -> list[ChatMessage]:
         return coerce_messages([m.model_dump(exclude_none=True) for m in self.messages])
 
-    def to_config(self, **overrides: Any) -> TTSConfig:
-        """The TTSConfig this request asks for (unset fields keep TTSConfig's defaults)."""
-        data = self.model_dump(exclude_unset=True, include=set(TTSConfig.model_fields))
-        if isinstance(data.get("stop"), str):
-            data["stop"] = [data["stop"]]
+    def config_fields(self) -> dict[str, Any]:
+        data = super().config_fields()
         if self.max_completion_tokens is not None and "max_tokens" not in data:
             data["max_tokens"] = self.max_completion_tokens
         if self.logprob_start_len is not None and self.logprob_start_len >= 0:
             data["return_token_ids"] = True
-        data.update(overrides)
-        return TTSConfig.create(**data)
+        return data
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(ChatCompletionRequest.model_fields)

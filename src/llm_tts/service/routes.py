@@ -1,5 +1,6 @@
 """The HTTP routes: a module-level router that parses requests and hands them to the app's
-:class:`~llm_tts.service.serving.ServingChat` (found on ``app.state.tts``)."""
+:class:`~llm_tts.service.serving.ServingChat` (found on ``app.state.tts``): chat completions,
+text completions (``/v1/completions``), models, health and metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from llm_tts.service.completion_protocol import Completion, CompletionRequest
 from llm_tts.service.metrics import ServiceMetrics
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelList
 from llm_tts.service.run_recording import RunRecorder
-from llm_tts.service.serving import ChatCompletionStream, ServingChat
+from llm_tts.service.serving import CompletionStream, ServingChat
 from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import SSE_HEADERS, SSE_MEDIA_TYPE
@@ -96,6 +98,13 @@ async def strategy_scorer_chat_completions(
     return await _complete(request, body, tts_strategy=strategy, tts_scorer=scorer)
 
 
+@router.post("/v1/completions", response_model=Completion, tags=["openai"], responses=ERROR_RESPONSES)
+async def completions(request: Request, body: CompletionRequest) -> Any:
+    """A text completion of one prompt (text or token ids, used as it is: no chat template), chosen
+    by test-time scaling; every TTS field is in the body schema."""
+    return await answer_text(request, body)
+
+
 async def _complete(request: Request, body: ChatCompletionRequest, **path_fields: str) -> Response:
     return await answer_chat(request, body, path_fields)
 
@@ -111,7 +120,19 @@ async def answer_chat(
     answer = await serving_of(request).create_chat_completion(
         body, path_fields=path_fields, client_gone=lambda: wait_for_disconnect(request), recorder=recorder
     )
-    if isinstance(answer, ChatCompletionStream):
+    return _response(answer)
+
+
+async def answer_text(request: Request, body: CompletionRequest, recorder: RunRecorder | None = None) -> Response:
+    """The HTTP answer to a text completion request (top-level and session-scoped), as :func:`answer_chat`."""
+    answer = await serving_of(request).create_completion(
+        body, client_gone=lambda: wait_for_disconnect(request), recorder=recorder
+    )
+    return _response(answer)
+
+
+def _response(answer: ChatCompletion | Completion | CompletionStream[Any]) -> Response:
+    if isinstance(answer, CompletionStream):
         return _ClosingStreamingResponse(answer)
     return JSONResponse(answer.model_dump(mode="json"))
 
@@ -128,7 +149,7 @@ class _ClosingStreamingResponse(StreamingResponse):
     """Closes its stream however the response ends, even before the first chunk was pulled
     (the run started before the response did, and holds a slot until stopped)."""
 
-    def __init__(self, stream: ChatCompletionStream) -> None:
+    def __init__(self, stream: CompletionStream[Any]) -> None:
         super().__init__(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
         self._stream = stream
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from llm_tts.engine import PartialRun, TTSResult
 from llm_tts.errors import DeadlineExceededError, LLMTTSError, RunCancelledError
+from llm_tts.service.completion_protocol import Completion
 from llm_tts.service.protocol import ChatCompletion
 from llm_tts.sessions.records import StopReason
 
@@ -25,7 +26,7 @@ log = logging.getLogger("llm_tts.service")
 class RunRecorder(Protocol):
     """Where a run's record goes (a session). Called in worker threads."""
 
-    def answered(self, result: TTSResult, completion: ChatCompletion) -> None: ...
+    def answered(self, result: TTSResult, completion: ChatCompletion | Completion) -> None: ...
 
     def unanswered(self, partial: PartialRun | None, stop_reason: StopReason, error: str) -> None: ...
 
@@ -42,7 +43,7 @@ class RecordOnce:
         self._client_left = False
         self._ended: Future[TTSResult] | None = None
 
-    def answered(self, result: TTSResult, completion: ChatCompletion) -> None:
+    def answered(self, result: TTSResult, completion: ChatCompletion | Completion) -> None:
         with self._lock:
             if self._settled:
                 return  # the response is over: the answer never reached the client

@@ -1,5 +1,7 @@
-"""Serving chat completions, without the web framework: a parsed request in, a response model or
-a stream of SSE events out, typed errors (``llm_tts.errors``) for everything that goes wrong.
+"""Serving completions, chat and text, without the web framework: a parsed request in, a
+response model or a stream of SSE events out, typed errors (``llm_tts.errors``) for everything
+that goes wrong. Both kinds run the same way; they differ in how the prompt is planned (a chat
+rendered by its template, or a raw prompt) and in the shape of the response and its chunks.
 
 Every request is planned once, off the event loop (bad input is a 4xx before anything is sent,
 even for a stream), then runs as a :class:`~llm_tts.run_stream.RunStream` on a worker pool as
@@ -15,11 +17,12 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from llm_tts.backends.base import Backend
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine, TTSResult
 from llm_tts.errors import (
@@ -29,10 +32,11 @@ from llm_tts.errors import (
     ModelNotFoundError,
     RunCancelledError,
 )
-from llm_tts.messages import ChatMessage
 from llm_tts.models import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
+from llm_tts.planning import RunPlan
 from llm_tts.progress import RunControl
 from llm_tts.run_stream import RunEvent, RunStream
+from llm_tts.service.completion_protocol import Completion, CompletionRequest
 from llm_tts.service.errors import InternalError, error_body
 from llm_tts.service.limits import RunSlots, apply_limits, default_concurrency
 from llm_tts.service.metrics import current_observation
@@ -44,13 +48,14 @@ from llm_tts.service.protocol import (
     ModelCard,
     ModelList,
     ResponseMessage,
+    ServedRequest,
     openai_tool_calls,
 )
 from llm_tts.service.request_context import ContextExecutor
 from llm_tts.service.run_recording import RecordOnce, RunRecorder
 from llm_tts.service.settings import ServiceSettings
-from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
-from llm_tts.structured import OutputSpec
+from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkEncoder, ChunkWriter, ResponseHead, sse
+from llm_tts.service.text_completion import TextChunkWriter, text_completion
 from llm_tts.token_output import token_output
 
 log = logging.getLogger("llm_tts.service")
@@ -63,10 +68,11 @@ DEADLINE_GRACE_S = 0.5
 ANYTIME_GRACE_S = 5.0
 
 ClientGone = Callable[[], Awaitable[None]]  # returns when the client has closed the connection
+R = TypeVar("R", bound=ChatCompletion | Completion)  # the response a request answers with
 
 
 class ServingChat:
-    """Chat completions, models and health of one engine under one server's settings."""
+    """Chat and text completions, models and health of one engine under one server's settings."""
 
     def __init__(self, engine: TTSEngine, settings: ServiceSettings) -> None:
         self.engine = engine
@@ -100,31 +106,69 @@ class ServingChat:
         path_fields: Mapping[str, str] | None = None,
         client_gone: ClientGone | None = None,
         recorder: RunRecorder | None = None,
-    ) -> ChatCompletion | ChatCompletionStream:
+    ) -> ChatCompletion | CompletionStream[ChatCompletion]:
         """Answer ``request`` (``path_fields``: TTS fields from the URL path). A streamed request
         returns once its run has started; the caller must close the stream however it ends.
         ``recorder`` (a session's) gets the run's record however it ends (see :mod:`run_recording`)."""
+        config = self._config(request, path_fields or {})
+        output = request.to_output()
+        plan = partial(
+            self.engine.plan, request.to_messages(), config, prompt_token_ids=request.prompt_token_ids, output=output
+        )
+        head = self._head("chatcmpl")
+        build = partial(_chat_completion, head=head, config=config, backend=self.engine.backend)
+        return await self._serve(request, plan, build, ChunkWriter(*head), client_gone, recorder)
+
+    async def create_completion(
+        self,
+        request: CompletionRequest,
+        *,
+        client_gone: ClientGone | None = None,
+        recorder: RunRecorder | None = None,
+    ) -> Completion | CompletionStream[Completion]:
+        """Answer a text completion: its prompt used as it is (no chat template), otherwise as
+        :meth:`create_chat_completion`."""
+        config = self._config(request, {})
+        plan = partial(self.engine.plan_prompt, request.prompt, config)
+        head = self._head("cmpl")
+        build = partial(text_completion, head=head, config=config, backend=self.engine.backend)
+        return await self._serve(request, plan, build, TextChunkWriter(*head), client_gone, recorder)
+
+    def _config(self, request: ServedRequest, path_fields: Mapping[str, str]) -> TTSConfig:
+        """The request's checked config (``path_fields``: TTS fields from the URL path), within the
+        server's limits."""
         self._check_model(request.model)
         self._check_provider(request.provider)
-        config = apply_limits(request.to_config(**_path_overrides(request, path_fields or {})), self.settings)
+        config = apply_limits(request.to_config(**_path_overrides(request, path_fields)), self.settings)
         seen = current_observation()
         if seen is not None:
             seen.strategy = config.tts_strategy
+        return config
+
+    def _head(self, prefix: str) -> ResponseHead:
+        return ResponseHead(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name)
+
+    async def _serve(
+        self,
+        request: ServedRequest,
+        plan: Callable[[], RunPlan],
+        build: Callable[[TTSResult], R],
+        writer: ChunkEncoder[R],
+        client_gone: ClientGone | None,
+        recorder: RunRecorder | None,
+    ) -> R | CompletionStream[R]:
+        """Run ``plan`` for ``request`` and answer with what ``build`` makes of its result, or a stream."""
         deadline_s = min(request.tts_deadline or self.settings.deadline_s, self.settings.deadline_s)
         control = RunControl.with_timeout(deadline_s)
-        output = request.to_output()
-        run = await self._start(request.to_messages(), config, control, request.prompt_token_ids, deadline_s, output)
-        watch = _RunWatch(
-            run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if config.tts_anytime else DEADLINE_GRACE_S
-        )
-        completion_id, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.engine.backend.model_name
+        run = await self._start(plan, control, deadline_s)
+        anytime = request.tts_anytime
+        watch = _RunWatch(run, client_gone or _never, deadline_s, ANYTIME_GRACE_S if anytime else DEADLINE_GRACE_S)
         record = RecordOnce(recorder) if recorder is not None else None
         if record is not None:
             run.when_ended(record.run_ended)
-        answer = _Answer(self.engine, config, completion_id, created, model, record)
+        answer = _Answer(build, record)
         if request.stream:
-            writer = ChunkWriter(completion_id, created, model)
-            return ChatCompletionStream(watch, writer, answer)
+            return CompletionStream(watch, writer, answer)
         client_left = False
         try:
             with run:
@@ -141,22 +185,11 @@ class ServingChat:
         """Stop taking runs; queued ones are cancelled, running ones end at their next check."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _start(
-        self,
-        messages: Sequence[ChatMessage],
-        config: TTSConfig,
-        control: RunControl,
-        prompt_token_ids: Sequence[int] | None = None,
-        wait_s: float | None = None,
-        output: OutputSpec | None = None,
-    ) -> RunStream:
+    async def _start(self, plan: Callable[[], RunPlan], control: RunControl, wait_s: float | None = None) -> RunStream:
         slot = await self.slots.wait(wait_s)  # queued while every slot is busy; 429 when the queue is full
         try:
-            plan = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                partial(self.engine.plan, messages, config, prompt_token_ids=prompt_token_ids, output=output),
-            )
-            run = RunStream.start(self.engine, plan, control=control, executor=self._executor)
+            planned = await asyncio.get_running_loop().run_in_executor(self._executor, plan)
+            run = RunStream.start(self.engine, planned, control=control, executor=self._executor)
         except BaseException:
             slot.release()
             raise
@@ -187,12 +220,12 @@ class ServingChat:
         )
 
 
-class ChatCompletionStream:
-    """A streamed completion whose run has started: iterate it for its SSE events. Whatever ends
-    the response (done, client gone, server stopping, even before the first event), ``close``
-    stops a run still going."""
+class CompletionStream(Generic[R]):
+    """A streamed completion (chat or text) whose run has started: iterate it for its SSE events.
+    Whatever ends the response (done, client gone, server stopping, even before the first event),
+    ``close`` stops a run still going."""
 
-    def __init__(self, watch: _RunWatch, writer: ChunkWriter, answer: _Answer) -> None:
+    def __init__(self, watch: _RunWatch, writer: ChunkEncoder[R], answer: _Answer[R]) -> None:
         self._watch = watch
         self._writer = writer
         self._answer = answer
@@ -209,7 +242,7 @@ class ChatCompletionStream:
     async def _events(self) -> AsyncIterator[str]:
         watch, writer = self._watch, self._writer
         try:
-            yield sse(writer.role())
+            yield sse(writer.opening())
             while True:
                 event = await watch.next(KEEPALIVE_S)
                 if isinstance(event, TTSResult):
@@ -237,24 +270,14 @@ class ChatCompletionStream:
             self.close()
 
 
-class _Answer:
-    """Builds the completion of a finished run (with the token output it asked for) and hands
-    both to the run's recording."""
+class _Answer(Generic[R]):
+    """Builds the response to a finished run and hands both to the run's recording."""
 
-    def __init__(
-        self,
-        engine: TTSEngine,
-        config: TTSConfig,
-        completion_id: str,
-        created: int,
-        model: str,
-        record: RecordOnce | None,
-    ) -> None:
-        self.engine, self.config, self.record = engine, config, record
-        self.completion_id, self.created, self.model = completion_id, created, model
+    def __init__(self, build: Callable[[TTSResult], R], record: RecordOnce | None) -> None:
+        self.build, self.record = build, record
 
-    async def completion(self, result: TTSResult) -> ChatCompletion:
-        completion = await asyncio.to_thread(self._build, result)
+    async def completion(self, result: TTSResult) -> R:
+        completion = await asyncio.to_thread(self.build, result)
         if self.record is not None:
             await asyncio.to_thread(self.record.answered, result, completion)
         seen = current_observation()
@@ -266,29 +289,30 @@ class _Answer:
         if self.record is not None:
             self.record.settle(client_left=client_left)
 
-    def _build(self, result: TTSResult) -> ChatCompletion:
-        config = self.config
-        tokens = None
-        if config.logprobs or config.return_token_ids:
-            tokens = token_output(result.trajectory, self.engine.backend, config.top_logprobs or 0)
-        calls = openai_tool_calls(result.metadata)
-        choice = Choice(
-            message=ResponseMessage(content=None, tool_calls=calls)
-            if calls
-            else ResponseMessage(content=result.text, reasoning=result.reasoning, reasoning_content=result.reasoning),
-            finish_reason="tool_calls" if calls else result.finish_reason,
-            tts_metadata=result.metadata,
-            logprobs=tokens.logprobs if tokens is not None and config.logprobs else None,
-            token_ids=list(tokens.token_ids) if tokens is not None and config.return_token_ids else None,
-        )
-        return ChatCompletion(
-            id=self.completion_id,
-            created=self.created,
-            model=self.model,
-            choices=[choice],
-            usage=result.metadata.usage,
-            prompt_token_ids=list(tokens.prompt_token_ids) if tokens is not None and config.return_token_ids else None,
-        )
+
+def _chat_completion(result: TTSResult, *, head: ResponseHead, config: TTSConfig, backend: Backend) -> ChatCompletion:
+    """The chat completion of a finished run, with the token output ``config`` asks for."""
+    tokens = None
+    if config.logprobs or config.return_token_ids:
+        tokens = token_output(result.trajectory, backend, config.top_logprobs or 0)
+    calls = openai_tool_calls(result.metadata)
+    choice = Choice(
+        message=ResponseMessage(content=None, tool_calls=calls)
+        if calls
+        else ResponseMessage(content=result.text, reasoning=result.reasoning, reasoning_content=result.reasoning),
+        finish_reason="tool_calls" if calls else result.finish_reason,
+        tts_metadata=result.metadata,
+        logprobs=tokens.logprobs if tokens is not None and config.logprobs else None,
+        token_ids=list(tokens.token_ids) if tokens is not None and config.return_token_ids else None,
+    )
+    return ChatCompletion(
+        id=head.id,
+        created=head.created,
+        model=head.model,
+        choices=[choice],
+        usage=result.metadata.usage,
+        prompt_token_ids=list(tokens.prompt_token_ids) if tokens is not None and config.return_token_ids else None,
+    )
 
 
 class _Interrupt(enum.Enum):
@@ -364,7 +388,7 @@ async def _never() -> None:
     await asyncio.get_running_loop().create_future()
 
 
-def _path_overrides(body: ChatCompletionRequest, path_fields: Mapping[str, str]) -> dict[str, str]:
+def _path_overrides(body: ServedRequest, path_fields: Mapping[str, str]) -> dict[str, str]:
     """Path segments win only when the body does not say something different."""
     for name, value in path_fields.items():
         given = getattr(body, name) if name in body.model_fields_set else None

@@ -1,9 +1,9 @@
 """The session routes: create, read, delete a session, its samples, and its scoped OpenAI routes.
 
 ``{server}/sessions/{id}`` is a base URL: under it ``/v1/chat/completions`` (and the path forms
-``/v1/{strategy}/...``) and ``/v1/models`` answer exactly like the top-level routes (the same
-code serves them, see :func:`llm_tts.service.routes.answer_chat`), and every completion is
-recorded in the session.
+``/v1/{strategy}/...``), ``/v1/completions`` and ``/v1/models`` answer exactly like the top-level
+routes (the same code serves them, see :func:`llm_tts.service.routes.answer_chat` and
+:func:`~llm_tts.service.routes.answer_text`), and every completion is recorded in the session.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from llm_tts.service.completion_protocol import Completion, CompletionRequest
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest, ModelList
-from llm_tts.service.routes import ERROR_RESPONSES, answer_chat, serving_of
+from llm_tts.service.routes import ERROR_RESPONSES, answer_chat, answer_text, serving_of
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
     RewardList,
@@ -97,6 +98,13 @@ async def session_strategy_scorer_chat_completions(
     request: Request, session_id: str, strategy: str, scorer: str, body: ChatCompletionRequest
 ) -> Any:
     return await _complete_in_session(request, session_id, body, tts_strategy=strategy, tts_scorer=scorer)
+
+
+@router.post("/sessions/{session_id}/v1/completions", response_model=Completion, responses=ERROR_RESPONSES)
+async def session_completions(request: Request, session_id: str, body: CompletionRequest) -> Any:
+    """/v1/completions, recorded in the session."""
+    recorder = await sessions_of(request).prepare_text(session_id, body)
+    return await answer_text(request, body, recorder=recorder)
 
 
 async def _complete_in_session(

@@ -1,8 +1,11 @@
 """Sessions without the web framework: create, read, delete, record runs and build samples.
 
-A session-scoped chat request is served by :class:`~llm_tts.service.serving.ServingChat` like
-any other; :meth:`ServingSessions.prepare` only checks the session first (live, room for a
-record), applies its token continuation, and hands back the hook that records the finished run.
+A session-scoped request is served by :class:`~llm_tts.service.serving.ServingChat` like any
+other; :meth:`ServingSessions.prepare` (a chat) and :meth:`ServingSessions.prepare_text` (a text
+completion) only check the session first (live, room for a record), apply a chat's token
+continuation, and hand back the hook that records the finished run. A text completion's record
+has no messages: its prompt ids are the ones given, or its text's tokens, and a later prompt that
+starts with a turn's exact tokens continues it.
 Store calls are blocking (SQLite), so they run in worker threads.
 """
 
@@ -16,6 +19,7 @@ from typing import Any
 
 from llm_tts.engine import PartialRun, TTSEngine, TTSResult
 from llm_tts.errors import InvalidParameterError, SessionFullError
+from llm_tts.service.completion_protocol import Completion, CompletionRequest
 from llm_tts.service.protocol import ChatCompletion, ChatCompletionRequest
 from llm_tts.service.session_protocol import (
     CreateSessionRequest,
@@ -126,15 +130,25 @@ class ServingSessions:
 
     async def prepare(self, session_id: str, body: ChatCompletionRequest) -> tuple[ChatCompletionRequest, SessionRun]:
         """Check the session before anything runs; the request to serve and its recorder."""
-        info = await asyncio.to_thread(self.store.touch, session_id)
-        if info.num_records >= self.settings.max_session_records:
-            raise SessionFullError(session_id, self.settings.max_session_records)
+        info = await self._open(session_id)
         request = body.model_dump(mode="json", exclude_unset=True)
         messages = [m.model_dump(mode="json", exclude_none=True) for m in body.messages]
         continued_from = None
         if info.options.token_continuation and body.prompt_token_ids is None:
             body, continued_from = await asyncio.to_thread(self._continue, session_id, body, messages)
         return body, SessionRun(self, session_id, request, messages, continued_from, time.time())
+
+    async def prepare_text(self, session_id: str, body: CompletionRequest) -> SessionRun:
+        """Check the session before a text completion runs; the recorder of its run."""
+        await self._open(session_id)
+        return SessionRun(self, session_id, body.model_dump(mode="json", exclude_unset=True), [], None, time.time())
+
+    async def _open(self, session_id: str) -> SessionInfo:
+        """The live session, touched (404 when gone), with room for one more record (413 when full)."""
+        info = await asyncio.to_thread(self.store.touch, session_id)
+        if info.num_records >= self.settings.max_session_records:
+            raise SessionFullError(session_id, self.settings.max_session_records)
+        return info
 
     def _continue(
         self, session_id: str, body: ChatCompletionRequest, messages: list[dict[str, Any]]
@@ -173,7 +187,7 @@ class SessionRun:
         self.sessions, self.session_id, self.request, self.messages = sessions, session_id, request, messages
         self.continued_from, self.started = continued_from, started
 
-    def answered(self, result: TTSResult, completion: ChatCompletion) -> None:
+    def answered(self, result: TTSResult, completion: ChatCompletion | Completion) -> None:
         response = completion.model_dump(mode="json")
         record = record_of(
             self.session_id,

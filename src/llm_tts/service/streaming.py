@@ -1,4 +1,5 @@
-"""``stream=true``: the server-sent events of OpenAI ``chat.completion.chunk`` objects.
+"""``stream=true``: the server-sent events of OpenAI ``chat.completion.chunk`` objects (a text
+completion's chunks, :mod:`llm_tts.service.text_completion`, follow the same order).
 
 Order: a role chunk; one chunk per search progress event (empty content delta, the event in
 ``choices[0].tts_progress``); the selected answer's content; a last chunk with the
@@ -11,7 +12,7 @@ This module only encodes; :mod:`llm_tts.service.serving` decides what to send wh
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from llm_tts.engine import TTSResult
 from llm_tts.events import PROGRESS_EVENT_NAME, ProgressEvent, progress_to_json
@@ -28,8 +29,33 @@ def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
+class ResponseHead(NamedTuple):
+    """What every chunk of one response, and the response itself, carries."""
+
+    id: str
+    created: int
+    model: str
+
+
+R_contra = TypeVar("R_contra", contravariant=True)
+
+
+class ChunkEncoder(Protocol[R_contra]):
+    """The chunks of one streamed response whose finished form is an ``R_contra``."""
+
+    def opening(self) -> dict[str, Any]:
+        """The first chunk, sent as soon as the run has started."""
+        ...
+
+    def progress(self, event: ProgressEvent) -> dict[str, Any]: ...
+
+    def answer(self, result: TTSResult, completion: R_contra) -> list[dict[str, Any]]:
+        """The answer's chunks, then the last chunk with its metadata and usage."""
+        ...
+
+
 class ChunkWriter:
-    """Builds the chunks of one completion (same id, created and model on every chunk)."""
+    """Builds the chunks of one chat completion (same id, created and model on every chunk)."""
 
     def __init__(self, completion_id: str, created: int, model: str) -> None:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -38,7 +64,7 @@ class ChunkWriter:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason, **choice_extra}
         return {**self.head, "choices": [choice]}
 
-    def role(self) -> dict[str, Any]:
+    def opening(self) -> dict[str, Any]:
         return self.chunk({"role": "assistant", "content": ""})
 
     def progress(self, event: ProgressEvent) -> dict[str, Any]:

@@ -102,7 +102,7 @@ class CandidateRecord(BaseModel):
 
 
 class SessionRecord(BaseModel):
-    """One chat completion served in a session."""
+    """One completion served in a session: a chat completion, or a text completion (no messages)."""
 
     id: str = Field(default_factory=lambda: f"rec-{uuid.uuid4().hex}")
     session_id: str
@@ -112,7 +112,9 @@ class SessionRecord(BaseModel):
     status: RecordStatus
     request: dict[str, Any] = Field(description="the request body as received")
     response: dict[str, Any] | None = Field(None, description="the completion as returned")
-    messages: list[dict[str, Any]] = Field(description="the request's messages as role/content dicts")
+    messages: list[dict[str, Any]] = Field(
+        description="the request's messages as role/content dicts (none for a text completion)"
+    )
     prompt_token_ids: list[int] = Field(description="what the engine consumed")
     continued_from: str | None = Field(
         None, description="token_continuation: the record whose exact tokens this prompt extends"
@@ -142,7 +144,10 @@ class SessionRecord(BaseModel):
 
     @property
     def answer_text(self) -> str:
+        """The answer as sent: a chat completion's message content, or a text completion's text."""
         choice = ((self.response or {}).get("choices") or [{}])[0]
+        if "text" in choice:
+            return str(choice["text"] or "")
         return str((choice.get("message") or {}).get("content") or "")
 
 
