@@ -49,8 +49,15 @@ class Browser:
         os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager, if ever asked, stays offline
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--disable-extensions", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        ):
             options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))

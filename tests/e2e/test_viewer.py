@@ -37,11 +37,7 @@ def by_css(driver: Any, selector: str) -> list[Any]:
 
 
 def sse_chunks(text: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(line[6:])
-        for line in text.splitlines()
-        if line.startswith("data: ") and line != "data: [DONE]"
-    ]
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
 
 
 def selected_path(trace: dict[str, Any]) -> list[str]:
@@ -98,8 +94,17 @@ def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_servic
     fields = driver.find_element("id", "live-fields")
     fields.clear()
     fields.send_keys(
-        json.dumps({"max_tokens": 24, "tts_beam_size": 2, "tts_candidates_per_step": 2, "tts_max_steps": 2,
-                    "tts_step_max_tokens": 8, "tts_scorer": "entropy", "seed": 0})
+        json.dumps(
+            {
+                "max_tokens": 24,
+                "tts_beam_size": 2,
+                "tts_candidates_per_step": 2,
+                "tts_max_steps": 2,
+                "tts_step_max_tokens": 8,
+                "tts_scorer": "entropy",
+                "seed": 0,
+            }
+        )
     )
     assert driver.find_element("id", "live-strategy").get_attribute("value") == "beam_search"
     driver.execute_script(SPY_ON_COMPLETIONS)
@@ -108,7 +113,9 @@ def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_servic
     browser.wait(lambda d: d.find_element("id", "live-status").text.startswith("done"), message="run not drawn")
     chunks = sse_chunks(driver.execute_script("return window.__sse[0]"))
     progress = [c["choices"][0]["tts_progress"] for c in chunks if c["choices"] and "tts_progress" in c["choices"][0]]
-    (trace,) = [c["choices"][0]["tts_metadata"]["trace"] for c in chunks if c["choices"] and "tts_metadata" in c["choices"][0]]
+    (trace,) = [
+        c["choices"][0]["tts_metadata"]["trace"] for c in chunks if c["choices"] and "tts_metadata" in c["choices"][0]
+    ]
     assert progress and len(by_css(driver, "#progress li")) == len(progress)
     assert trace["run"]["strategy"] == "beam_search" and len(trace["nodes"]) > 3
     assert_tree_matches(driver, trace)
@@ -141,7 +148,9 @@ def eval_folder(tmp_path_factory, tts_engine) -> Path:
     )
     store = ResultsStore(out / "run")
     progress = EvalProgress(2, stream=io.StringIO(), terminal=False)
-    run_evaluation(load_questions(data), configurations, InProcessSolver(tts_engine), store, seeds=[0], progress=progress)
+    run_evaluation(
+        load_questions(data), configurations, InProcessSolver(tts_engine), store, seeds=[0], progress=progress
+    )
     return out / "run"
 
 
@@ -204,8 +213,15 @@ def hostile_trace() -> dict[str, Any]:
         },
         "nodes": [
             {"id": "n0", "parent": None, "kind": "prompt", "text": ATTACK},
-            {"id": "n1", "parent": "n0", "kind": "candidate", "text": f"<think>{ATTACK}</think>{ATTACK}",
-             "status": "selected", "answer": ATTACK, "code_executions": [code_run]},
+            {
+                "id": "n1",
+                "parent": "n0",
+                "kind": "candidate",
+                "text": f"<think>{ATTACK}</think>{ATTACK}",
+                "status": "selected",
+                "answer": ATTACK,
+                "code_executions": [code_run],
+            },
             {"id": "n2", "parent": "n0", "kind": "candidate", "text": ATTACK, "status": "finished"},
         ],
         "events": [{"t": 0.1, "type": "select", "nodes": ["n1"], "detail": {"why": ATTACK}}],
