@@ -29,7 +29,7 @@ def load_trace_json(path: str | Path) -> list[dict[str, Any]]:
 def run_view(args: argparse.Namespace) -> int:
     try:
         traces = load_trace_json(args.path)
-    except (LLMTTSError, OSError) as e:
+    except (LLMTTSError, OSError, ValueError) as e:  # ValueError: a line that is not JSON, a trace that is not valid
         print(f"llm-tts view: {e}", file=sys.stderr)
         return 2
     if not traces:

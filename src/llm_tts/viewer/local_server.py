@@ -59,7 +59,7 @@ class TraceViewerServer(ThreadingHTTPServer):
 
     def start_in_thread(self) -> threading.Thread:
         """Serve from a daemon thread (stop with :meth:`shutdown`); the thread."""
-        thread = threading.Thread(target=self.serve_forever, name="llm-tts-view", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, args=(0.05,), name="llm-tts-view", daemon=True)
         thread.start()
         return thread
 
