@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from llm_tts.viewer.local_server import TraceViewerServer
 # One browser per session: every test here runs on the same xdist worker.
 pytestmark = pytest.mark.xdist_group("browser")
 
+SRC = Path(__file__).resolve().parents[2] / "src"
 API_KEY = "viewer-test-key"
 SPY_ON_COMPLETIONS = """
 window.__sse = [];
@@ -230,22 +235,43 @@ def hostile_trace() -> dict[str, Any]:
     }
 
 
-def test_model_text_is_drawn_as_text_and_runs_nothing(browser):
+@pytest.fixture
+def view_command(tmp_path):
+    """Runs ``llm-tts view PATH --no-browser`` in a child process; returns the page's address."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(path: Path) -> str:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "llm_tts.cli", "view", str(path), "--no-browser"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )
+        children.append(child)
+        assert child.stderr is not None
+        line = child.stderr.readline()
+        assert " at http://127.0.0.1:" in line, line
+        return line.split(" at ", 1)[1].split()[0]
+
+    yield start
+    for child in children:
+        child.send_signal(signal.SIGINT)  # Ctrl-C: it stops cleanly
+        assert child.wait(timeout=30) == 0
+
+
+def test_model_text_is_drawn_as_text_and_runs_nothing(browser, view_command, tmp_path):
     trace = hostile_trace()
-    server = TraceViewerServer([trace, trace], source="hostile")
-    server.start_in_thread()
-    try:
-        driver = browser.driver
-        browser.open(server.url)
-        browser.wait(lambda d: len(by_css(d, "#tree [role=treeitem]")) == 3, message="trace not drawn")
-        assert driver.execute_script("return window.__pwned") is None
-        assert by_css(driver, "img") == [] and len(by_css(driver, "script")) == 1  # the viewer's own
-        node_panel = driver.find_element("id", "node")
-        assert node_panel.find_element("css selector", "pre.output").text == ATTACK
-        assert ATTACK in driver.find_element("id", "vote").text
-        assert ATTACK[:40] in driver.find_element("id", "runs").text
-        assert_tree_matches(driver, trace)
-        assert browser.console_errors() == []
-    finally:
-        server.shutdown()
-        server.server_close()
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(json.dumps(trace) + "\n" + json.dumps(trace) + "\n")
+    url = view_command(path)
+    driver = browser.driver
+    browser.open(url)
+    browser.wait(lambda d: len(by_css(d, "#tree [role=treeitem]")) == 3, message="trace not drawn")
+    assert driver.execute_script("return window.__pwned") is None
+    assert by_css(driver, "img") == [] and len(by_css(driver, "script")) == 1  # the viewer's own
+    node_panel = driver.find_element("id", "node")
+    assert node_panel.find_element("css selector", "pre.output").text == ATTACK
+    assert ATTACK in driver.find_element("id", "vote").text
+    assert ATTACK[:40] in driver.find_element("id", "runs").text
+    assert_tree_matches(driver, trace)
+    assert browser.console_errors() == []

@@ -42,7 +42,9 @@ def test_serves_the_page_its_assets_and_the_traces_on_loopback(viewer_url):
         runs = c.get("api/runs").json()
         assert runs == {
             "source": "traces.json",
-            "runs": [{"label": "What is 2 + 3?", "correct": True, "answer": "5", "strategy": "beam_search"}],
+            "runs": [
+                {"label": "What is 2 + 3?", "detail": "a", "correct": True, "answer": "5", "strategy": "beam_search"}
+            ],
         }
         assert c.get("api/runs/0").json() == TRACE
         for missing in ("api/runs/1", "api/runs/-1", "../pyproject.toml", "static/index.html", "api/runs/0/x"):

@@ -22,8 +22,13 @@ LOOPBACK = "127.0.0.1"
 LABEL_CHARACTERS = 80
 
 
+# Labels an eval row or a session record adds to its trace that tell runs of one question apart.
+DETAIL_LABELS = ("question_id", "configuration", "seed", "session", "record")
+
+
 def run_summary(trace: Mapping[str, Any]) -> dict[str, Any]:
-    """What the runs list shows of a trace: a label (the question), whether it was right, its answer."""
+    """What the runs list shows of a trace: a label (the question), what tells it apart from other
+    runs (question id, configuration, seed), whether it was right, its answer."""
     labels = trace.get("labels") or {}
     nodes = trace.get("nodes") or []
     prompt = next((n.get("text") for n in nodes if n.get("kind") == "prompt"), None)
@@ -32,6 +37,7 @@ def run_summary(trace: Mapping[str, Any]) -> dict[str, Any]:
     correct = labels.get("correct")
     return {
         "label": label[:LABEL_CHARACTERS],
+        "detail": " · ".join(f"{labels[k]}" for k in DETAIL_LABELS if labels.get(k) not in (None, "")),
         "correct": correct if isinstance(correct, bool) else None,
         "answer": (trace.get("run") or {}).get("answer"),
         "strategy": (trace.get("run") or {}).get("strategy"),

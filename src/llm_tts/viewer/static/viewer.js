@@ -304,7 +304,8 @@
       const verdict = run.correct === true ? "correct" : run.correct === false ? "wrong" : "";
       list.append(el("li", { role: "option", id: `run-${i}`, "aria-selected": "false", "data-index": i, className: verdict },
         el("span", { className: "mark", "aria-label": verdict || "not judged" }, verdict === "correct" ? "✓" : verdict === "wrong" ? "✗" : "·"),
-        el("span", { className: "label", title: run.label || "" }, runLabel(run, i))));
+        el("span", { className: "label", title: [run.label, run.detail].filter(Boolean).join("\n") }, runLabel(run, i),
+          run.detail ? el("span", { className: "muted detail" }, run.detail) : null)));
     });
     if (runs.length) await openRun(0);
   }
