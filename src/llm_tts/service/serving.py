@@ -46,7 +46,7 @@ from llm_tts.service.protocol import (
     ResponseMessage,
     openai_tool_calls,
 )
-from llm_tts.service.request_context import ContextExecutor
+from llm_tts.service.request_context import ContextExecutor, current_request_id
 from llm_tts.service.run_recording import RecordOnce, RunRecorder
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkWriter, sse
@@ -254,6 +254,8 @@ class _Answer:
         self.completion_id, self.created, self.model = completion_id, created, model
 
     async def completion(self, result: TTSResult) -> ChatCompletion:
+        if result.metadata.trace is not None:  # the trace names the request it answered
+            result.metadata.trace.run.request_id = current_request_id()
         completion = await asyncio.to_thread(self._build, result)
         if self.record is not None:
             await asyncio.to_thread(self.record.answered, result, completion)
