@@ -86,12 +86,15 @@ class Browser:
         """The page in light and dark, saved under tests/artifacts/ (paths printed)."""
         ARTIFACTS.mkdir(exist_ok=True)
         paths = []
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(WINDOW[0], max(WINDOW[1], min(height + 40, 4000)))  # the whole page
         for scheme in ("light", "dark"):
             self.set_color_scheme(scheme)
             path = ARTIFACTS / f"{name}-{scheme}.png"
             assert self.driver.save_screenshot(str(path)), path
             paths.append(path)
         self.set_color_scheme("light")
+        self.driver.set_window_size(*WINDOW)
         print("screenshots:", *paths)
         return paths
 

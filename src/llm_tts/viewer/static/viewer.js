@@ -72,20 +72,25 @@
       ["Model", run.model],
       ["Answer", run.answer],
       ["Selected node", run.selected],
-      ["Expected", labels.expected !== undefined ? labels.expected : labels.reference],
+      ["Expected", [labels.gold, labels.expected, labels.reference].find((x) => x !== undefined && x !== null)],
       ["Correct", labels.correct === undefined ? null : labels.correct ? "yes" : "no"],
       ["Stopped by", run.stopped_by],
       ["Elapsed", typeof run.elapsed_s === "number" ? num(run.elapsed_s, 2) + " s" : null],
       ["Tokens", usage.prompt_tokens !== undefined ? `${usage.prompt_tokens} prompt, ${usage.completion_tokens} generated` : null],
       ["Request id", run.request_id],
       ["Started", run.started_at],
-      ["Config", run.config && Object.keys(run.config).length ? JSON.stringify(run.config) : null],
     ];
     const dl = clear($("summary"));
     for (const [name, value] of rows) {
       if (value === null || value === undefined || value === "") continue;
       dl.append(el("dt", {}, name), el("dd", { "data-field": name.toLowerCase() }, value));
     }
+    // The TTS fields in force: many, so folded.
+    const config = run.config && typeof run.config === "object" ? Object.entries(run.config) : [];
+    $("config-section").hidden = !config.length;
+    $("config-count").textContent = `(${config.length} fields)`;
+    const fields = clear($("config"));
+    for (const [name, value] of config) fields.append(el("dt", {}, name), el("dd", {}, JSON.stringify(value)));
   }
 
   function drawVote(trace) {
