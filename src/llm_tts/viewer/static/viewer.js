@@ -247,6 +247,14 @@
     }
     box.append(dl);
     appendText(box, node);
+    // A step's text is one piece of its path's completion: the whole completion is one click away.
+    const path = [];
+    for (let at = node; at && at.kind === "step" && !path.includes(at); at = current.nodes.find((n) => n.id === at.parent)) path.unshift(at);
+    if (path.length > 1) {
+      const whole = el("details", { className: "whole-path" }, el("summary", {}, `The path's whole text (${path.length} steps)`));
+      for (const step of path) appendText(whole, step);
+      box.append(whole);
+    }
     (node.code_executions || []).forEach((run, i) => {
       const head = `Code ${i + 1}: ${run.status || "?"}${typeof run.elapsed_s === "number" ? ", " + num(run.elapsed_s, 3) + " s" : ""}`;
       const size = typeof run.output_bytes === "number" ? `output as the model saw it (${run.output_bytes} bytes in all${run.output_sha256 ? ", sha256 " + String(run.output_sha256).slice(0, 12) + "…" : ""})` : "output";
