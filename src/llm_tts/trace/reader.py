@@ -41,7 +41,7 @@ def load(path: str | Path) -> list[Trace]:
             raise InvalidParameterError(
                 "path", str(p), f"is a folder without {EVAL_TRACES} (an eval folder with traces)"
             )
-        return list(_rows(p / EVAL_TRACES))
+        return _latest_per_run(_rows(p / EVAL_TRACES))
     if not p.is_file():
         raise InvalidParameterError("path", str(p), "does not exist")
     text = p.read_text()
@@ -52,6 +52,17 @@ def load(path: str | Path) -> list[Trace]:
     if isinstance(whole, list):
         return [t for i, item in enumerate(whole) for t in _found(item, {"file": str(p), "index": i})]
     return list(_found(whole, {"file": str(p)}))
+
+
+def _latest_per_run(traces: Iterator[Trace]) -> list[Trace]:
+    """An eval folder's traces, the last of each (question, configuration, seed): a run done again
+    (a resume, a retry) replaces the earlier one, as its row does."""
+    latest: dict[tuple[Any, ...], Trace] = {}
+    for t in traces:
+        key = (t.labels.get("question_id"), t.labels.get("configuration"), t.labels.get("seed"))
+        latest.pop(key, None)  # re-inserted: the file's order of last appearance
+        latest[key] = t
+    return list(latest.values())
 
 
 def _rows(path: Path) -> Iterator[Trace]:
