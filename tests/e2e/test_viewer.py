@@ -137,28 +137,23 @@ def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_servic
 # -- llm-tts view on a saved eval folder ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def eval_folder(tmp_path_factory, tts_engine) -> Path:
-    """A saved llm-tts eval of two questions (self-consistency, two short paths) with its traces
-    in the eval folder's traces file (the layout llm_tts.trace.load reads)."""
+    """A saved llm-tts eval of two questions (self-consistency, two short paths), traces included."""
     from llm_tts.evaluation import InProcessSolver, ResultsStore, build_configurations, load_questions, run_evaluation
     from llm_tts.evaluation.progress import EvalProgress
-    from llm_tts.trace.reader import EVAL_TRACES
 
     out = tmp_path_factory.mktemp("viewer-eval")
     data = out / "q.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    configurations = build_configurations(
-        ["self_consistency"], [2], common={"max_tokens": 12, "tts_trace": True}, seeds=[0], greedy=False
-    )
-    store = ResultsStore(out / "run")
+    configurations = build_configurations(["self_consistency"], [2], common={"max_tokens": 12}, seeds=[0], greedy=False)
     progress = EvalProgress(len(QUESTIONS), stream=io.StringIO(), terminal=False)
-    rows = run_evaluation(
-        load_questions(data), configurations, InProcessSolver(tts_engine), store, seeds=[0], progress=progress
+    run_evaluation(
+        load_questions(data),
+        configurations,
+        InProcessSolver(tts_engine),
+        ResultsStore(out / "run"),
+        seeds=[0],
+        progress=progress,
     )
-    with (out / "run" / EVAL_TRACES).open("w") as f:
-        for row in sorted(rows, key=lambda r: r.question_id):
-            assert row.metadata is not None and row.metadata.trace is not None, row.error
-            labels = {"question_id": row.question_id, "configuration": row.configuration, "correct": row.correct}
-            f.write(json.dumps({**labels, "gold": row.gold, "trace": row.metadata.trace.to_json()}) + "\n")
     return out / "run"
 
 
