@@ -359,6 +359,7 @@
       const text = await file.text();
       let data;
       try { data = JSON.parse(text); } catch (_) { data = JSON.parse(text.split("\n").find((line) => line.trim()) || ""); } // JSONL: its first row
+      if (data && Array.isArray(data.choices) && data.choices[0]) data = data.choices[0]; // a saved chat completion
       if (data && data.tts_metadata && data.tts_metadata.trace) data = data.tts_metadata.trace;
       if (data && data.trace && data.nodes === undefined) data = data.trace;
       drawTrace(data, file.name);
