@@ -92,7 +92,7 @@ def test_ui_page_is_public_with_a_content_security_policy_and_the_api_keeps_its_
         assert c.get("/ui").headers.get("location") == "/ui/"
 
 
-def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_service_url):
+def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_service_url, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     driver = browser.driver
@@ -132,6 +132,13 @@ def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_servic
     assert API_KEY not in driver.current_url
     assert browser.console_errors() == []
     browser.screenshots("viewer-live-beam-search")
+    # The same run saved as a chat completion and opened from disk with the page's file picker.
+    saved = tmp_path / "completion.json"
+    saved.write_text(json.dumps({"choices": [{"tts_metadata": {"trace": trace}}]}))
+    driver.find_element("id", "file-input").send_keys(str(saved))
+    browser.wait(lambda d: d.find_element("id", "trace-title").text == "completion.json", message="file not drawn")
+    assert_tree_matches(driver, trace)
+    assert browser.console_errors() == []
 
 
 # -- llm-tts view on a saved eval folder ----------------------------------------------------------
