@@ -45,5 +45,9 @@ def asset_bytes(name: str) -> bytes:
 def page_html(mode: ViewerMode, strategies: Iterable[str] = ()) -> str:
     """The page. ``mode`` "service" shows the live-run form (``strategies`` fill its list);
     "files" lists the runs the local viewer server loaded."""
-    template = files("llm_tts.viewer").joinpath("static", "index.html").read_text(encoding="utf-8")
-    return template.replace("{{mode}}", mode).replace("{{strategies}}", html.escape(",".join(strategies)))
+    return _template().replace("{{mode}}", mode).replace("{{strategies}}", html.escape(",".join(strategies)))
+
+
+@cache
+def _template() -> str:
+    return files("llm_tts.viewer").joinpath("static", "index.html").read_text(encoding="utf-8")
