@@ -36,6 +36,10 @@ window.fetch = async (...args) => {
   if (String(args[0]).includes("/chat/completions")) response.clone().text().then((t) => window.__sse.push(t));
   return response;
 };
+// What the page draws, in order: each progress row, then the tree.
+window.__drawn = [];
+new MutationObserver(() => window.__drawn.push("progress")).observe(document.getElementById("progress"), { childList: true });
+new MutationObserver(() => window.__drawn.push("tree")).observe(document.getElementById("tree"), { childList: true });
 """
 
 
@@ -127,6 +131,8 @@ def test_live_beam_search_is_drawn_as_its_progress_arrives(browser, keyed_servic
         c["choices"][0]["tts_metadata"]["trace"] for c in chunks if c["choices"] and "tts_metadata" in c["choices"][0]
     ]
     assert progress and len(by_css(driver, "#progress li")) == len(progress)
+    drawn = driver.execute_script("return window.__drawn")
+    assert drawn[0] == "progress" and drawn.index("tree") > drawn.index("progress")  # progress first, then the tree
     assert trace["run"]["strategy"] == "beam_search" and len(trace["nodes"]) > 3
     assert_tree_matches(driver, trace)
     assert API_KEY not in driver.current_url
