@@ -14,6 +14,8 @@ from fakes import QUESTION, FakeScriptedBackend, Out, run_strategy
 from llm_tts.config import TTSConfig
 from llm_tts.engine import TTSEngine
 from llm_tts.errors import InvalidParameterError
+from llm_tts.evaluation import ResultRow, ResultsStore
+from llm_tts.metadata import TTSMetadata
 from llm_tts.strategies.tracing import NO_TRACE
 from llm_tts.trace import SCHEMA_FILE, Trace, TraceNode, json_schema, load, parse, published_schema
 from llm_tts.trace.model import SCHEMA_NAME
@@ -124,18 +126,23 @@ def test_published_schema_is_the_models_in_the_package_and_the_docs():
     )
 
 
-def test_fake_trace_reads_back_from_a_file_jsonl_and_an_eval_folder(tmp_path):
-    trace, _ = beam_trace()
+def test_fake_trace_reads_back_from_a_file_and_an_eval_folder(tmp_path):
+    trace, meta = beam_trace()
     data = trace.to_json()
     (tmp_path / "one.json").write_text(json.dumps(data))
-    (tmp_path / "eval").mkdir()
-    rows = [{"id": "q1", "correct": True, "trace": data}, {"id": "q2", "correct": False, "trace": data}]
-    (tmp_path / "eval" / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = ResultsStore(tmp_path / "eval")
+    for question, correct in (("q1", False), ("q2", False), ("q1", True)):  # q1 run again: its last trace counts
+        row = ResultRow(
+            question_id=question, configuration="beam_search@2", strategy="beam_search", budget=2, seed=0, config={},
+            gold="5", selected_answer="5", correct=correct, seconds=0.1, metadata=TTSMetadata.model_validate(meta),
+        )  # fmt: skip
+        store.append(row)
 
     (one,) = load(tmp_path / "one.json")
     assert one.nodes == trace.nodes and one.run.selected == trace.run.selected
+    assert all(r.metadata is not None and r.metadata.trace is None for r in store.rows())  # rows stay small
     labelled = load(tmp_path / "eval")
-    assert [(t.labels["id"], t.labels["correct"]) for t in labelled] == [("q1", True), ("q2", False)]
+    assert [(t.labels["question_id"], t.labels["correct"]) for t in labelled] == [("q2", False), ("q1", True)]
     assert labelled[1].to_json()["nodes"] == data["nodes"]
 
 
@@ -159,3 +166,23 @@ def test_fake_run_without_tts_trace_records_nothing():
         tts_strategy="beam_search", tts_beam_size=2, tts_candidates_per_step=2, tts_scorer="perplexity"
     )
     assert engine.run([{"role": "user", "content": QUESTION}], config).metadata.trace is None
+
+
+def test_fake_particle_filtering_trace_marks_undrawn_particles_resampled():
+    from test_fake_searches import PF_SCORES, PF_SCRIPT
+
+    from fakes import FakeScriptedScorer
+    from llm_tts.trace import TraceRun
+
+    backend, scorer = FakeScriptedBackend(PF_SCRIPT), FakeScriptedScorer(PF_SCORES)
+    run = run_strategy(
+        "particle_filtering", backend, scorer, tts_num_particles=3, seed=0, tts_score_aggregation="min", tts_trace=True
+    )
+    outcome = run.outcome
+    trace = run.ctx.trace.finish(outcome.candidates, outcome.selected, outcome.vote, TraceRun(strategy="pf"))
+    assert trace is not None
+    (a,) = [n for n in trace.nodes if n.text == "a" + D]
+    (b,) = [n for n in trace.nodes if n.text == "b" + D]
+    assert (b.status, b.reason) == ("resampled", "not drawn at resampling after step 1")
+    children = [n for n in trace.nodes if n.parent == a.id]  # a was drawn twice: two particles go on from it
+    assert a.status == "kept" and len(children) == 2 and {n.status for n in children} == {"selected", "finished"}

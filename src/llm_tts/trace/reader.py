@@ -33,8 +33,9 @@ def parse(data: Any, labels: dict[str, Any] | None = None) -> Trace:
 
 def load(path: str | Path) -> list[Trace]:
     """Every trace at ``path``: a trace JSON file, a JSONL file of traces (or of rows carrying one under
-    ``trace``), an ``llm-tts eval`` folder (its ``traces.jsonl``), or a session export (JSONL of
-    records, each with its trace under ``trace`` when it was recorded with one)."""
+    ``trace``), an ``llm-tts eval`` folder (its ``traces.jsonl``), or a session: the export of
+    ``llm-tts sessions export ID --traces`` or the JSON of ``GET /sessions/{id}`` (its records'
+    traces, labelled with the record's id and reward)."""
     p = Path(path)
     if p.is_dir():
         if not (p / EVAL_TRACES).is_file():
@@ -76,6 +77,11 @@ def _found(item: Any, where: dict[str, Any]) -> Iterator[Trace]:
     """The trace an item is, or carries under ``trace`` (with the item's other small keys as labels)."""
     if isinstance(item, dict) and item.get("schema") == SCHEMA_NAME:
         yield parse(item, where)
+    elif isinstance(item, dict) and isinstance(item.get("records"), list):  # a session (GET /sessions/{id})
+        for record in item["records"]:
+            if isinstance(record, dict) and isinstance(record.get("trace"), dict):
+                labels = {"session_id": item.get("id"), "record_id": record.get("id"), "index": record.get("index")}
+                yield parse(record["trace"], {**where, **labels, "reward": record.get("reward")})
     elif isinstance(item, dict) and isinstance(item.get("trace"), dict):
         labels = {k: v for k, v in item.items() if k != "trace" and isinstance(v, (str, int, float, bool, type(None)))}
         yield parse(item["trace"], {**where, **labels})
