@@ -22,8 +22,14 @@ LOOPBACK = "127.0.0.1"
 LABEL_CHARACTERS = 80
 
 
-# Labels an eval row or a session record adds to its trace that tell runs of one question apart.
-DETAIL_LABELS = ("question_id", "configuration", "seed", "session", "record")
+# Labels an eval row or a session export adds to its trace that tell runs apart, and how each is shown.
+DETAIL_LABELS = {
+    "question_id": "{}",
+    "configuration": "{}",
+    "seed": "seed {}",
+    "index": "record {}",
+    "reward": "reward {}",
+}
 
 
 def run_summary(trace: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,7 +43,9 @@ def run_summary(trace: Mapping[str, Any]) -> dict[str, Any]:
     correct = labels.get("correct")
     return {
         "label": label[:LABEL_CHARACTERS],
-        "detail": " · ".join(f"{labels[k]}" for k in DETAIL_LABELS if labels.get(k) not in (None, "")),
+        "detail": " · ".join(
+            shown.format(labels[k]) for k, shown in DETAIL_LABELS.items() if labels.get(k) not in (None, "")
+        ),
         "correct": correct if isinstance(correct, bool) else None,
         "answer": (trace.get("run") or {}).get("answer"),
         "strategy": (trace.get("run") or {}).get("strategy"),
