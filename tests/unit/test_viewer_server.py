@@ -63,3 +63,5 @@ def test_refuses_a_request_addressed_to_another_host(viewer_url):
 def test_a_run_is_labelled_by_its_question():
     assert run_summary({**TRACE, "labels": {"question": "  Two\tplus three "}})["label"] == "Two plus three"
     assert run_summary({**TRACE, "labels": {"correct": "yes"}})["correct"] is None  # only a real verdict counts
+    session_record = {"session_id": "s1", "record_id": "r7", "index": 2, "status": "ok", "reward": 1.0}
+    assert run_summary({**TRACE, "labels": session_record})["detail"] == "record 2 · reward 1.0"
