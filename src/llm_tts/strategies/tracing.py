@@ -81,9 +81,9 @@ class RunTracer(Tracer):
         )
 
     def made(self, parents: Sequence[Beam] | None, children: Sequence[Beam]) -> None:
-        per_parent = len(children) // len(parents) if parents else 0
+        per_parent = max(1, len(children) // len(parents)) if parents else 0
         for i, child in enumerate(children):
-            parent = parents[i // per_parent] if parents else None
+            parent = parents[min(i // per_parent, len(parents) - 1)] if parents else None
             self._add(parent, child)
         self.recorder.nodes_made()
         self._call_s = 0.0
@@ -147,7 +147,7 @@ class RunTracer(Tracer):
         run.answer = run.answer if run.answer is not None else selected.answer
         if vote is not None:
             run.vote = self._vote_groups(candidates, vote)
-        self.recorder.event("select", self.step, [chosen], answer=run.answer)
+        self.recorder.event("select", None, [chosen], answer=run.answer)
         return self.recorder.build(run)
 
     def _describe(self, node: TraceNode, beam: Beam) -> None:
