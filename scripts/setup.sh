@@ -19,6 +19,15 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "note: bubblewrap (bwrap) is not installed: code_execution=True is refused until it is (docs/guides/code-execution.md)" >&2
   fi
 fi
+# The trace viewer's browser tests drive headless Chromium (tests/browser.py), also from the system's packages.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver (the viewer's browser tests) ..."
+    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } >>"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+  else
+    echo "note: chromium and chromium-driver are not installed: the viewer's browser tests skip until they are" >&2
+  fi
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi

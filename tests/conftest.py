@@ -196,6 +196,19 @@ def tiny_prm_dir(tmp_path_factory, embedded_model_dir):
     return make_tiny_prm(tmp_path_factory.mktemp("tiny-prm"))
 
 
+# -- a real browser for the viewer's page -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/browser.py): skipped where Chromium is not
+    installed, a failure under CI=true (scripts/setup.sh installs it)."""
+    from browser import Browser, require_browser
+
+    require_browser()
+    chromium = Browser()
+    yield chromium
+    chromium.quit()
+
+
 # -- the vLLM backend -------------------------------------------------------------------------
 # float32 on both backends for the contract tests: bf16 rounding differs between the two engines
 # and flips near-tied greedy choices; in float32 they agree token for token.

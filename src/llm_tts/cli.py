@@ -1,6 +1,7 @@
 """The ``llm-tts`` command: ``demo`` runs the main job, ``serve`` starts the service, ``eval`` measures
 strategies on a data set, ``rescore`` chooses again from an evaluation's recorded candidates,
-``fit-selector`` fits a selector on them and ``sessions export`` writes a service session's training samples."""
+``fit-selector`` fits a selector on them, ``sessions export`` writes a service session's training samples and
+``view`` opens traces in the browser."""
 
 from __future__ import annotations
 
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="export a service session's records as RL training samples")
     add_sessions_arguments(sessions)
     sessions.set_defaults(func=run_sessions, verbose=False)
+
+    from llm_tts.viewer.command import add_view_arguments, run_view
+
+    view = sub.add_parser(
+        "view", help="open a trace, an eval folder or a session export in the browser (no model loaded)"
+    )
+    add_view_arguments(view)
+    view.set_defaults(func=run_view, verbose=False)
     return parser
 
 

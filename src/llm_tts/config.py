@@ -227,6 +227,14 @@ class TTSConfig(BaseModel):
         16, ge=1, le=MAX_TOKENS, description="deepconf: tokens per sliding group (paper: 2048 for 10k-token traces)"
     )
 
+    # -- tracing: what the run did, node by node (llm_tts.trace) ------------------------------------
+    tts_trace: bool = Field(
+        False,
+        description="return the run's trace in tts_metadata.trace: every node the search made (prompt, steps, "
+        "candidates, with parent, text, token range, scores, status and why, code outputs as the model saw them) "
+        "and its events in order (sampling and scorer calls, steps, early stops), schema llm_tts.trace version 1",
+    )
+
     # -- reasoning models: thinking kept apart from the answer (llm_tts.reasoning) ------------------
     reasoning_parser: str = Field(
         "tags",

@@ -6,6 +6,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
+from llm_tts.trace.model import Trace
+
 # Why a run ended (adaptive compute); see TTSMetadata.stopped_by.
 StoppedBy = Literal["complete", "consensus", "confidence", "budget", "deadline", "max_steps"]
 
@@ -128,6 +130,12 @@ class TTSMetadata(BaseModel):
     # -- structured output and function calling --
     structured: StructuredInfo | None = Field(
         None, description="structured output / tool calling runs: parsing and the vote over objects or calls"
+    )
+    # -- tracing --
+    trace: Trace | None = Field(
+        default=None,
+        description="tts_trace: the run's trace (schema llm_tts.trace, version 1): its tree of nodes and its events; "
+        "candidates above are its listed nodes (each node's 'candidate' is its index there). None without tts_trace",
     )
 
 

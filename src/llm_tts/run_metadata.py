@@ -15,6 +15,7 @@ from llm_tts.planning import RunPlan
 from llm_tts.reasoning import reasoning_token_count, thinking_token_mask
 from llm_tts.strategies import Beam, StrategyContext, StrategyOutcome
 from llm_tts.structured.selection import StructuredOutcome
+from llm_tts.trace.model import Trace, TraceRun, TraceUsage
 
 
 def run_metadata(
@@ -57,7 +58,28 @@ def run_metadata(
         structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
     )
     metadata.usage.completion_tokens_details.reasoning_tokens = sum(c.reasoning_tokens for c in metadata.candidates)
+    metadata.trace = run_trace(plan, ctx, outcome, metadata)
     return metadata
+
+
+def run_trace(plan: RunPlan, ctx: StrategyContext, outcome: StrategyOutcome, metadata: TTSMetadata) -> Trace | None:
+    """The run's trace (None without tts_trace), its summary taken from ``metadata``."""
+    if not ctx.trace.enabled:
+        return None
+    run = TraceRun(
+        strategy=metadata.strategy,
+        scorer=metadata.scorer,
+        model=metadata.model,
+        started_at="",
+        elapsed_s=metadata.timings.total_s,
+        config=plan.config.model_dump(mode="json", exclude_none=True),
+        stopped_by=None if metadata.stopped_by == "complete" else metadata.stopped_by,
+        answer=metadata.selected_answer,
+        usage=TraceUsage(
+            prompt_tokens=metadata.usage.prompt_tokens, completion_tokens=metadata.usage.completion_tokens
+        ),
+    )
+    return ctx.trace.finish(outcome.candidates, outcome.selected, outcome.vote, run)
 
 
 def candidate_info(beam: Beam, plan: RunPlan, backend: Backend) -> CandidateInfo:

@@ -26,6 +26,7 @@ from llm_tts.evaluation import (
     build_configurations,
     load_questions,
     rescore_row,
+    rescore_trace,
     run_evaluation,
     summarize,
 )
@@ -34,6 +35,7 @@ from llm_tts.evaluation.progress import EvalProgress
 from llm_tts.evaluation.records import is_correct
 from llm_tts.evaluation.summary import bootstrap_interval, expected_calibration_error, format_table
 from llm_tts.selection import auroc
+from llm_tts.trace import load
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 QUESTIONS = [
@@ -231,6 +233,23 @@ def test_rescore_with_the_runs_settings_keeps_every_choice(evaluated):
         assert same.selected_answer == row.selected_answer and same.correct == row.correct
         assert same.metadata.aggregated_score == row.metadata.aggregated_score
         assert same.metadata.consensus_score == row.metadata.consensus_score
+
+
+def test_every_row_keeps_its_trace_beside_it_and_the_trace_rescores_to_the_runs_choice(evaluated):
+    store, rows, _ = evaluated
+    assert all(r.metadata.trace is None for r in store.rows())  # the rows file stays small
+    traces = load(store.directory)
+    assert sorted((t.labels["question_id"], t.labels["configuration"]) for t in traces) == sorted(
+        (r.question_id, r.configuration) for r in rows
+    )
+    by_key = {(r.question_id, r.configuration): r for r in rows}
+    for trace in traces:
+        row = by_key[trace.labels["question_id"], trace.labels["configuration"]]
+        assert trace.labels["correct"] == row.correct and trace.run.answer == row.selected_answer
+        selected = trace.node(trace.run.selected)
+        assert selected.candidate == selected_index(row)
+        assert rescore_trace(trace, {}) == trace.run.selected, row.configuration
+    assert rescore_trace(traces[-1], {"tts_selection": "best"}) in {n.id for n in traces[-1].nodes}
 
 
 def test_rescore_equals_a_fresh_run_with_the_new_settings(tts_engine, tmp_path):

@@ -7,15 +7,18 @@ and bad input answered with OpenAI-shaped 4xx while the server stays up."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
 import openai
 import pytest
 
+from llm_tts.cli import main
 from llm_tts.engine import TTSEngine
 from llm_tts.messages import coerce_messages
 from llm_tts.service import ServiceSettings, create_app
+from llm_tts.trace import load
 
 MODEL = "SmolLM2-135M-Instruct"
 TURN = {"max_tokens": 12, "temperature": 1.0, "num_paths": 1, "seed": 7}
@@ -163,13 +166,26 @@ def test_streamed_and_chattts_requests_are_recorded_too(server):
     assert len(samples_of(url, sid)) == 2  # two single-turn conversations
 
 
-def test_beam_search_session_exports_every_candidate_with_one_selected(server):
-    url, _ = server
+def test_beam_search_session_exports_every_candidate_with_one_selected(server, tmp_path):
+    url, db = server
     sid = new_session(url)
     client = openai.OpenAI(base_url=f"{url}/sessions/{sid}/v1", api_key="unused", max_retries=0, timeout=300)
-    client.chat.completions.create(model=MODEL, messages=[QUESTION], extra_body=BEAM)
-    (record,) = httpx.get(f"{url}/sessions/{sid}", timeout=30).json()["records"]
+    out = client.chat.completions.create(model=MODEL, messages=[QUESTION], extra_body={**BEAM, "tts_trace": True})
+    session = httpx.get(f"{url}/sessions/{sid}", timeout=30).json()
+    (record,) = session["records"]
     candidates = record["candidates"]
+    # the trace: returned to the client, kept once in the record, read back from the session and its export
+    assert out.model_dump()["choices"][0]["tts_metadata"]["trace"] == record["trace"]
+    assert record["response"]["choices"][0]["tts_metadata"]["trace"] is None
+    (tmp_path / "session.json").write_text(json.dumps(session))
+    assert (
+        main(["sessions", "export", sid, "--out", str(tmp_path / "t.jsonl"), "--session-db", str(db), "--traces"]) == 0
+    )
+    for trace in (*load(tmp_path / "session.json"), *load(tmp_path / "t.jsonl")):
+        assert trace.labels["record_id"] == record["id"]
+        listed = {n.candidate: n for n in trace.nodes if n.candidate is not None}
+        assert [listed[c["index"]].answer for c in candidates] == [c["answer"] for c in candidates]
+        assert listed[record["selected"]].status == "selected"
     assert len(candidates) > 1 and sum(c["status"] == "selected" for c in candidates) == 1
     samples = samples_of(url, sid)
     assert len(samples) == len(candidates)

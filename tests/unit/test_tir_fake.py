@@ -81,20 +81,28 @@ def test_fake_output_is_truncated_with_a_visible_marker(runner):
 
 
 def test_fake_a_block_printing_100_mb_leaves_a_small_record(runner):
-    """The sandbox reads back at most 1 MiB and kills the block; the metadata keeps the 1,000
-    characters the model saw, the capture's length and its digest, never the capture."""
+    """The sandbox reads back at most 1 MiB and kills the block; the metadata and the trace keep the
+    1,000 characters the model saw, the capture's length and its digest, never the capture."""
     a = block("print('x' * 100_000_000)")
     cap = runner.pool.limits.output_bytes
     note = "[execution was stopped: it wrote too much output]"
     shown = output("x" * 1000 + f"\n[output truncated: {cap - 1000} more characters not shown]\n" + note)
-    result = run({"": [a, a], a + shown: ["done", "done"]}, runner, num_paths=2, max_code_output_characters=1000)
+    script = {"": [a, a], a + shown: ["done", "done"]}
+    result = run(script, runner, num_paths=2, max_code_output_characters=1000, tts_trace=True)
     assert result.text == a + shown + "done"
     for cand in result.metadata.candidates:
         (execution,) = cand.code_executions
         assert execution.status == "killed" and execution.output.startswith("x" * 1000 + "\n[output truncated")
         assert len(execution.output) < 1100
         assert (execution.output_bytes, execution.output_sha256) == (cap, hashlib.sha256(b"x" * cap).hexdigest())
-    assert len(result.metadata.model_dump_json()) < 10_000
+    trace = result.metadata.trace
+    assert trace is not None and len(trace.model_dump_json()) < 10_000
+    assert len(result.metadata.model_copy(update={"trace": None}).model_dump_json()) < 10_000
+    for node in trace.nodes[1:]:
+        (execution,) = node.code_executions
+        assert (execution.status, execution.output_bytes) == ("killed", cap) and len(execution.output) < 1100
+        assert execution.output_sha256 == hashlib.sha256(b"x" * cap).hexdigest()
+    assert [e.type for e in trace.events].count("code_execution") == 2
 
 
 def test_fake_after_max_code_executions_the_model_is_told_and_blocks_do_not_run(runner):

@@ -10,7 +10,7 @@ candidates without generating, and :mod:`.command` is the CLI.
 from llm_tts.evaluation.configurations import GREEDY, Configuration, build_configurations, parse_budgets, parse_strategy
 from llm_tts.evaluation.dataset import SHIPPED_SETS, Question, load_questions, shipped_set_path
 from llm_tts.evaluation.records import ResultRow
-from llm_tts.evaluation.rescore import RESCORE_SETTINGS, rescore_directory, rescore_row
+from llm_tts.evaluation.rescore import RESCORE_SETTINGS, rescore_directory, rescore_row, rescore_trace
 from llm_tts.evaluation.runner import InProcessSolver, ServiceSolver, Solver, run_evaluation
 from llm_tts.evaluation.store import ResultsStore
 from llm_tts.evaluation.summary import ConfigurationSummary, summarize, write_summary
@@ -33,6 +33,7 @@ __all__ = [
     "parse_strategy",
     "rescore_directory",
     "rescore_row",
+    "rescore_trace",
     "run_evaluation",
     "shipped_set_path",
     "summarize",

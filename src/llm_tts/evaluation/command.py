@@ -72,6 +72,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds one question may take (default: none in-process, 600 s over HTTP)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write results and summary only")
+    parser.add_argument(
+        "--no-traces", action="store_true", help="do not record each run's trace (traces.jsonl beside the results)"
+    )
 
 
 def add_rescore_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +176,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 concurrency=args.concurrency,
                 system_prompt=system or None,
+                traces=not args.no_traces,
             )
         finally:
             solver.close()

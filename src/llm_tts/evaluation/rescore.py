@@ -14,7 +14,8 @@ differently, which only a new run shows):
   with ``majority_vote`` nothing here changes it.
 - ``online_bon``: one trajectory; only its aggregated score changes.
 
-With the run's own settings every row keeps the run's choice.
+With the run's own settings every row keeps the run's choice. A trace (``llm_tts.trace``) carries
+the same facts: :func:`rescore_trace` re-applies the same rules to the nodes it lists.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from llm_tts.evaluation.summary import ConfigurationSummary, summarize, write_su
 from llm_tts.metadata import CandidateInfo
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.strategies import VOTING_SCORER, select_index
+from llm_tts.trace import Trace
 
 RESCORE_SETTINGS = ("tts_score_aggregation", "tts_window_size", "tts_selection")
 
@@ -81,6 +83,44 @@ def rescore_row(row: ResultRow, settings: Mapping[str, Any]) -> ResultRow:
             "metadata": metadata,
             "selected_answer": metadata.selected_answer,
             "correct": is_correct(metadata.selected_answer, row.gold),
+        }
+    )
+
+
+def rescore_trace(trace: Trace, settings: Mapping[str, Any]) -> str:
+    """The id of the node the run's final rule picks under ``settings`` (see :func:`rescore_row`),
+    read from the trace alone: with the run's own settings, the run's selected node."""
+    for name in settings:
+        if name not in RESCORE_SETTINGS:
+            raise UnknownNameError("re-score setting", name, list(RESCORE_SETTINGS), param=name)
+    config = TTSConfig.create(**{**trace.run.config, **settings})
+    nodes = sorted((n for n in trace.nodes if n.candidate is not None), key=lambda n: n.candidate or 0)
+    candidates = [candidate_of(trace, n.id) for n in nodes]
+    scores = [
+        aggregate(c.step_scores, config.tts_score_aggregation, config.tts_window_size) if c.step_scores else c.score
+        for c in candidates
+    ]
+    index, _ = _choose(trace.run.strategy, trace.run.scorer or VOTING_SCORER, candidates, scores, config)
+    return nodes[index].id
+
+
+_AS_CANDIDATE_STATUS = {"selected": "selected", "finished": "kept", "aborted": "kept", "kept": "kept"}
+
+
+def candidate_of(trace: Trace, node_id: str) -> CandidateInfo:
+    """The tts_metadata candidate a trace's node stands for: its path's text and step scores."""
+    path = trace.path(node_id)[1:]
+    node = path[-1]
+    steps = node.step_scores if node.kind == "candidate" else [n.step_score for n in path if n.step_score is not None]
+    return CandidateInfo.model_validate(
+        {
+            "text": "".join(n.text for n in path),
+            "answer": node.answer,
+            "score": node.score,
+            "step_scores": steps,
+            "status": _AS_CANDIDATE_STATUS.get(node.status or "", "pruned"),
+            "num_tokens": node.tokens[1] if node.tokens else 0,
+            "finish_reason": node.finish_reason or "stop",
         }
     )
 

@@ -140,8 +140,10 @@ def run_evaluation(
     concurrency: int = 4,
     system_prompt: str | None = REASONING_SYSTEM_PROMPT,
     progress: EvalProgress | None = None,
+    traces: bool = True,
 ) -> list[ResultRow]:
-    """Run every job not in ``store`` yet and append its row there; returns the new rows."""
+    """Run every job not in ``store`` yet and append its row there; returns the new rows.
+    ``traces``: each run records its trace (``tts_trace``), which the store keeps beside its row."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidParameterError("concurrency", concurrency, "must be an integer >= 1")
     jobs = plan_jobs(questions, configurations, seeds, store.finished())
@@ -149,14 +151,15 @@ def run_evaluation(
         solver.check(messages_for(questions[0], system_prompt), configuration.tts_config(seeds[0]))
     total = len(questions) * len(configurations) * len(seeds)
     progress = progress or EvalProgress(total, already_done=total - len(jobs))
-    return _Pool(solver, system_prompt, concurrency).run(jobs, store, progress)
+    return _Pool(solver, system_prompt, concurrency, traces).run(jobs, store, progress)
 
 
 class _Pool:
     """Worker threads fed from one queue (daemons: an interrupted run waits for them only briefly)."""
 
-    def __init__(self, solver: Solver, system_prompt: str | None, concurrency: int) -> None:
+    def __init__(self, solver: Solver, system_prompt: str | None, concurrency: int, traces: bool = True) -> None:
         self.solver = solver
+        self.traces = traces
         self.system_prompt = system_prompt
         self.concurrency = concurrency
         self.stopping = threading.Event()
@@ -218,6 +221,8 @@ class _Pool:
 
     def _solve(self, job: Job) -> ResultRow | None:
         config = job.configuration.tts_config(job.seed)
+        if self.traces:
+            config = config.merged(tts_trace=True)
         control = RunControl()
         with self.lock:
             self.controls.append(control)

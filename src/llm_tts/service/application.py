@@ -23,6 +23,7 @@ from llm_tts.service.serving import ServingChat
 from llm_tts.service.session_routes import router as session_router
 from llm_tts.service.session_serving import ServingSessions
 from llm_tts.service.settings import ServiceSettings
+from llm_tts.service.viewer_routes import router as viewer_router
 
 DESCRIPTION = """Test-time scaling of LLM reasoning behind OpenAI's chat and text completions APIs.
 
@@ -89,6 +90,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(session_router)  # /sessions and the session-scoped OpenAI routes
+    app.include_router(viewer_router)  # /ui/: the trace viewer page
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

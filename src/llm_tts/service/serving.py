@@ -51,7 +51,7 @@ from llm_tts.service.protocol import (
     ServedRequest,
     openai_tool_calls,
 )
-from llm_tts.service.request_context import ContextExecutor
+from llm_tts.service.request_context import ContextExecutor, current_request_id
 from llm_tts.service.run_recording import RecordOnce, RunRecorder
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.service.streaming import DONE, KEEPALIVE, KEEPALIVE_S, ChunkEncoder, ChunkWriter, ResponseHead, sse
@@ -276,8 +276,15 @@ class _Answer(Generic[R]):
     def __init__(self, build: Callable[[TTSResult], R], record: RecordOnce | None) -> None:
         self.build, self.record = build, record
 
+<<<<<<< HEAD
     async def completion(self, result: TTSResult) -> R:
         completion = await asyncio.to_thread(self.build, result)
+=======
+    async def completion(self, result: TTSResult) -> ChatCompletion:
+        if result.metadata.trace is not None:  # the trace names the request it answered
+            result.metadata.trace.run.request_id = current_request_id()
+        completion = await asyncio.to_thread(self._build, result)
+>>>>>>> viewer
         if self.record is not None:
             await asyncio.to_thread(self.record.answered, result, completion)
         seen = current_observation()

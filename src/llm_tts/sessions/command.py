@@ -4,11 +4,14 @@ read straight from the SQLite store (no model, no running server needed)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from llm_tts.errors import LLMTTSError
+from llm_tts.sessions.records import SessionRecord
 from llm_tts.sessions.samples import SampleOptions, build_samples
 from llm_tts.sessions.sqlite_store import SQLiteSessionStore, default_store_path
 
@@ -36,6 +39,12 @@ def add_sessions_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--no-merge-turns", action="store_true", help="one sample per request instead of one per conversation"
     )
+    export.add_argument(
+        "--traces",
+        action="store_true",
+        help="write the records' traces instead of samples: one line per record that has one (llm_tts.trace.load "
+        "reads the file)",
+    )
 
 
 def run_sessions(args: argparse.Namespace) -> int:
@@ -47,7 +56,12 @@ def run_sessions(args: argparse.Namespace) -> int:
     store = SQLiteSessionStore(path)
     try:
         info = store.get(args.session_id)
-        samples = build_samples(store.records(args.session_id), info.end_of_turn_ids, options)
+        records = store.records(args.session_id)
+        lines = (
+            [json.dumps(trace_line(r)) for r in records if r.trace is not None]
+            if args.traces
+            else [s.model_dump_json() for s in build_samples(records, info.end_of_turn_ids, options)]
+        )
     except LLMTTSError as e:
         print(f"llm-tts sessions: {e}", file=sys.stderr)
         return 2
@@ -55,7 +69,13 @@ def run_sessions(args: argparse.Namespace) -> int:
         store.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as f:
-        for sample in samples:
-            f.write(sample.model_dump_json() + "\n")
-    print(f"wrote {len(samples)} samples of session {args.session_id} to {args.out}")
+        f.writelines(line + "\n" for line in lines)
+    what = "traces" if args.traces else "samples"
+    print(f"wrote {len(lines)} {what} of session {args.session_id} to {args.out}")
     return 0
+
+
+def trace_line(record: SessionRecord) -> dict[str, Any]:
+    """One line of a traces export: the record's trace, labelled with where it came from."""
+    labels = {"session_id": record.session_id, "record_id": record.id, "index": record.index}
+    return {**labels, "status": record.status, "reward": record.reward, "trace": record.trace}

@@ -4,7 +4,8 @@ A record holds the request, the response and the token-level truth: the prompt's
 for every candidate the strategy considered (one for plain sampling, all of them for a search)
 its segments' token ids and logprobs (model-sampled or injected), step scores, aggregated score
 and whether it was selected, kept or pruned. Samples for training are built from these alone
-(:mod:`llm_tts.sessions.samples`), so an export needs no model.
+(:mod:`llm_tts.sessions.samples`), so an export needs no model. A request that asked for
+``tts_trace`` keeps its run's trace in the record's ``trace`` (once: not again in ``response``).
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class SessionRecord(BaseModel):
     finished_at: float
     status: RecordStatus
     request: dict[str, Any] = Field(description="the request body as received")
-    response: dict[str, Any] | None = Field(None, description="the completion as returned")
+    response: dict[str, Any] | None = Field(
+        None, description="the completion as returned (its tts_metadata.trace is kept in trace instead)"
+    )
     messages: list[dict[str, Any]] = Field(
         description="the request's messages as role/content dicts (none for a text completion)"
     )
@@ -131,6 +134,11 @@ class SessionRecord(BaseModel):
     error: str | None = Field(default=None, description="aborted runs: the error the request ended with")
     reward: float | None = Field(
         default=None, description="the trainer's reward for this turn (POST /sessions/{id}/rewards); None: unset"
+    )
+    trace: dict[str, Any] | None = Field(
+        default=None,
+        description="tts_trace: the run's trace (llm_tts.trace; code outputs as the model saw them, never the raw "
+        "capture); None when the request did not ask for one",
     )
 
     @property
@@ -183,6 +191,12 @@ def record_of(
     selected = next((c.index for c in candidates if c.status == "selected"), None)
     if selected is None or candidates[selected].token_ids != list(result.trajectory.completion_token_ids):
         selected = _index_of(trajectories, result.trajectory)
+    trace = None
+    if meta.trace is not None:  # kept once, in the record's own field
+        trace = meta.trace.to_json()
+        for choice in response.get("choices") or []:
+            if isinstance(choice.get("tts_metadata"), dict):
+                choice["tts_metadata"] = {**choice["tts_metadata"], "trace": None}
     stopped_by = meta.stopped_by
     stop_reason: StopReason = (
         stopped_by if stopped_by in ("budget", "deadline") else "length" if result.finish_reason == "length" else "stop"
@@ -202,6 +216,7 @@ def record_of(
         scorer=meta.scorer,
         candidates=candidates,
         selected=selected,
+        trace=trace,
     )
 
 

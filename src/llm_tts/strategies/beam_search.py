@@ -44,6 +44,8 @@ def beam_search(ctx: StrategyContext) -> StrategyOutcome:
         room = max(0, c.tts_beam_size - len(finished))
         live, dropped = open_[:room], open_[room:]
         pruned += dropped
+        why = f"of {len(open_)} open candidates at step {step}, {room} beams left ({len(finished)} finished)"
+        ctx.trace.note(dropped, "pruned", [f"ranked {room + i + 1} {why}" for i in range(len(dropped))])
         ctx.report(step, len(live), len(finished), best_score(finished + live))
         if not live:
             break

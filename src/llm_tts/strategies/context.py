@@ -40,6 +40,7 @@ from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.selection import load_selector
 from llm_tts.strategies.candidates import Beam
 from llm_tts.strategies.ranking import mean_logprob, select_finished
+from llm_tts.strategies.tracing import NO_TRACE, RunTracer, Tracer
 from llm_tts.types import Segment, Step, Trajectory, split_steps, text_after_injected
 
 _POLL_S = 0.05  # how often a running backend call checks cancellation and the deadline
@@ -114,6 +115,8 @@ class StrategyContext:
         # tts_selector: a fitted selector chooses the answer; its P(right) is the run's confidence
         self.selector = None if config.tts_selector is None else load_selector(config.tts_selector)
         self.confidence: float | None = None
+        # tts_trace: every node and event of the run is recorded (otherwise the hooks do nothing)
+        self.trace: Tracer = RunTracer(question, backend.token_texts) if config.tts_trace else NO_TRACE
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -166,9 +169,12 @@ class StrategyContext:
             else:
                 out = self.backend.generate(prompts, params)
         finally:
-            self.generation_s += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.generation_s += elapsed
         self.generate_calls += 1
-        self.completion_tokens += sum(len(s) for row in out for s in row)
+        tokens = sum(len(s) for row in out for s in row)
+        self.completion_tokens += tokens
+        self.trace.sampled(len(prompts), n, max_tokens, tokens, elapsed)
         return out
 
     def _generate_watched(
@@ -213,6 +219,7 @@ class StrategyContext:
         """``n`` whole trajectories from ONE backend call, split into steps at the delimiter
         (``watcher`` and ``top_logprobs`` as in :meth:`generate`)."""
         beams = self.sampler.sample_full(self, n, watcher, top_logprobs)
+        self.trace.made(None, beams)
         self._seen += beams
         return beams
 
@@ -246,6 +253,7 @@ class StrategyContext:
         if self.forcing is not None:
             children = [self._close_thinking(child, beams[i // n]) for i, child in enumerate(children)]
         self._parents.update(id(b) for b in beams)
+        self.trace.made(beams, children)
         self._seen += children
         return children
 
@@ -306,10 +314,12 @@ class StrategyContext:
         requests = [ScoreRequest(self.question, b.steps, len(b.step_scores)) for b in beams]
         start = time.perf_counter()
         new = self.scorer.score(requests)
-        self.scoring_s += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.scoring_s += elapsed
         for beam, scores in zip(beams, new):
             beam.step_scores.extend(float(s) for s in scores)
             beam.score = aggregate(beam.step_scores, self.config.tts_score_aggregation, self.config.tts_window_size)
+        self.trace.scored(beams, elapsed)
 
     def split(self, seg: Segment) -> list[Step]:
         """A one-shot trajectory's steps, split at the delimiter on token boundaries."""
@@ -320,6 +330,7 @@ class StrategyContext:
         """Emit a progress event, then honour cancellation and the deadline."""
         if self._progress is not None:
             self._progress(ProgressEvent(self.name, step, live, finished, best, message))
+        self.trace.reported(step, live, finished, best, message)
         if live and step >= self.config.tts_max_steps and self.stopped_by is None:
             self.stopped_by = "max_steps"  # the search's last step left candidates unfinished
         self.control.check()
@@ -330,6 +341,7 @@ class StrategyContext:
         if self.stopped_by is not None and self.stopped_by != "max_steps":
             return
         self.stopped_by = reason
+        self.trace.stopped(reason, message)
         if self._progress is not None:
             finished = sum(b.finished for b in self._seen)
             live = sum(not b.finished for b in self._seen if id(b) not in self._parents)

@@ -74,7 +74,9 @@ def _offline(ctx: StrategyContext, k: int) -> StrategyOutcome:
     bar = percentile([_conf(t) for t in traces], c.tts_deepconf_percentile)
     voters = [t for t in traces if _conf(t) >= bar]
     ctx.report(1, 0, len(traces), None, f"confidence bar {bar:.3f}: {len(voters)} of {len(traces)} traces vote")
-    return _vote(voters, [t for t in traces if _conf(t) < bar])
+    dropped = [t for t in traces if _conf(t) < bar]
+    ctx.trace.note(dropped, "pruned", f"confidence below the bar {bar:.3f}")
+    return _vote(voters, dropped)
 
 
 def _online(ctx: StrategyContext, k: int) -> StrategyOutcome:
@@ -86,6 +88,7 @@ def _online(ctx: StrategyContext, k: int) -> StrategyOutcome:
     bar = percentile([_conf(t) for t in warm], c.tts_deepconf_percentile)
     voters = [t for t in warm if _conf(t) >= bar]
     dropped = [t for t in warm if _conf(t) < bar]
+    ctx.trace.note(dropped, "pruned", f"warm-up confidence below the bar {bar:.3f}")
     sampled = warmup
     ctx.report(1, 0, sampled, None, f"warm-up: confidence bar {bar:.3f}")
     step = 1
@@ -97,7 +100,9 @@ def _online(ctx: StrategyContext, k: int) -> StrategyOutcome:
         sampled += len(batch)
         _score(batch, window)
         voters += [t for t in batch if not t.aborted and _conf(t) >= bar]
-        dropped += [t for t in batch if t.aborted or _conf(t) < bar]
+        below = [t for t in batch if t.aborted or _conf(t) < bar]
+        ctx.trace.note(below, "pruned", f"stopped below the confidence bar {bar:.3f}")
+        dropped += below
         stopped = sum(t.aborted for t in batch)
         ctx.report(step, 0, sampled, None, f"{stopped} of {len(batch)} traces stopped below the confidence bar")
         decision = _settled(voters, total - sampled, threshold)

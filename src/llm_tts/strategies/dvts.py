@@ -48,7 +48,9 @@ def dvts(ctx: StrategyContext) -> StrategyOutcome:
         for j, i in enumerate(open_):
             siblings = dedupe(candidates[j * k : (j + 1) * k])
             leaves[i] = max(siblings, key=lambda b: b.step_scores[-1] if b.step_scores else 0.0)
-            pruned += [b for b in siblings if b is not leaves[i]]
+            lost = [b for b in siblings if b is not leaves[i]]
+            ctx.trace.note(lost, "pruned", f"subtree {i + 1}: a sibling's step scored higher")
+            pruned += lost
         done = sum(leaf.finished for leaf in leaves)
         ctx.report(step, len(leaves) - done, done, best_score(leaves))
     for leaf in leaves:

@@ -32,7 +32,9 @@ def online_bon(ctx: StrategyContext) -> StrategyOutcome:
         candidates = dedupe(ctx.expand([beam], c.tts_candidates_per_step))
         ctx.score(candidates)
         beam = max(candidates, key=lambda b: b.step_scores[-1])  # max() keeps the first on a tie
-        pruned += [b for b in candidates if b is not beam]
+        lost = [b for b in candidates if b is not beam]
+        ctx.trace.note(lost, "pruned", "a sibling's step scored higher")
+        pruned += lost
         ctx.report(step, 0 if beam.finished else 1, int(beam.finished), beam.score)
         if beam.finished:
             break

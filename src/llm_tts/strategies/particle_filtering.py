@@ -57,7 +57,9 @@ def particle_filtering(ctx: StrategyContext) -> StrategyOutcome:
         draws = Counter(rng.choices(range(len(live)), weights, k=len(live)))
         for i, p in enumerate(live):
             p.resampled += draws[i]
-        pruned += [p for i, p in enumerate(live) if not draws[i]]
+        lost = [p for i, p in enumerate(live) if not draws[i]]
+        ctx.trace.note(lost, "resampled", f"not drawn at resampling after step {step}")
+        pruned += lost
         particles = ctx.expand([live[i] for i in sorted(draws.elements())], 1)
     for p in live:
         p.finished, p.finish_reason = True, "length"  # out of steps before an answer
