@@ -276,15 +276,10 @@ class _Answer(Generic[R]):
     def __init__(self, build: Callable[[TTSResult], R], record: RecordOnce | None) -> None:
         self.build, self.record = build, record
 
-<<<<<<< HEAD
     async def completion(self, result: TTSResult) -> R:
-        completion = await asyncio.to_thread(self.build, result)
-=======
-    async def completion(self, result: TTSResult) -> ChatCompletion:
         if result.metadata.trace is not None:  # the trace names the request it answered
             result.metadata.trace.run.request_id = current_request_id()
-        completion = await asyncio.to_thread(self._build, result)
->>>>>>> viewer
+        completion = await asyncio.to_thread(self.build, result)
         if self.record is not None:
             await asyncio.to_thread(self.record.answered, result, completion)
         seen = current_observation()
