@@ -129,7 +129,7 @@ class TTSEngine:
         )
         outcome: StrategyOutcome
         run_attributes = {"llm_tts.strategy": plan.spec.name, "llm_tts.scorer": plan.scorer_name}
-        with metered() as api, span("llm_tts.run", **run_attributes) as run_span:
+        with metered() as api, span("llm_tts.run", run_attributes) as run_span:
             try:
                 if plan.output is not None:
                     outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))
@@ -142,7 +142,7 @@ class TTSEngine:
             finally:
                 ctx.end_step_span()
             metadata = run_metadata(plan, ctx, outcome, self.backend, api, time.perf_counter() - plan.started)
-            run_span.set(**cost_attributes(metadata.cost))
+            run_span.set(cost_attributes(metadata.cost))
         chosen = outcome.selected
         split = chosen.thinking_split
         thinking = split.thinking if split is not None and split.has_thinking else None
@@ -201,7 +201,7 @@ class TTSEngine:
                 output=output,
             )
             planning.set(
-                **{
+                {
                     "llm_tts.strategy": plan.spec.name,
                     "llm_tts.scorer": plan.scorer_name,
                     "llm_tts.prompt_tokens": len(plan.prompt_ids),

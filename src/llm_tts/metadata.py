@@ -104,13 +104,13 @@ class CostInfo(BaseModel):
     )
     scorer_cached_tokens: int = Field(default=0, description="of scorer_tokens, those served from a prefix cache")
     model_parameters: int | None = Field(
-        None, description="parameters of the generating model; None when unknown (a remote API's model)"
+        default=None, description="parameters of the generating model; None when unknown (a remote API's model)"
     )
     scorer_parameters: int | None = Field(
-        None, description="parameters of the scorer's model; None when it has none or they are unknown"
+        default=None, description="parameters of the scorer's model; None when it has none or they are unknown"
     )
     flops: float | None = Field(
-        None,
+        default=None,
         description="estimated floating-point operations: 2 x parameters x tokens computed (prompt tokens not "
         "cached + generated, and the scorer's not cached, each with its model's parameters); attention's "
         "context-length term is ignored. None when a model that ran has an unknown parameter count",
@@ -147,7 +147,9 @@ class TTSMetadata(BaseModel):
     )
     candidates: list[CandidateInfo] = Field(default_factory=list, description="every candidate considered")
     usage: UsageInfo = Field(default_factory=UsageInfo)
-    cost: CostInfo = Field(default_factory=CostInfo, description="tokens computed per kind and estimated FLOPs")
+    cost: CostInfo = Field(
+        default_factory=lambda: CostInfo(), description="tokens computed per kind and estimated FLOPs"
+    )
     timings: TimingInfo = Field(default_factory=TimingInfo)
     backend: str = Field(description="backend that generated (transformers, vllm, openai)")
     model: str = Field(description="model that generated")

@@ -33,7 +33,7 @@ class Span:
         self._span = otel_span
         self._token = token  # set when this span was made current by open_span
 
-    def set(self, **attributes: Attribute | None) -> None:
+    def set(self, attributes: Mapping[str, Attribute | None]) -> None:
         """Add attributes (None values are left out: OpenTelemetry has no null)."""
         if self._span is not None:
             self._span.set_attributes(_clean(attributes))
@@ -70,13 +70,13 @@ def _get_tracer() -> Any:
     return _tracer
 
 
-def span(name: str, **attributes: Attribute | None) -> AbstractContextManager[Span]:
+def span(name: str, attributes: Mapping[str, Attribute | None] | None = None) -> AbstractContextManager[Span]:
     """A span over a with-block, the current span's child and the current one inside it; an
     exception leaving the block is recorded on it and marks it as an error."""
     tracer = _get_tracer()
     if not tracer:
         return _NO_SPAN_CONTEXT
-    return _current_span(tracer, name, attributes)
+    return _current_span(tracer, name, attributes or {})
 
 
 @contextmanager
@@ -85,7 +85,7 @@ def _current_span(tracer: Any, name: str, attributes: Mapping[str, Attribute | N
         yield Span(otel_span)
 
 
-def open_span(name: str, **attributes: Attribute | None) -> Span:
+def open_span(name: str, attributes: Mapping[str, Attribute | None] | None = None) -> Span:
     """A span started now and made current until :meth:`Span.end`, which must run in the same
     thread (for work that a with-block cannot hold: a step that ends at its progress report)."""
     tracer = _get_tracer()
@@ -93,7 +93,7 @@ def open_span(name: str, **attributes: Attribute | None) -> Span:
         return NO_SPAN
     from opentelemetry import context, trace
 
-    otel_span = tracer.start_span(name, attributes=_clean(attributes))
+    otel_span = tracer.start_span(name, attributes=_clean(attributes or {}))
     return Span(otel_span, context.attach(trace.set_span_in_context(otel_span)))
 
 

@@ -63,11 +63,11 @@ def test_without_opentelemetry_every_span_is_one_shared_no_op(monkeypatch):
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import opentelemetry now fails
     spans.use_tracer_provider(None)  # forget the tracer looked up before
     try:
-        first, second = spans.span("llm_tts.run", **{"llm_tts.strategy": "x"}), spans.span("llm_tts.step")
+        first, second = spans.span("llm_tts.run", {"llm_tts.strategy": "x"}), spans.span("llm_tts.step")
         assert first is second
         with first as opened:
             assert opened is spans.NO_SPAN
-            opened.set(**{"llm_tts.step": 1})
+            opened.set({"llm_tts.step": 1})
         assert spans.open_span("llm_tts.step") is spans.NO_SPAN
     finally:
         monkeypatch.undo()
@@ -80,7 +80,7 @@ def test_the_otel_environment_chooses_the_exporter_and_llm_tts_names_the_service
     code = (
         "from llm_tts import spans\n"
         "assert spans.configure_from_environment()\n"
-        "with spans.span('llm_tts.run', **{'llm_tts.strategy': 'beam_search'}): pass\n"
+        "with spans.span('llm_tts.run', {'llm_tts.strategy': 'beam_search'}): pass\n"
     )  # the provider flushes its batch at exit
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

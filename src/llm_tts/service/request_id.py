@@ -78,9 +78,9 @@ class RequestIdMiddleware:
 
         attributes = {"http.request.method": scope.get("method"), "url.path": scope.get("path")}
         try:
-            with span("llm_tts.request", **attributes, **{"llm_tts.request_id": request_id}) as request:
+            with span("llm_tts.request", {**attributes, "llm_tts.request_id": request_id}) as request:
                 await self.app(scope, receive, send_with_id)
-                request.set(**{"http.response.status_code": status})
+                request.set({"http.response.status_code": status})
         finally:
             log.info(
                 "%s %s -> %d in %.3f s", scope.get("method"), scope.get("path"), status, time.perf_counter() - started

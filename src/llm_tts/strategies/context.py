@@ -182,7 +182,7 @@ class StrategyContext:
             "llm_tts.samples": params.n,
             "gen_ai.request.max_tokens": params.max_tokens,
         }
-        with span("llm_tts.generate", **attributes) as call, metered() as usage:
+        with span("llm_tts.generate", attributes) as call, metered() as usage:
             if watcher is not None or c.tts_token_budget is not None or c.tts_anytime:
                 out = self._generate_watched(prompts, params, watcher)
             elif self._submit is not None:
@@ -191,7 +191,7 @@ class StrategyContext:
                 out = self.backend.generate(prompts, params)
             self.cost.add_generation(usage, prompts)
             call.set(
-                **{
+                {
                     "gen_ai.usage.input_tokens": usage.prompt_tokens if usage.requests else None,
                     "gen_ai.usage.output_tokens": sum(len(s) for row in out for s in row),
                     "llm_tts.cached_tokens": usage.cached_tokens,
@@ -334,11 +334,11 @@ class StrategyContext:
         requests = [ScoreRequest(self.question, b.steps, len(b.step_scores)) for b in beams]
         start = time.perf_counter()
         self._open_step_span()
-        with span("llm_tts.score", **{"llm_tts.scorer": self.scorer.name, "llm_tts.requests": len(requests)}) as call:
+        with span("llm_tts.score", {"llm_tts.scorer": self.scorer.name, "llm_tts.requests": len(requests)}) as call:
             with metered(alone=True) as usage:  # the scorer's tokens are not the run's prompt
                 new = self.scorer.score(requests)
             self.cost.add_scoring(usage)
-            call.set(**{"llm_tts.scorer_tokens": usage.prompt_tokens + usage.completion_tokens})
+            call.set({"llm_tts.scorer_tokens": usage.prompt_tokens + usage.completion_tokens})
         self.scoring_s += time.perf_counter() - start
         for beam, scores in zip(beams, new):
             beam.step_scores.extend(float(s) for s in scores)
@@ -355,15 +355,16 @@ class StrategyContext:
             self._progress(ProgressEvent(self.name, step, live, finished, best, message))
         if live and step >= self.config.tts_max_steps and self.stopped_by is None:
             self.stopped_by = "max_steps"  # the search's last step left candidates unfinished
-        self._step_span.set(**{"llm_tts.step": step, "llm_tts.live": live, "llm_tts.finished": finished})
-        self._step_span.set(**{"llm_tts.best_score": best})
+        self._step_span.set(
+            {"llm_tts.step": step, "llm_tts.live": live, "llm_tts.finished": finished, "llm_tts.best_score": best}
+        )
         self.end_step_span()
         self.control.check()
 
     def _open_step_span(self) -> None:
         """A step's span starts at its first backend or scorer call (and ends at its report)."""
         if self._step_span is NO_SPAN:
-            self._step_span = open_span("llm_tts.step", **{"llm_tts.strategy": self.name})
+            self._step_span = open_span("llm_tts.step", {"llm_tts.strategy": self.name})
 
     def end_step_span(self) -> None:
         """End the open step's span (a run that ends between reports ends it here)."""

@@ -47,10 +47,10 @@ class CodeRunner:
         return [f.result() for f in futures]
 
     def _execute(self, job: CodeJob) -> ExecutionResult:
-        with span("llm_tts.sandbox", **{"llm_tts.code_chars": len(job.code)}) as execution:
+        with span("llm_tts.sandbox", {"llm_tts.code_chars": len(job.code)}) as execution:
             result = self.pool.execute(job.code, history=job.history, timeout=job.timeout)
             execution.set(
-                **{
+                {
                     "llm_tts.sandbox.status": result.status,
                     "llm_tts.sandbox.seconds": result.seconds,
                     "llm_tts.sandbox.output_bytes": result.output_bytes,
