@@ -17,8 +17,8 @@ BEAM = dict(
     tts_beam_size=2,
     tts_candidates_per_step=2,
     tts_max_steps=2,
-    tts_step_max_tokens=3,
-    max_tokens=8,
+    tts_step_max_tokens=2,
+    max_tokens=6,
 )
 
 
