@@ -90,7 +90,9 @@ def main() -> None:
 
     wall = statistics.median(run_s)
     print(f"beam search (embedded model, {args.runs} runs): median {wall:.3f} s; {per_run} spans per run")
-    print(f"spans under the SDK (batch processor): {spans_s * 1e3:.3f} ms per run = {spans_s / wall:.4%} of its wall time")
+    print(
+        f"spans under the SDK (batch processor): {spans_s * 1e3:.3f} ms per run = {spans_s / wall:.4%} of its wall time"
+    )
     print(f"without opentelemetry: {absent_s * 1e9:.0f} ns per span")
 
 
