@@ -242,7 +242,9 @@ def vllm_server_url(embedded_model_dir, tmp_path_factory):
 # -- OpenTelemetry spans -----------------------------------------------------------------------
 @pytest.fixture
 def exported_spans():
-    """An in-memory exporter receiving every span llm_tts makes during the test (the SDK's own)."""
+    """An in-memory exporter receiving every span llm_tts makes during the test (the SDK's own;
+    the otel extra, in dev)."""
+    pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fakes import FakeScriptedBackend
 from llm_tts import spans
 from llm_tts.backends.cost import injected_tokens
@@ -75,6 +77,7 @@ def test_without_opentelemetry_every_span_is_one_shared_no_op(monkeypatch):
 
 
 def test_the_otel_environment_chooses_the_exporter_and_llm_tts_names_the_service():
+    pytest.importorskip("opentelemetry.sdk")  # the otel extra (in dev)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["OTEL_TRACES_EXPORTER"] = "console"
     code = (
