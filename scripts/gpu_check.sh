@@ -2,8 +2,9 @@
 # The production path on an NVIDIA GPU host where vLLM is installed (../shared/gpu/README.md says
 # how to get it there; docs/benchmarks.md keeps the latest results). Each part fits the device's
 # 10-minute command limit; `all` runs tests, start and bench one after another. The wheel bundle
-# needs the service extra's packages beyond vLLM's: pass `fastapi-offline==1.7.7
-# prometheus-client==0.26.0` (and the pins in ../shared/gpu/README.md) to bundle-wheels.sh.
+# needs the service and otel extras' packages beyond vLLM's: pass `fastapi-offline==1.7.7
+# prometheus-client==0.26.0 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
+# opentelemetry-semantic-conventions==0.66b2` (and the pins in ../shared/gpu/README.md) to bundle-wheels.sh.
 #   bash scripts/gpu_check.sh tests OUTDIR     # the GPU tests: vLLM vs transformers, every strategy x scorer, service, PRM, transformers on CUDA
 #   bash scripts/gpu_check.sh backend OUTDIR   # the vLLM backend's tests and the backend contract on CUDA
 #   bash scripts/gpu_check.sh suite OUTDIR     # every other model test, on CUDA (device auto)

@@ -250,3 +250,24 @@ def vllm_server_url(embedded_model_dir, tmp_path_factory):
         yield url
     finally:
         stop_vllm_server(proc)
+
+
+# -- OpenTelemetry spans -----------------------------------------------------------------------
+@pytest.fixture
+def exported_spans():
+    """An in-memory exporter receiving every span llm_tts makes during the test (the SDK's own;
+    the otel extra, in dev)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from llm_tts import spans
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans.use_tracer_provider(provider)
+    yield exporter
+    spans.use_tracer_provider(None)
+    provider.shutdown()

@@ -28,8 +28,9 @@ from llm_tts.messages import ChatMessage, question_of
 from llm_tts.metadata import TTSMetadata
 from llm_tts.planning import RunPlan, plan_prompt, plan_run
 from llm_tts.progress import RunControl
-from llm_tts.run_metadata import run_metadata
+from llm_tts.run_metadata import cost_attributes, run_metadata
 from llm_tts.scorers.base import Scorer, ScorerContext, create_scorer
+from llm_tts.spans import span
 from llm_tts.strategies import (
     CodeExecutionSampler,
     PlainSampler,
@@ -128,7 +129,8 @@ class TTSEngine:
             reasoning=plan.reasoning,
         )
         outcome: StrategyOutcome
-        with metered() as api:
+        run_attributes = {"llm_tts.strategy": plan.spec.name, "llm_tts.scorer": plan.scorer_name}
+        with metered() as api, span("llm_tts.run", run_attributes) as run_span:
             try:
                 if plan.output is not None:
                     outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))
@@ -138,7 +140,10 @@ class TTSEngine:
                 leaves = tuple(b.trajectory for b in ctx.partial_candidates())
                 e.partial_run = PartialRun(tuple(plan.prompt_ids), leaves, plan.spec.name, plan.scorer_name)
                 raise
-        metadata = run_metadata(plan, ctx, outcome, self.backend, api, time.perf_counter() - plan.started)
+            finally:
+                ctx.end_step_span()
+            metadata = run_metadata(plan, ctx, outcome, self.backend, api, time.perf_counter() - plan.started)
+            run_span.set(cost_attributes(metadata.cost))
         chosen = outcome.selected
         split = chosen.thinking_split
         thinking = split.thinking if split is not None and split.has_thinking else None
@@ -186,15 +191,24 @@ class TTSEngine:
         (token in): the prompt the engine consumes instead of rendering ``messages``, which then
         only give the question (answer extraction, PRM and judge scorers).
         """
-        return plan_run(
-            self.backend,
-            messages,
-            config,
-            scorer=self._scorer,
-            code_runner=self.code_runner,
-            prompt_token_ids=prompt_token_ids,
-            output=output,
-        )
+        with span("llm_tts.plan") as planning:
+            plan = plan_run(
+                self.backend,
+                messages,
+                config,
+                scorer=self._scorer,
+                code_runner=self.code_runner,
+                prompt_token_ids=prompt_token_ids,
+                output=output,
+            )
+            planning.set(
+                {
+                    "llm_tts.strategy": plan.spec.name,
+                    "llm_tts.scorer": plan.scorer_name,
+                    "llm_tts.prompt_tokens": len(plan.prompt_ids),
+                }
+            )
+        return plan
 
     def plan_prompt(self, prompt: str | Sequence[int], config: TTSConfig | Mapping[str, Any]) -> RunPlan:
         """Plan a raw prompt, used as it is (no chat template): text, or token ids consumed exactly

@@ -82,6 +82,43 @@ class CompletionTokensDetails(BaseModel):
     )
 
 
+class CostInfo(BaseModel):
+    """What the run computed, to compare strategies at equal compute. Prompt tokens are counted per
+    backend call, so a step search's prefixes count at every step unless the prefix cache served
+    them. See the observability guide for the FLOPs formula."""
+
+    prompt_tokens: int = Field(
+        default=0,
+        description="prompt tokens handed to the backend over all its calls, as it counts them (vLLM: each sample's "
+        "request; transformers: each distinct prompt once, its KV cache shared by the samples)",
+    )
+    cached_prompt_tokens: int = Field(
+        default=0,
+        description="of prompt_tokens, those served from the prefix cache (vLLM's num_cached_tokens, a server's "
+        "prompt_tokens_details.cached_tokens); 0 on transformers, which keeps no cache between calls",
+    )
+    generated_tokens: int = Field(default=0, description="tokens sampled, every candidate's (usage.completion_tokens)")
+    injected_tokens: int = Field(
+        default=0, description="tokens inserted, not sampled: code execution outputs, forced text (budget forcing)"
+    )
+    scorer_tokens: int = Field(
+        default=0, description="tokens the scorer's model ran: PRM inputs, an LLM judge's prompts and answers"
+    )
+    scorer_cached_tokens: int = Field(default=0, description="of scorer_tokens, those served from a prefix cache")
+    model_parameters: int | None = Field(
+        default=None, description="parameters of the generating model; None when unknown (a remote API's model)"
+    )
+    scorer_parameters: int | None = Field(
+        default=None, description="parameters of the scorer's model; None when it has none or they are unknown"
+    )
+    flops: float | None = Field(
+        default=None,
+        description="estimated floating-point operations: 2 x parameters x tokens computed (prompt tokens not "
+        "cached + generated, and the scorer's not cached, each with its model's parameters); attention's "
+        "context-length term is ignored. None when a model that ran has an unknown parameter count",
+    )
+
+
 class TimingInfo(BaseModel):
     generation_s: float = Field(default=0.0, description="seconds spent in backend generate calls")
     scoring_s: float = Field(default=0.0, description="seconds spent in scorers")
@@ -112,6 +149,9 @@ class TTSMetadata(BaseModel):
     )
     candidates: list[CandidateInfo] = Field(default_factory=list, description="every candidate considered")
     usage: UsageInfo = Field(default_factory=UsageInfo)
+    cost: CostInfo = Field(
+        default_factory=lambda: CostInfo(), description="tokens computed per kind and estimated FLOPs"
+    )
     timings: TimingInfo = Field(default_factory=TimingInfo)
     backend: str = Field(description="backend that generated (transformers, vllm, openai)")
     model: str = Field(description="model that generated")

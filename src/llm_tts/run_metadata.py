@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from llm_tts.backends.base import Backend
+from llm_tts.backends.cost import estimate_flops, injected_tokens, parameter_count
 from llm_tts.backends.usage import UsageMeter
-from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, TimingInfo, TTSMetadata, UsageInfo
+from llm_tts.metadata import CandidateInfo, CodeExecutionTotals, CostInfo, TimingInfo, TTSMetadata, UsageInfo
 from llm_tts.planning import RunPlan
 from llm_tts.reasoning import reasoning_token_count, thinking_token_mask
 from llm_tts.strategies import Beam, StrategyContext, StrategyOutcome
@@ -46,6 +47,7 @@ def run_metadata(
         confidence=ctx.confidence,
         candidates=[candidate_info(b, plan, backend) for b in outcome.candidates],
         usage=UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        cost=run_cost(ctx, outcome, backend),
         timings=TimingInfo(generation_s=ctx.generation_s, scoring_s=ctx.scoring_s, total_s=total_s),
         backend=backend.name,
         model=backend.model_name,
@@ -80,6 +82,36 @@ def run_trace(plan: RunPlan, ctx: StrategyContext, outcome: StrategyOutcome, met
         ),
     )
     return ctx.trace.finish(outcome.candidates, outcome.selected, outcome.vote, run)
+
+
+def run_cost(ctx: StrategyContext, outcome: StrategyOutcome, backend: Backend) -> CostInfo:
+    """What the run computed (see :mod:`llm_tts.backends.cost`)."""
+    model = parameter_count(backend)
+    scorer = None if ctx.scorer is None else parameter_count(ctx.scorer)
+    beams = (*outcome.candidates, *ctx.partial_candidates())  # pruned candidates' injections too
+    return CostInfo(
+        prompt_tokens=ctx.cost.prompt_tokens,
+        cached_prompt_tokens=ctx.cost.cached_prompt_tokens,
+        generated_tokens=ctx.completion_tokens,
+        injected_tokens=injected_tokens(b.trajectory for b in beams),
+        scorer_tokens=ctx.cost.scorer_tokens,
+        scorer_cached_tokens=ctx.cost.scorer_cached_tokens,
+        model_parameters=model,
+        scorer_parameters=scorer,
+        flops=estimate_flops(ctx.cost, ctx.completion_tokens, model, scorer),
+    )
+
+
+def cost_attributes(cost: CostInfo) -> dict[str, int | float | None]:
+    """A run's cost as span attributes (OpenTelemetry's gen_ai names where it has them)."""
+    return {
+        "gen_ai.usage.input_tokens": cost.prompt_tokens,
+        "gen_ai.usage.output_tokens": cost.generated_tokens,
+        "llm_tts.cached_tokens": cost.cached_prompt_tokens,
+        "llm_tts.injected_tokens": cost.injected_tokens,
+        "llm_tts.scorer_tokens": cost.scorer_tokens,
+        "llm_tts.flops": cost.flops,
+    }
 
 
 def candidate_info(beam: Beam, plan: RunPlan, backend: Backend) -> CandidateInfo:

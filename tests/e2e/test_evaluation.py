@@ -30,7 +30,7 @@ from llm_tts.evaluation import (
     run_evaluation,
     summarize,
 )
-from llm_tts.evaluation.plots import plot_accuracy_vs_tokens, plot_reliability
+from llm_tts.evaluation.plots import plot_accuracy_vs_flops, plot_accuracy_vs_tokens, plot_reliability
 from llm_tts.evaluation.progress import EvalProgress
 from llm_tts.evaluation.records import is_correct
 from llm_tts.evaluation.summary import bootstrap_interval, expected_calibration_error, format_table
@@ -193,11 +193,19 @@ def test_summary_and_plots_have_one_series_per_strategy(evaluated, tmp_path):
         points = [s for s in summaries if s.strategy == strategy]
         x, y = series[strategy]
         assert list(x) == [p.mean_generated_tokens for p in points] and list(y) == [p.accuracy for p in points]
+    for s in summaries:  # every run on the local model knows its FLOPs
+        runs = [r for r in rows if r.configuration == s.configuration]
+        assert s.mean_flops == pytest.approx(sum(r.metadata.cost.flops for r in runs) / len(runs)) and s.mean_flops > 0
+    fig = plot_accuracy_vs_flops(summaries, tmp_path / "flops.png")
+    series = {bars.get_label(): bars.lines[0].get_data() for bars in fig.axes[0].containers}
+    assert list(series) == ["greedy", *STRATEGIES]
+    for strategy in STRATEGIES:
+        assert list(series[strategy][0]) == [s.mean_flops for s in summaries if s.strategy == strategy]
     fig = plot_reliability(rows, tmp_path / "rel.png")
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels[0] == "perfect calibration" and len(labels) == 1 + len(STRATEGIES)
     assert all(" (ECE " in label for label in labels[1:])
-    for name in ("acc.png", "rel.png"):
+    for name in ("acc.png", "flops.png", "rel.png"):
         width, height = png_size(tmp_path / name)
         assert width > 300 and height > 300
 
@@ -311,6 +319,7 @@ def test_cli_rescore_writes_a_new_folder_and_leaves_the_run_alone(evaluated, tmp
         "summary.csv",
         "summary.json",
         "accuracy_vs_tokens.png",
+        "accuracy_vs_flops.png",
         "reliability.png",
     }
     assert "| configuration |" in capsys.readouterr().out

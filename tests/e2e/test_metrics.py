@@ -102,6 +102,12 @@ def test_counters_move_by_what_the_requests_did(server, hf_backend):
         )
         assert moved("llm_tts_tokens_total", strategy=strategy, kind="prompt") == sum(u["prompt_tokens"] for u in usage)
         assert moved("llm_tts_steps_total", strategy=strategy) == sum(m["reasoning_steps"] for m in ms)
+        costs = [m["cost"] for m in ms]
+        for kind, field in (("computed_prompt", "prompt_tokens"), ("cached_prompt", "cached_prompt_tokens")):
+            assert moved("llm_tts_tokens_total", strategy=strategy, kind=kind) == sum(c[field] for c in costs)
+        assert moved("llm_tts_estimated_flops_total", strategy=strategy) == pytest.approx(
+            sum(c["flops"] for c in costs)
+        )
     injected = len(hf_backend.encode(OUTPUT))
     assert moved("llm_tts_tokens_total", strategy="self_consistency", kind="injected") == injected
     assert moved("llm_tts_sandbox_executions_total", status="ok") == 1

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from llm_tts.backends import cpu_dtype
+from llm_tts.backends.cost import checkpoint_parameters
 from llm_tts.backends.cpu_dtype import CPU_DTYPE_ENV
 from llm_tts.backends.device import torch_dtype
+from llm_tts.backends.usage import metered
 from llm_tts.errors import (
     CapabilityError,
     ContextLengthError,
@@ -89,19 +91,22 @@ def test_a_batch_of_requests_is_one_forward_pass_with_the_same_rewards(scorer):
         assert g == pytest.approx(expected, abs=TOL)
 
 
-def test_incremental_scoring_reuses_the_prefix_and_equals_scoring_from_scratch(scorer):
+def test_incremental_scoring_reuses_the_prefix_and_equals_scoring_from_scratch(scorer, tiny_prm_dir):
     _, expected = reference(scorer.prm, QUESTION, STEPS)
     first = scorer.score([ScoreRequest(QUESTION, steps_of(STEPS[:2]))])
     computed_before = scorer.stats.computed_tokens
     prefix_len = len(scorer.input_ids(QUESTION, STEPS[:2]))
     full_len = len(scorer.input_ids(QUESTION, STEPS))
 
-    (later,) = scorer.score([ScoreRequest(QUESTION, steps_of(STEPS), first_unscored=2)])
+    with metered() as usage:  # what a run's cost counts of this call
+        (later,) = scorer.score([ScoreRequest(QUESTION, steps_of(STEPS), first_unscored=2)])
 
     assert first == [pytest.approx(expected[:2], abs=TOL)]
     assert later == pytest.approx(expected[2:], abs=TOL)
     assert scorer.stats.reused_tokens == prefix_len
     assert scorer.stats.computed_tokens - computed_before == full_len - prefix_len  # only the new steps ran
+    assert (usage.prompt_tokens, usage.cached_tokens) == (full_len, prefix_len)
+    assert scorer.parameter_count == checkpoint_parameters(tiny_prm_dir)  # the loaded model's, the stored weights
 
 
 def test_beam_children_and_fresh_rows_share_one_padded_batch(scorer):

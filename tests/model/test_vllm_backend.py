@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from llm_tts.backends.base import SamplingParams
+from llm_tts.backends.usage import metered
 from llm_tts.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
 from llm_tts.messages import ChatMessage
 
@@ -290,13 +291,20 @@ STEPS = [f"Step {i}: add the numbers carefully and write down the partial sum {i
 def test_vllm_prm_scores_match_the_transformers_prm_step_by_step(prm_pair):
     ref, ours = prm_pair
     q = "A question that is long enough to fill a whole KV block of the prefix cache on its own. " * 2
+    assert ours.parameter_count == ref.parameter_count  # from the checkpoint, from the loaded model
+    reused, computed = ours.stats.reused_tokens, ours.stats.computed_tokens
     for k in range(1, len(STEPS) + 1):  # as beam search asks: one new step per round
         r = [
             _requests(q, STEPS[:k], k - 1),
             _requests(q, STEPS[: max(1, k - 1)] + ["An alternative step.\n\n"], k - 1 if k > 1 else 0),
         ]
-        got, want = ours.score(r), ref.score(r)
+        with metered() as usage:  # what a run's cost counts of the vLLM PRM's work
+            got = ours.score(r)
+        want = ref.score(r)
         assert [len(x) for x in got] == [len(x) for x in want]
+        assert usage.cached_tokens == ours.stats.reused_tokens - reused
+        assert usage.prompt_tokens - usage.cached_tokens == ours.stats.computed_tokens - computed
+        reused, computed = ours.stats.reused_tokens, ours.stats.computed_tokens
         for g, w in zip(got, want):
             assert g == pytest.approx(w, abs=PRM_TOL)
     # Growing beams reused their cached prefixes instead of recomputing them.

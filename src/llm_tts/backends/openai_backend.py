@@ -30,7 +30,7 @@ from llm_tts.backends.openai_stream import generate_watched as stream_watched
 from llm_tts.backends.remote_http import RemoteHTTP
 from llm_tts.backends.remote_tokenizer import TextVocab
 from llm_tts.backends.tokenizer import ChatTokenizer
-from llm_tts.backends.usage import record_usage
+from llm_tts.backends.usage import record_usage, usage_of
 from llm_tts.errors import InvalidParameterError, RemoteAPIError, UnknownNameError
 from llm_tts.http_retry import RetryPolicy
 from llm_tts.messages import ChatMessage
@@ -219,7 +219,7 @@ class OpenAIBackend:
             jobs.append(_Job(index, one, 1))
         return jobs
 
-    def _call(self, dialect: Dialect, job: _Job, params: SamplingParams) -> tuple[list[Segment], tuple[int, int]]:
+    def _call(self, dialect: Dialect, job: _Job, params: SamplingParams) -> tuple[list[Segment], tuple[int, int, int]]:
         path = dialect.path
         resp = self.endpoint.post(path, job.body)
         if resp.status_code != 200:
@@ -229,11 +229,9 @@ class OpenAIBackend:
         if len(choices) != job.n:
             url = f"{self.base_url}/{path}"
             raise RemoteAPIError(f"{url} returned {len(choices)} choices for n={job.n}", url=url)
-        usage = data.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        own_count = completion_tokens if job.n == 1 else None
-        return [dialect.segment(c, params, own_count) for c in choices], (prompt_tokens, completion_tokens)
+        usage = usage_of(data.get("usage"))
+        own_count = usage[1] if job.n == 1 else None  # its completion tokens
+        return [dialect.segment(c, params, own_count) for c in choices], usage
 
     def _pmap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         items = list(items)

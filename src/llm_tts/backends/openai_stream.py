@@ -23,7 +23,7 @@ from typing import Any
 from llm_tts.backends.base import SampleUpdate, SamplingParams, Watcher
 from llm_tts.backends.openai_dialects import Dialect
 from llm_tts.backends.openai_endpoint import Endpoint
-from llm_tts.backends.usage import record_usage
+from llm_tts.backends.usage import record_usage, usage_of
 from llm_tts.errors import RemoteAPIError
 from llm_tts.types import Segment
 
@@ -36,7 +36,7 @@ class _Chunk:
     index: int  # the sample (prompt-major)
     segment: Segment | None  # everything so far (None: a usage-only chunk)
     final: bool = False
-    usage: tuple[int, int] | None = None
+    usage: tuple[int, int, int] | None = None
 
 
 def merge_choice(merged: dict[str, Any], delta: dict[str, Any]) -> None:
@@ -156,7 +156,7 @@ def _stream_one(
     with endpoint.stream(dialect.path, body) as lines:
         for data in sse_data(lines):
             if data.get("usage"):
-                out.put(_Chunk(index, None, usage=_usage(data["usage"])))
+                out.put(_Chunk(index, None, usage=usage_of(data["usage"])))
             choices = data.get("choices") or []
             if not choices:
                 continue
@@ -171,7 +171,3 @@ def _stream_one(
                 out.put(_Chunk(index, dialect.segment({**merged, "finish_reason": "length"}, params, None)))
             if stop.is_set():
                 return  # leaving the with-block closes the connection: the server aborts the request
-
-
-def _usage(usage: dict[str, Any]) -> tuple[int, int]:
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

@@ -30,6 +30,7 @@ from llm_tts.backends.device import parse_dtype, pick_device, torch_dtype
 from llm_tts.backends.grammar_mask import GrammarCompiler, RowMasks
 from llm_tts.backends.sampling import sample_next_tokens
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
+from llm_tts.backends.usage import record_usage
 from llm_tts.engine_logs import quiet_engine_logs
 from llm_tts.errors import BackendUnavailableError, ModelLoadError
 from llm_tts.models import display_name, resolve_model
@@ -70,6 +71,8 @@ class TransformersBackend(TokenizerMixin):
             with startup_step(f"loading {self.model_name} with transformers ({self.device}, {dtype_name})"):
                 self.tokenizer = ChatTokenizer.from_folder(path)
                 self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+                # the model's own weights (for the cost's FLOPs estimate), not the float32 head's copy
+                self.parameter_count: int | None = int(self.model.num_parameters())
                 use_float32_head(self.model)  # float32 logits from bfloat16/float16 weights
         except Exception as e:
             raise ModelLoadError(f"could not load model folder {str(path)!r}: {e}") from e
@@ -214,6 +217,8 @@ class TransformersBackend(TokenizerMixin):
                 )
                 next_pos = next_pos + 1
         segments = loop.segments(self.tokenizer, params)
+        # each prompt prefilled once (no cache between calls), then every row's tokens generated
+        record_usage(sum(len(p) for p in prompts), sum(len(s) for s in segments))
         return [segments[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

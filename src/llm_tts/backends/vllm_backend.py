@@ -38,8 +38,10 @@ from llm_tts.backends.base import (
     check_token_ids,
 )
 from llm_tts.backends.constraints import DecodingConstraint, schema_of
+from llm_tts.backends.cost import checkpoint_parameters
 from llm_tts.backends.device import cuda_available, engine_dtype
 from llm_tts.backends.tokenizer import ChatTokenizer, TokenizerMixin
+from llm_tts.backends.usage import Meters, active_meters, record_usage
 from llm_tts.backends.vllm_compat import default_enforce_eager
 from llm_tts.backends.vllm_engine import (
     CPU_BLOCK_SIZE,
@@ -138,6 +140,7 @@ class VLLMBackend(TokenizerMixin):
             self.engine = start_engine(args, kv_cache_space, self.stats, path)
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
         self.vocab_size = int(self.engine.model_config.get_vocab_size())
+        self.parameter_count: int | None = checkpoint_parameters(path)  # for the cost's FLOPs estimate
         # Sequences the scheduler batches at once: how many runs a server lets in together.
         self.concurrent_sequences = int(self.engine.vllm_config.scheduler_config.max_num_seqs)
         gen_eos = self.engine.model_config.hf_config.eos_token_id
@@ -177,7 +180,8 @@ class VLLMBackend(TokenizerMixin):
         seed = self._seed(params.seed)
         vparams = [self._vllm_params(params, seed, self.max_context_tokens - len(p)) for p in prompts]
         vprompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-        return self._loop.submit(vprompts, vparams, convert=lambda out: self._segments(out, params))
+        meters = active_meters()  # the outputs are converted in the engine loop's thread
+        return self._loop.submit(vprompts, vparams, convert=lambda out: self._segments(out, params, meters))
 
     def generate_watched(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher
@@ -206,6 +210,7 @@ class VLLMBackend(TokenizerMixin):
         updates: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         futures = self._loop.submit(vprompts, vparams, updates=updates)
         samples = [_StreamedSample(params) for _ in futures]
+        cached = [0] * len(futures)  # each request's prefix-cache hits, known from its first output
         running = set(range(len(futures)))
         try:
             while running:
@@ -219,6 +224,7 @@ class VLLMBackend(TokenizerMixin):
                 if index not in running:
                     continue  # an output that was on its way when the sample was aborted
                 sample = samples[index]
+                cached[index] = out.num_cached_tokens or cached[index]
                 completion = out.outputs[0]
                 added = sample.add(completion)
                 if out.finished:
@@ -245,6 +251,8 @@ class VLLMBackend(TokenizerMixin):
             for i in running:
                 futures[i].cancel()
             raise
+        for i, sample in enumerate(samples):
+            record_usage(len(prompts[i // n]), len(sample.token_ids), cached[i])
         segments = [s.segment for s in samples if s.segment is not None]  # every sample ended or was aborted
         return [segments[i * n : (i + 1) * n] * (params.n // n) for i in range(len(prompts))]
 
@@ -316,8 +324,17 @@ class VLLMBackend(TokenizerMixin):
             structured_outputs=None if params.constraint is None else structured_outputs(params.constraint),
         )
 
-    def _segments(self, out: Any, params: SamplingParams) -> list[Segment]:
+    def _segments(self, out: Any, params: SamplingParams, meters: Meters) -> list[Segment]:
         completions = sorted(out.outputs, key=lambda c: c.index)
+        # The n samples are n engine requests; vLLM reports the prefix-cache hits of one of them
+        # (the last to finish), counted here for each.
+        requests = len(completions)
+        record_usage(
+            len(out.prompt_token_ids) * requests,
+            sum(len(c.token_ids) for c in completions),
+            (out.num_cached_tokens or 0) * requests,
+            meters=meters,
+        )
         texts = self.tokenizer.hf.batch_decode([list(c.token_ids) for c in completions], skip_special_tokens=True)
         row = [_segment(c, text, params) for c, text in zip(completions, texts)]
         return row * params.n if params.greedy and params.n > 1 else row  # vLLM refuses n > 1 when greedy

@@ -3,6 +3,9 @@
 - ``accuracy_vs_tokens.png``: accuracy against mean generated tokens per question, one line per
   strategy across its budgets (each point labelled with its budget, bars = bootstrap interval),
   greedy as a single star.
+- ``accuracy_vs_flops.png``: the same against mean estimated FLOPs per question
+  (``tts_metadata.cost.flops``: prompt, generated and scorer tokens, each with its model's
+  parameters), written when the runs know their FLOPs (not for a remote model).
 - ``reliability.png``: for each strategy (budgets pooled), accuracy against confidence in ten
   bins, with its expected calibration error in the legend; the diagonal is perfect calibration.
 
@@ -12,7 +15,7 @@ Each function returns the matplotlib Figure it saved, so its series can be inspe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from llm_tts.evaluation.records import ResultRow
 from llm_tts.evaluation.summary import ConfigurationSummary, calibration_bins, confidence, expected_calibration_error
 
 ACCURACY_PLOT = "accuracy_vs_tokens.png"
+FLOPS_PLOT = "accuracy_vs_flops.png"
 RELIABILITY_PLOT = "reliability.png"
 
 
@@ -36,6 +40,35 @@ def _pyplot() -> Any:
 
 
 def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str | Path, *, title: str = "") -> Any:
+    return _plot_accuracy_against(
+        summaries,
+        lambda s: s.mean_generated_tokens,
+        path,
+        xlabel="mean generated tokens per question (every candidate)",
+        title=title or "accuracy against compute (numbers: budget)",
+    )
+
+
+def plot_accuracy_vs_flops(summaries: Sequence[ConfigurationSummary], path: str | Path, *, title: str = "") -> Any:
+    """Accuracy against mean estimated FLOPs per question (prompt and scorer work included);
+    configurations whose FLOPs are unknown are left out."""
+    return _plot_accuracy_against(
+        [s for s in summaries if s.mean_flops is not None],
+        lambda s: s.mean_flops or 0.0,
+        path,
+        xlabel="mean estimated FLOPs per question (2 x parameters x tokens computed)",
+        title=title or "accuracy against FLOPs (numbers: budget)",
+    )
+
+
+def _plot_accuracy_against(
+    summaries: Sequence[ConfigurationSummary],
+    x_of: Callable[[ConfigurationSummary], float],
+    path: str | Path,
+    *,
+    xlabel: str,
+    title: str,
+) -> Any:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     lines: dict[str, list[ConfigurationSummary]] = defaultdict(list)
@@ -43,7 +76,7 @@ def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str
         lines[s.strategy].append(s)
     for strategy, points in lines.items():
         points.sort(key=lambda s: s.budget or 0)
-        x = [p.mean_generated_tokens for p in points]
+        x = [x_of(p) for p in points]
         y = [p.accuracy for p in points]
         err = [[p.accuracy - p.ci_low for p in points], [p.ci_high - p.accuracy for p in points]]
         if points[0].budget is None:
@@ -51,18 +84,12 @@ def plot_accuracy_vs_tokens(summaries: Sequence[ConfigurationSummary], path: str
             continue
         ax.errorbar(x, y, yerr=err, fmt="-o", capsize=3, label=strategy)
         for p in points:
-            ax.annotate(
-                str(p.budget),
-                (p.mean_generated_tokens, p.accuracy),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
-            )
-    xs = [s.mean_generated_tokens for s in summaries if s.mean_generated_tokens > 0]
+            ax.annotate(str(p.budget), (x_of(p), p.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    xs = [x_of(s) for s in summaries if x_of(s) > 0]
     if xs and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
-    ax.set_xlabel("mean generated tokens per question (every candidate)")
-    _finish(plt, fig, ax, path, title or "accuracy against compute (numbers: budget)", legend_size=8, legend_loc="best")
+    ax.set_xlabel(xlabel)
+    _finish(plt, fig, ax, path, title, legend_size=8, legend_loc="best")
     return fig
 
 
@@ -116,5 +143,9 @@ def write_plots(
     questions = len({r.question_id for r in rows})
     subtitle = f"{model}, {questions} questions" if model else f"{questions} questions"
     plot_accuracy_vs_tokens(summaries, directory / ACCURACY_PLOT, title=f"accuracy against compute ({subtitle})")
+    written = [directory / ACCURACY_PLOT]
+    if any(s.mean_flops is not None for s in summaries):
+        plot_accuracy_vs_flops(summaries, directory / FLOPS_PLOT, title=f"accuracy against FLOPs ({subtitle})")
+        written.append(directory / FLOPS_PLOT)
     plot_reliability(rows, directory / RELIABILITY_PLOT, title=f"reliability ({subtitle})")
-    return [directory / ACCURACY_PLOT, directory / RELIABILITY_PLOT]
+    return [*written, directory / RELIABILITY_PLOT]

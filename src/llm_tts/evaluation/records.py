@@ -37,6 +37,11 @@ class ResultRow(BaseModel):
     def generated_tokens(self) -> int:
         return self.metadata.usage.completion_tokens if self.metadata else 0
 
+    @property
+    def flops(self) -> float | None:
+        """The run's estimated FLOPs (``tts_metadata.cost.flops``); None when unknown or failed."""
+        return self.metadata.cost.flops if self.metadata else None
+
 
 def is_correct(selected_answer: str | None, gold: str) -> bool:
     """The votes' own rule: mathematical equivalence, else normalised text."""

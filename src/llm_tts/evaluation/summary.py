@@ -1,5 +1,9 @@
-"""Per-configuration numbers: accuracy with a seeded bootstrap interval, generated tokens, time and
-calibration, written as ``summary.csv`` and ``summary.json``.
+"""Per-configuration numbers: accuracy with a seeded bootstrap interval, generated tokens, estimated
+FLOPs, time and calibration, written as ``summary.csv`` and ``summary.json``.
+
+``mean_flops`` is the mean of the runs' ``tts_metadata.cost.flops`` (2 x parameters x tokens
+computed, the scorer's included; see :mod:`llm_tts.backends.cost`); None when a run does not know
+it (a remote model's parameters are unknown).
 
 The interval resamples questions (not rows), so several seeds of one question move together.
 Confidence is the selector's ``confidence`` where a fitted selector chose (``tts_selector``), else
@@ -38,6 +42,7 @@ __all__ = [
     "confidence",
     "expected_calibration_error",
     "format_table",
+    "mean_flops",
     "summarize",
     "write_summary",
 ]
@@ -59,6 +64,7 @@ class ConfigurationSummary(BaseModel):
     ci_high: float
     mean_generated_tokens: float
     mean_seconds: float
+    mean_flops: float | None = None
     total_seconds: float
     ece: float | None
     mean_confidence: float | None
@@ -94,6 +100,14 @@ def candidate_signals(rows: Iterable[ResultRow]) -> tuple[list[tuple[float, bool
         scored += [(c.score, ok) for c, ok in zip(pool, right) if c.score is not None]
         shares += list(zip(share, right))
     return scored, shares
+
+
+def mean_flops(rows: Sequence[ResultRow]) -> float | None:
+    """Mean estimated FLOPs of the rows; None when there are none or any of them does not know its own."""
+    flops = [r.flops for r in rows]
+    if not flops or any(f is None for f in flops):
+        return None
+    return sum(f for f in flops if f is not None) / len(flops)
 
 
 def bootstrap_interval(
@@ -145,6 +159,7 @@ def summarize(rows: Iterable[ResultRow], *, seed: int = 0) -> list[Configuration
                 ci_low=low,
                 ci_high=high,
                 mean_generated_tokens=sum(r.generated_tokens for r in ok) / len(ok) if ok else 0.0,
+                mean_flops=mean_flops(ok),
                 mean_seconds=sum(r.seconds for r in group) / len(group),
                 total_seconds=sum(r.seconds for r in group),
                 ece=expected_calibration_error(pairs),
@@ -172,16 +187,17 @@ def write_summary(directory: str | Path, summaries: Sequence[ConfigurationSummar
 def format_table(summaries: Sequence[ConfigurationSummary]) -> str:
     """A Markdown table (the CLI prints it; docs/guides/evaluation.md shows one)."""
     lines = [
-        "| configuration | accuracy (95% CI) | mean generated tokens | s / question | ECE | score AUROC "
-        "| vote share AUROC |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | accuracy (95% CI) | mean generated tokens | mean FLOPs | s / question | ECE "
+        "| score AUROC | vote share AUROC |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         ece, score_auc, vote_auc = (
             "-" if v is None else f"{v:.3f}" for v in (s.ece, s.score_auroc, s.vote_share_auroc)
         )
+        flops = "-" if s.mean_flops is None else f"{s.mean_flops:.2e}"
         lines.append(
             f"| {s.configuration} | {s.accuracy:.3f} ({s.ci_low:.3f}-{s.ci_high:.3f}) | "
-            f"{s.mean_generated_tokens:.0f} | {s.mean_seconds:.2f} | {ece} | {score_auc} | {vote_auc} |"
+            f"{s.mean_generated_tokens:.0f} | {flops} | {s.mean_seconds:.2f} | {ece} | {score_auc} | {vote_auc} |"
         )
     return "\n".join(lines)

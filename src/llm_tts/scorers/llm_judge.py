@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from llm_tts.backends.base import SamplingParams
+from llm_tts.backends.cost import parameter_count
 from llm_tts.errors import CapabilityError, ContextLengthError
 from llm_tts.messages import ChatMessage
 from llm_tts.scorers.base import Scorer, ScorerContext, ScoreRequest, register_scorer
@@ -54,6 +55,11 @@ class LLMJudgeScorer(Scorer):
             )
         self.backend = backend
         self.top_k = min(top_k, caps.max_top_logprobs)
+
+    @property
+    def parameter_count(self) -> int | None:
+        """The judge is the policy model: its parameters (for the run's FLOPs estimate)."""
+        return parameter_count(self.backend)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         prompts = [

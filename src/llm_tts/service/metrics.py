@@ -87,8 +87,15 @@ class ServiceMetrics:
         self.tokens = Counter(
             "llm_tts_tokens",
             "tokens by kind: prompt, generated (every candidate's, pruned too), thinking (of generated), "
-            "injected (code outputs, not sampled)",
+            "injected (code outputs, not sampled), computed_prompt (prompt tokens of every backend call) and "
+            "cached_prompt (of those, served from the prefix cache), scorer (run by the scorer's model)",
             ["strategy", "kind"],
+            registry=r,
+        )
+        self.flops = Counter(
+            "llm_tts_estimated_flops",
+            "estimated floating-point operations of the runs (2 x parameters x tokens computed; see tts_metadata.cost)",
+            ["strategy"],
             registry=r,
         )
         self.steps = Counter("llm_tts_steps", "reasoning steps of the returned answers", ["strategy"], registry=r)
@@ -124,9 +131,13 @@ class ServiceMetrics:
         self.tokens.labels(strategy, "prompt").inc(usage.prompt_tokens)
         self.tokens.labels(strategy, "generated").inc(usage.completion_tokens)
         self.tokens.labels(strategy, "thinking").inc(usage.completion_tokens_details.reasoning_tokens)
-        # Candidates that share a prefix share its segments (the same objects): count each once.
-        injected = {id(s): len(s) for t in result.candidate_trajectories for s in t.segments if not s.is_model}
-        self.tokens.labels(strategy, "injected").inc(sum(injected.values()))
+        cost = meta.cost
+        self.tokens.labels(strategy, "injected").inc(cost.injected_tokens)
+        self.tokens.labels(strategy, "computed_prompt").inc(cost.prompt_tokens)
+        self.tokens.labels(strategy, "cached_prompt").inc(cost.cached_prompt_tokens)
+        self.tokens.labels(strategy, "scorer").inc(cost.scorer_tokens)
+        if cost.flops is not None:
+            self.flops.labels(strategy).inc(cost.flops)
         self.steps.labels(strategy).inc(meta.reasoning_steps)
         if meta.stopped_by != "complete":
             self.early_stops.labels(strategy, meta.stopped_by).inc()

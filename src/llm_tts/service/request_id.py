@@ -6,7 +6,7 @@ letters, digits and ``-_.:``; anything else could forge log lines), else one mad
 pasted into the wrong header never reaches a log or a response.
 
 The id lives in :data:`llm_tts.service.request_context.request_id_var`, which follows the
-request's work into threads and log records (see there).
+request's work into threads and log records (see there); the request's span (:mod:`llm_tts.spans`) carries it too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.service.auth import bearer_token
 from llm_tts.service.request_context import REQUEST_ID_HEADER, request_id_var
+from llm_tts.spans import span
 
 MAX_REQUEST_ID_LENGTH = 128
 _SAFE_ID = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
@@ -75,8 +76,11 @@ class RequestIdMiddleware:
                 message = {**message, "headers": [*headers, (_HEADER_KEY, request_id.encode())]}
             await send(message)
 
+        attributes = {"http.request.method": scope.get("method"), "url.path": scope.get("path")}
         try:
-            await self.app(scope, receive, send_with_id)
+            with span("llm_tts.request", {**attributes, "llm_tts.request_id": request_id}) as request:
+                await self.app(scope, receive, send_with_id)
+                request.set({"http.response.status_code": status})
         finally:
             log.info(
                 "%s %s -> %d in %.3f s", scope.get("method"), scope.get("path"), status, time.perf_counter() - started

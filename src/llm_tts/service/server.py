@@ -43,10 +43,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from llm_tts.errors import LLMTTSError
     from llm_tts.service.application import create_app
     from llm_tts.service.request_context import serve_log_config
+    from llm_tts.spans import configure_from_environment
 
     try:
         settings = settings_from_args(args)
         port = resolve_port(args.port)
+        configure_from_environment()  # span exporters from OTEL_* (with the otel extra)
         # Load the model before binding, so a bad --model fails here with its own message.
         engine = TTSEngine.create(
             settings.model, settings.backend, prm_model=settings.prm_model, **settings.backend_options()

@@ -30,6 +30,8 @@ from llm_tts.backends.base import (
     WatchVerdict,
 )
 from llm_tts.backends.constraints import DecodingConstraint
+from llm_tts.backends.cost import RunCost
+from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.events import ProgressCallback, ProgressEvent
 from llm_tts.metadata import CodeExecutionInfo, StoppedBy
@@ -38,6 +40,7 @@ from llm_tts.reasoning import BudgetForcing, ThinkingReader
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.selection import load_selector
+from llm_tts.spans import NO_SPAN, Span, open_span, span
 from llm_tts.strategies.candidates import Beam
 from llm_tts.strategies.ranking import mean_logprob, select_finished
 from llm_tts.strategies.tracing import NO_TRACE, RunTracer, Tracer
@@ -102,6 +105,8 @@ class StrategyContext:
         self.generation_s = 0.0
         self.scoring_s = 0.0
         self.generate_calls = 0
+        self.cost = RunCost()  # prompt tokens processed and cached, scorer tokens (see llm_tts.backends.cost)
+        self._step_span: Span = NO_SPAN  # open from a step's first call to its progress report
         # Decided once: a backend that can submit lets a running call be stopped (see generate).
         self._submit = backend.submit if isinstance(backend, SubmittingBackend) else None
         # -- adaptive compute --
@@ -162,12 +167,7 @@ class StrategyContext:
         )
         start = time.perf_counter()
         try:
-            if watcher is not None or c.tts_token_budget is not None or c.tts_anytime:
-                out = self._generate_watched(prompts, params, watcher)
-            elif self._submit is not None:
-                out = self._await(self._submit(prompts, params))
-            else:
-                out = self.backend.generate(prompts, params)
+            out = self._call_backend(prompts, params, watcher)
         finally:
             elapsed = time.perf_counter() - start
             self.generation_s += elapsed
@@ -175,6 +175,34 @@ class StrategyContext:
         tokens = sum(len(s) for row in out for s in row)
         self.completion_tokens += tokens
         self.trace.sampled(len(prompts), n, max_tokens, tokens, elapsed)
+        return out
+
+    def _call_backend(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, watcher: Watcher | None
+    ) -> list[list[Segment]]:
+        """The backend call of :meth:`generate`, in its span, its prompt tokens added to the cost."""
+        c = self.config
+        self._open_step_span()
+        attributes = {
+            "llm_tts.prompts": len(prompts),
+            "llm_tts.samples": params.n,
+            "gen_ai.request.max_tokens": params.max_tokens,
+        }
+        with span("llm_tts.generate", attributes) as call, metered() as usage:
+            if watcher is not None or c.tts_token_budget is not None or c.tts_anytime:
+                out = self._generate_watched(prompts, params, watcher)
+            elif self._submit is not None:
+                out = self._await(self._submit(prompts, params))
+            else:
+                out = self.backend.generate(prompts, params)
+            self.cost.add_generation(usage, prompts)
+            call.set(
+                {
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens if usage.requests else None,
+                    "gen_ai.usage.output_tokens": sum(len(s) for row in out for s in row),
+                    "llm_tts.cached_tokens": usage.cached_tokens,
+                }
+            )
         return out
 
     def _generate_watched(
@@ -313,7 +341,12 @@ class StrategyContext:
             return
         requests = [ScoreRequest(self.question, b.steps, len(b.step_scores)) for b in beams]
         start = time.perf_counter()
-        new = self.scorer.score(requests)
+        self._open_step_span()
+        with span("llm_tts.score", {"llm_tts.scorer": self.scorer.name, "llm_tts.requests": len(requests)}) as call:
+            with metered(alone=True) as usage:  # the scorer's tokens are not the run's prompt
+                new = self.scorer.score(requests)
+            self.cost.add_scoring(usage)
+            call.set({"llm_tts.scorer_tokens": usage.prompt_tokens + usage.completion_tokens})
         elapsed = time.perf_counter() - start
         self.scoring_s += elapsed
         for beam, scores in zip(beams, new):
@@ -333,7 +366,21 @@ class StrategyContext:
         self.trace.reported(step, live, finished, best, message)
         if live and step >= self.config.tts_max_steps and self.stopped_by is None:
             self.stopped_by = "max_steps"  # the search's last step left candidates unfinished
+        self._step_span.set(
+            {"llm_tts.step": step, "llm_tts.live": live, "llm_tts.finished": finished, "llm_tts.best_score": best}
+        )
+        self.end_step_span()
         self.control.check()
+
+    def _open_step_span(self) -> None:
+        """A step's span starts at its first backend or scorer call (and ends at its report)."""
+        if self._step_span is NO_SPAN:
+            self._step_span = open_span("llm_tts.step", {"llm_tts.strategy": self.name})
+
+    def end_step_span(self) -> None:
+        """End the open step's span (a run that ends between reports ends it here)."""
+        self._step_span.end()
+        self._step_span = NO_SPAN
 
     # -- adaptive compute --------------------------------------------------------
     def stop(self, reason: StoppedBy, message: str) -> None:

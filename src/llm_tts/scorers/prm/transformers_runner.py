@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_tts.backends.device import pick_device, torch_dtype
+from llm_tts.backends.usage import record_usage
 from llm_tts.errors import ModelLoadError
 from llm_tts.models import resolve_model
 from llm_tts.scorers.base import Scorer, ScoreRequest
@@ -118,6 +119,7 @@ class PRMScorer(Scorer):
         self.inputs = PRMInputs(self.prm.tokens, self.max_context_tokens)
         self.max_batch_tokens = max_batch_tokens
         self.stats = PRMStats()
+        self.parameter_count: int | None = int(self.prm.model.num_parameters())  # for the run's FLOPs estimate
         self._cache = _PrefixCache(cache_max_entries, cache_max_bytes)
         self._lock = threading.Lock()
 
@@ -182,6 +184,7 @@ class PRMScorer(Scorer):
             )
             probs = torch.softmax(logits.float(), dim=-1)[..., 1].cpu()
         self.stats.forward_calls += 1
+        record_usage(sum(len(job.ids) for job, _, _ in rows), 0, sum(p for _, _, p in rows))
         out = []
         for i, (job, _, p) in enumerate(rows):
             self.stats.computed_tokens += len(job.ids) - p

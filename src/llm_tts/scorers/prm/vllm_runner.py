@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_tts.backends import vllm_engine
+from llm_tts.backends.cost import checkpoint_parameters
 from llm_tts.backends.device import cuda_available, engine_dtype
+from llm_tts.backends.usage import record_usage
 from llm_tts.backends.vllm_loop import EngineLoop
 from llm_tts.engine_logs import quiet_engine_logs, vllm_engine_args
 from llm_tts.errors import ModelLoadError
@@ -89,6 +91,7 @@ class VLLMPRMEngine:
             self.engine = vllm_engine.start_engine(args, space, self.stats, folder)
         self.loop = EngineLoop(self.engine, name="vllm-prm-loop")
         self.max_context_tokens = int(self.engine.model_config.max_model_len)
+        self.parameter_count = checkpoint_parameters(folder)
         self._closed = False
         vllm_engine.close_at_exit(self)
 
@@ -170,6 +173,11 @@ class VLLMPRMScorer(Scorer):
         self._memo = _Memo(memo_max_entries)
         self._stats_lock = threading.Lock()
 
+    @property
+    def parameter_count(self) -> int | None:
+        """The PRM's parameters, from its checkpoint (for the run's FLOPs estimate)."""
+        return self.engine.parameter_count
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         # No scorer-wide lock: concurrent callers' requests merge in the engine's batches.
         return self.inputs.score(requests, self._run)
@@ -208,6 +216,7 @@ class VLLMPRMScorer(Scorer):
                 probs[s - offset] if s >= offset else self._memo.get(job.ids[: s + 1])
                 for s in job.seps[job.first_scored :]
             ]
+            record_usage(len(job.ids), 0, offset)  # in the caller's thread: its run's meters
             with self._stats_lock:
                 self.stats.forward_calls += 1
                 self.stats.computed_tokens += len(job.ids) - offset
