@@ -85,7 +85,7 @@ def test_selector_round_trips_through_plain_json_and_picks_by_probability(tmp_pa
     assert picked.confidence == pytest.approx(1 / (1 + math.exp(-(-1.0 + 4.0 * 0.9))))
     assert picked.share == pytest.approx(1 / 3)
     selector.save(tmp_path / "again.json")
-    identity = {"confidence_calibration": {"slope": 1.0, "offset": 0.0}}  # absent: P(right) itself
+    identity = {"version": 2, "confidence_calibration": {"method": "none"}}  # absent: P(right) itself
     assert json.loads((tmp_path / "again.json").read_text()) == {**json.loads(path.read_text()), **identity}
 
 
@@ -190,8 +190,8 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     assert (tmp_path / "selector.reliability.png").stat().st_size > 1000
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
-    assert selector.calibration == (data["confidence_calibration"]["slope"], data["confidence_calibration"]["offset"])
-    assert selector.calibration != (1.0, 0.0)  # the picked answers' confidence was fitted, and saved
+    assert selector.calibration.to_json() == data["confidence_calibration"]
+    assert data["confidence_calibration"]["method"] == "platt"  # the picked answers' confidence was fitted, and saved
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):
@@ -200,3 +200,20 @@ def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsy
         fit_selector_directory(tmp_path / "run", tmp_path / "s.json", plot=False)
     assert main(["fit-selector", str(tmp_path / "empty"), "--out", str(tmp_path / "s.json")]) == 2
     assert "llm-tts fit-selector:" in capsys.readouterr().err
+
+
+def test_fit_selector_gbm_exports_plain_json_trees_and_isotonic_calibration(tmp_path):
+    ResultsStore(tmp_path / "run").rewrite(recorded_rows(60))
+    out = tmp_path / "gbm.json"
+    fitted, report = fit_selector_directory(tmp_path / "run", out, plot=False, model="gbm", calibration="isotonic")
+    data = json.loads(out.read_text())
+    assert data["model"] == "gbm" and data["version"] == 2 and len(data["trees"]) > 1
+    assert data["confidence_calibration"]["method"] == "isotonic"
+    loaded = load_selector(out)  # applied with numpy from the JSON alone: the same probabilities
+    answers = answer_features([CandidateSignals("4", 0.2, 5, True), CandidateSignals("9", 0.9, 5, True)])
+    assert loaded.probabilities(answers) == pytest.approx(fitted.probabilities(answers))
+    assert report["auroc"] > report["vote_share_auroc"]
+    assert 0.0 <= loaded.confidence(0.3) <= loaded.confidence(0.9) <= 1.0  # isotonic: never decreasing
+    bad = {**data, "trees": [{**data["trees"][0], "left": [5] + data["trees"][0]["left"][1:]}]}
+    with pytest.raises(InvalidParameterError, match="children"):
+        Selector.from_json(bad)  # a tree whose node points outside (or back into) itself is refused

@@ -9,9 +9,28 @@ from llm_tts.selection.features import (
     signals_of_info,
 )
 from llm_tts.selection.metrics import auroc, calibration_bins, expected_calibration_error
-from llm_tts.selection.selector import Selection, Selector, load_selector, most_probable
+from llm_tts.selection.calibration import CALIBRATION_METHODS, Calibration, CalibrationMethod, fit_calibration
+from llm_tts.selection.models import LinearModel, TreeEnsemble
+from llm_tts.selection.selector import (
+    BUILTIN_PREFIX,
+    Selection,
+    Selector,
+    builtin_path,
+    builtin_selectors,
+    load_selector,
+    most_probable,
+)
 
 __all__ = [
+    "BUILTIN_PREFIX",
+    "CALIBRATION_METHODS",
+    "Calibration",
+    "CalibrationMethod",
+    "LinearModel",
+    "TreeEnsemble",
+    "builtin_path",
+    "builtin_selectors",
+    "fit_calibration",
     "FEATURE_NAMES",
     "AnswerFeatures",
     "CandidateSignals",
