@@ -100,9 +100,9 @@ def add_fit_selector_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calibration",
-        choices=("platt", "isotonic", "none"),
-        default="platt",
-        help="how the picked answer's confidence is calibrated, on out-of-fold picks (default platt)",
+        choices=("isotonic", "platt", "none"),
+        default="isotonic",
+        help="how the picked answer's confidence is calibrated, on out-of-fold picks (default isotonic)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write the selector without a reliability plot")
 

@@ -7,7 +7,7 @@ rows) are split into a fitting part and a held-out part (``validation`` share, s
 question's runs never sit on both sides. A model (scikit-learn, the ``selector`` extra: a
 logistic regression on standardised features by default, or ``--model gbm``, gradient-boosted
 trees exported as plain JSON trees) is fitted on the first part, and the confidence of the answer
-it picks is calibrated (Platt by default, or isotonic) on out-of-fold picks of the first part
+it picks is calibrated (isotonic by default, or Platt) on out-of-fold picks of the first part
 (:func:`fit_selector`). It is judged on the second:
 
 - AUROC of P(right) over held-out answers, beside the AUROC of the vote share alone;
@@ -121,7 +121,11 @@ def fit_model(runs: Sequence[RunExamples], kind: ModelKind = "logistic", *, regu
         from sklearn.ensemble import GradientBoostingClassifier
 
         gbm = GradientBoostingClassifier(
-            n_estimators=GBM_TREES, learning_rate=GBM_LEARNING_RATE, max_depth=2, min_samples_leaf=5, subsample=0.8,
+            n_estimators=GBM_TREES,
+            learning_rate=GBM_LEARNING_RATE,
+            max_depth=2,
+            min_samples_leaf=5,
+            subsample=0.8,
             random_state=0,
         ).fit(x, y)
         trees = tuple(
@@ -162,7 +166,7 @@ def picked(selector: Selector, runs: Sequence[RunExamples]) -> list[tuple[float,
 def fit_selector(
     runs: Sequence[RunExamples],
     kind: ModelKind = "logistic",
-    calibration: CalibrationMethod = "platt",
+    calibration: CalibrationMethod = "isotonic",
     *,
     folds: int = CALIBRATION_FOLDS,
     seed: int = 0,
@@ -221,7 +225,7 @@ def fit_selector_directory(
     strategies: Sequence[str] | None = None,
     plot: bool = True,
     model: ModelKind = "logistic",
-    calibration: CalibrationMethod = "platt",
+    calibration: CalibrationMethod = "isotonic",
 ) -> tuple[Selector, dict[str, Any]]:
     """Fit on ``directory``'s results (runs of ``strategies`` labels only, when given), write the
     selector to ``out`` and, with ``plot``, a reliability diagram beside it; returns both and the report."""

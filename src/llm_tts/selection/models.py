@@ -6,7 +6,8 @@ to log-odds that the answer is right:
 - :class:`LinearModel` (``"model": "logistic"``): ``intercept + coefficients . (x - mean) / scale``;
 - :class:`TreeEnsemble` (``"model": "gbm"``): ``intercept + learning_rate * sum(tree(x))`` over
   regression trees (gradient boosting), each tree as parallel arrays ``feature``, ``threshold``,
-  ``left``, ``right`` and ``value`` (a leaf has ``left == -1``; ``x[feature] <= threshold`` goes left).
+  ``left``, ``right`` and ``value`` (a leaf has ``left == -1``; ``x[feature] <= threshold`` goes left,
+  the feature rounded to float32 first, as scikit-learn's trees compare).
 
 ``from_json`` checks every number and index, so a file that is not such a model is refused with a
 reason (the caller turns it into an :class:`~llm_tts.errors.InvalidParameterError`).
@@ -97,6 +98,7 @@ class Tree:
     value: np.ndarray
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32).astype(np.float64)  # scikit-learn's trees compare float32 features
         node = np.zeros(len(x), dtype=np.int64)
         rows = np.arange(len(x))
         for _ in range(len(self.left)):  # a path visits each node once at most
@@ -125,13 +127,21 @@ class Tree:
         if not 1 <= n <= MAX_TREE_NODES:
             raise BadModel(f"a tree must have 1 to {MAX_TREE_NODES} nodes")
         arrays = {name: finite_numbers(data, name, n) for name in ("feature", "threshold", "right", "value")}
-        ints = {name: a.astype(np.int64) for name, a in (("left", left), ("right", arrays["right"]), ("feature", arrays["feature"]))}
-        if any(np.any(ints[k] != a) for k, a in (("left", left), ("right", arrays["right"]), ("feature", arrays["feature"]))):
+        ints = {
+            name: a.astype(np.int64)
+            for name, a in (("left", left), ("right", arrays["right"]), ("feature", arrays["feature"]))
+        }
+        if any(
+            np.any(ints[k] != a)
+            for k, a in (("left", left), ("right", arrays["right"]), ("feature", arrays["feature"]))
+        ):
             raise BadModel("a tree's 'left', 'right' and 'feature' must be whole numbers")
         inner = ints["left"] >= 0
         nodes = np.arange(n)
         # children point forward (no cycles), inside the tree; an inner node splits on a known feature
-        if np.any(inner & ((ints["left"] <= nodes) | (ints["right"] <= nodes) | (ints["left"] >= n) | (ints["right"] >= n))):
+        if np.any(
+            inner & ((ints["left"] <= nodes) | (ints["right"] <= nodes) | (ints["left"] >= n) | (ints["right"] >= n))
+        ):
             raise BadModel("a tree's children must be later nodes of the same tree")
         if np.any(inner & ((ints["feature"] < 0) | (ints["feature"] >= n_features))):
             raise BadModel(f"a tree's 'feature' must index one of the {n_features} features")

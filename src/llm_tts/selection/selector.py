@@ -124,7 +124,11 @@ class Selector:
         if not isinstance(data, dict) or data.get("format") != SELECTOR_FORMAT:
             raise bad(f'it must be a JSON object with "format": "{SELECTOR_FORMAT}"')
         kind = data.get("model")
-        if data.get("version") not in READ_VERSIONS or kind not in MODEL_KINDS or (data["version"] == 1 and kind != "logistic"):
+        if (
+            data.get("version") not in READ_VERSIONS
+            or kind not in MODEL_KINDS
+            or (data["version"] == 1 and kind != "logistic")
+        ):
             raise bad(f"only versions {READ_VERSIONS} of models {', '.join(MODEL_KINDS)} are understood")
         features = data.get("features")
         if not isinstance(features, list) or not features or any(f not in FEATURE_NAMES for f in features):
@@ -152,7 +156,7 @@ def builtin_selectors() -> list[str]:
 def builtin_path(name: str) -> Path | None:
     """The shipped file of ``builtin:NAME`` (None: no such builtin)."""
     if name in builtin_selectors():
-        return BUILTIN_DIR / f"{name[len(BUILTIN_PREFIX):]}.json"
+        return BUILTIN_DIR / f"{name[len(BUILTIN_PREFIX) :]}.json"
     return None
 
 

@@ -32,13 +32,14 @@ from llm_tts.backends.base import (
 from llm_tts.backends.constraints import DecodingConstraint
 from llm_tts.config import TTSConfig
 from llm_tts.events import ProgressCallback, ProgressEvent
-from llm_tts.metadata import CodeExecutionInfo, StoppedBy
+from llm_tts.metadata import CodeExecutionInfo, RouteInfo, SelectionInfo, StoppedBy
 from llm_tts.progress import RunControl
 from llm_tts.reasoning import BudgetForcing, ThinkingReader
 from llm_tts.scorers.aggregation import aggregate
 from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.selection import load_selector
 from llm_tts.strategies.candidates import Beam
+from llm_tts.strategies.genselect import genselect
 from llm_tts.strategies.ranking import mean_logprob, select_finished
 from llm_tts.types import Segment, Step, Trajectory, split_steps, text_after_injected
 
@@ -114,6 +115,8 @@ class StrategyContext:
         # tts_selector: a fitted selector chooses the answer; its P(right) is the run's confidence
         self.selector = None if config.tts_selector is None else load_selector(config.tts_selector)
         self.confidence: float | None = None
+        self.selection_info: SelectionInfo | None = None  # tts_genselect: how the model picked
+        self.route_info: RouteInfo | None = None  # tts_route: the sizes that ran
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -367,9 +370,24 @@ class StrategyContext:
         return StrategyOutcome([*pool, *rest], chosen, picked)
 
     def select(self, beams: Sequence[Beam]) -> tuple[Beam, Vote | None]:
-        """The finished candidate to return (marked "selected") and its vote: by ``tts_selector``
-        when set (its P(right) kept as :attr:`confidence`), else by ``tts_selection``."""
+        """The finished candidate to return (marked "selected") and its vote: by ``tts_genselect``
+        (the model picks), by ``tts_selector`` (its P(right) kept as :attr:`confidence`), else by
+        ``tts_selection``."""
+        if (picked := self.genselect(beams)) is not None:
+            return picked
         chosen, result, self.confidence = select_finished(beams, self.config.tts_selection, self.selector)
+        return chosen, result
+
+    def genselect(self, beams: Sequence[Beam]) -> tuple[Beam, Vote] | None:
+        """With ``tts_genselect``: the candidate the model picks (marked "selected") and the vote
+        (:mod:`llm_tts.strategies.genselect`); None when it is off or has nothing to choose between."""
+        picks = self.config.tts_genselect
+        if picks is None:
+            return None
+        picked = genselect(beams, self.question, self.backend, picks, self.generate)
+        if picked is None:
+            return None
+        chosen, result, self.selection_info = picked
         return chosen, result
 
 
