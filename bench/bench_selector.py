@@ -330,7 +330,7 @@ def report_routing(rows: Sequence, selector) -> None:
         return vote([c.answer for c in cands], [c.score for c in cands]).answer
 
     def share(cands) -> float:
-        return vote([c.answer for c in cands]).consensus
+        return vote([c.answer for c in cands], [None] * len(cands)).consensus
 
     def selector_conf(cands) -> float:
         picked = selector.select([signals_of_info(c) for c in cands])

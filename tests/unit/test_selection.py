@@ -217,3 +217,52 @@ def test_fit_selector_gbm_exports_plain_json_trees_and_isotonic_calibration(tmp_
     bad = {**data, "trees": [{**data["trees"][0], "left": [5] + data["trees"][0]["left"][1:]}]}
     with pytest.raises(InvalidParameterError, match="children"):
         Selector.from_json(bad)  # a tree whose node points outside (or back into) itself is refused
+
+
+# -- generative selection and routing on a FAKE scripted backend -----------------------------------
+def test_genselect_parses_a_pick_robustly():
+    from llm_tts.strategies.genselect import parse_pick
+
+    assert parse_pick("Solution 3", 3) == 2 and parse_pick("solution #2 is right", 3) == 1
+    assert parse_pick("#1.", 2) == 0 and parse_pick("I think it is 2.", 2) == 1
+    assert parse_pick("Solution 9", 3) is None and parse_pick("2.5", 3) is None and parse_pick("none", 3) is None
+
+
+def test_fake_genselect_picks_the_models_choice_over_the_majority_and_falls_back_to_the_vote():
+    # The fake returns the same scripted texts for the paths and for the picks: each path's text
+    # opens with the pick it makes when it is asked ("Solution 2": the second answer shown, 7).
+    paths = ["Solution 2. \\boxed{5}", "Solution 2. \\boxed{5}", "Solution 2. \\boxed{7}"]
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": paths}), None, num_paths=3, tts_genselect=3)
+    md_selection = run.ctx.selection_info
+    assert run.outcome.selected.answer == "7" and run.outcome.vote.distribution == {"5": 2, "7": 1}
+    assert md_selection.picks == 3 and md_selection.malformed == 0 and not md_selection.fallback
+    assert md_selection.votes == {"7": 3} and md_selection.rounds == 1
+    assert run.ctx.completion_tokens == sum(map(len, paths)) + 3 * len("Solution 2. ")  # picks cut at 12 tokens
+
+    unparsable = ["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"]  # "5" names no solution of two: malformed
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": unparsable}), None, num_paths=3, tts_genselect=2)
+    assert run.outcome.selected.answer == "5" and run.ctx.selection_info.fallback  # the vote decided
+    assert run.ctx.selection_info.malformed == 2
+
+
+def test_fake_genselect_runs_a_tournament_when_the_answers_do_not_fit_at_once():
+    paths = [f"Solution 1 says {n}: \\boxed{{{n}}}" + "." * 60 for n in (3, 4, 5, 6)]
+    backend = FakeScriptedBackend({"": paths}, max_context_tokens=500)  # two fit in a prompt, not three
+    run = run_strategy("self_consistency", backend, None, num_paths=4, tts_genselect=1)
+    info = run.ctx.selection_info
+    assert info.rounds == 2 and info.answers == 4 and not info.fallback
+    assert run.outcome.selected.answer == "3"  # the first of each pair wins each round
+
+
+def test_fake_route_stops_when_confident_and_escalates_when_not():
+    agree = ["\\boxed{5}"] * 4
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": agree}), None, tts_route=[2, 4])
+    route = run.ctx.route_info
+    assert [s.size for s in route.stages] == [2] and route.stopped == "confident" and route.signal == "vote_share"
+    assert len(run.outcome.candidates) == 2 and route.stages[0].confidence == 1.0
+
+    split = ["\\boxed{5}", "\\boxed{7}", "\\boxed{5}", "\\boxed{5}"]
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": split}), None, tts_route=[2, 4])
+    route = run.ctx.route_info
+    assert [s.size for s in route.stages] == [2, 4] and route.stopped == "largest"
+    assert [s.confidence for s in route.stages] == [0.5, 0.5] and run.outcome.selected.answer == "5"

@@ -12,8 +12,8 @@ from pathlib import Path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
-from llm_tts.selection import builtin_path, builtin_selectors
 from llm_tts.errors import InvalidParameterError, QueueFullError, QueueTimeoutError
+from llm_tts.selection import builtin_path, builtin_selectors
 from llm_tts.service.errors import RequestTooLargeError, TooManyRequestsError, send_error
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.strategies import get_strategy

@@ -39,7 +39,7 @@ GENSELECT_SYSTEM = (
     "Reply with the number of the correct solution only, as 'Solution K'."
 )
 _SOLUTION = re.compile(r"(?:solution|#)\s*#?\s*(\d+)", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+_NUMBER = re.compile(r"(?<![\d.])(\d+)(?!\.?\d)")
 
 
 def parse_pick(reply: str, count: int) -> int | None:

@@ -59,4 +59,4 @@ def route_confidence(ctx: StrategyContext, candidates: Sequence[Beam]) -> float 
         return None if picked is None else picked.confidence
     if not any(c.answer is not None for c in candidates):
         return None
-    return vote([c.answer for c in candidates]).consensus
+    return vote([c.answer for c in candidates], [None] * len(candidates)).consensus
