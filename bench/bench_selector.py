@@ -126,7 +126,9 @@ def main() -> int:
     gen_rows = (
         []
         if args.no_genselect
-        else record("genselect", held_q, f"offline_bon:tts_scorer={SCORER},tts_genselect=3", args.budget, seeds[:1])
+        else record(
+            "genselect-prefilled", held_q, f"offline_bon:tts_scorer={SCORER},tts_genselect=3", args.budget, seeds[:1]
+        )
     )
     sc_rows = [] if args.no_route else record("sc16", held_q, f"self_consistency:tts_scorer={SCORER}", 16, seeds[:1])
     if engine is not None:
@@ -349,10 +351,18 @@ def report_routing(rows: Sequence, selector) -> None:
         escalated = sum(len(cs) > 4 for cs in used.values())
         print(f"  {name:34} {mean_ci(acc):26} {tokens:15.0f}  {escalated}/{len(used)}")
 
+    def routed(q: str, stages: Sequence[int], t: float, signal: Callable) -> list:
+        for size in stages[:-1]:
+            if signal(full[q][:size]) >= t:
+                return full[q][:size]
+        return full[q]
+
     line("self-consistency@16", lambda q: full[q])
     line("self-consistency@4", lambda q: first[q])
     for t in THRESHOLDS:
         line(f"route, vote share < {t}", lambda q, t=t: first[q] if share(first[q]) >= t else full[q])
+    for t in THRESHOLDS:
+        line(f"route [4, 8, 16], share < {t}", lambda q, t=t: routed(q, (4, 8, 16), t, share))
     for t in THRESHOLDS:
         line(f"route, selector conf < {t}", lambda q, t=t: first[q] if selector_conf(first[q]) >= t else full[q])
 

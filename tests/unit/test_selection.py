@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
+from fakes import ASSISTANT, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 from llm_tts.cli import main
 from llm_tts.errors import DatasetError, InvalidParameterError
 from llm_tts.evaluation import ResultRow, ResultsStore
@@ -25,6 +25,7 @@ from llm_tts.selection import (
     auroc,
     load_selector,
 )
+from llm_tts.strategies.genselect import PICK_PREFIX
 
 
 def test_auroc_is_the_share_of_right_wrong_pairs_ordered_with_ties_counting_half():
@@ -191,7 +192,7 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
     assert selector.calibration.to_json() == data["confidence_calibration"]
-    assert data["confidence_calibration"]["method"] == "platt"  # the picked answers' confidence was fitted, and saved
+    assert data["confidence_calibration"]["method"] == "isotonic"  # the picked answers' confidence was fitted, and saved
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):
@@ -228,30 +229,36 @@ def test_genselect_parses_a_pick_robustly():
     assert parse_pick("Solution 9", 3) is None and parse_pick("2.5", 3) is None and parse_pick("none", 3) is None
 
 
-def test_fake_genselect_picks_the_models_choice_over_the_majority_and_falls_back_to_the_vote():
-    # The fake returns the same scripted texts for the paths and for the picks: each path's text
-    # opens with the pick it makes when it is asked ("Solution 2": the second answer shown, 7).
-    paths = ["Solution 2. \\boxed{5}", "Solution 2. \\boxed{5}", "Solution 2. \\boxed{7}"]
-    run = run_strategy("self_consistency", FakeScriptedBackend({"": paths}), None, num_paths=3, tts_genselect=3)
-    md_selection = run.ctx.selection_info
-    assert run.outcome.selected.answer == "7" and run.outcome.vote.distribution == {"5": 2, "7": 1}
-    assert md_selection.picks == 3 and md_selection.malformed == 0 and not md_selection.fallback
-    assert md_selection.votes == {"7": 3} and md_selection.rounds == 1
-    assert run.ctx.completion_tokens == sum(map(len, paths)) + 3 * len("Solution 2. ")  # picks cut at 12 tokens
+# the fake renders the pre-filled reply as a turn of its own: the picks continue after it
+PICKS = PICK_PREFIX + "\n" + ASSISTANT
+CONTEXT = 500  # room for the prompt of two of the tournament test's solutions, not of three
 
-    unparsable = ["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"]  # "5" names no solution of two: malformed
-    run = run_strategy("self_consistency", FakeScriptedBackend({"": unparsable}), None, num_paths=3, tts_genselect=2)
+
+def test_fake_genselect_picks_the_models_choice_over_the_majority_and_falls_back_to_the_vote():
+    paths = ["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"]
+    picks = [" 2", " 2.", "Solution 1", "Solution 2"]  # the second answer shown (7), three times of four
+    run = run_strategy(
+        "self_consistency", FakeScriptedBackend({"": paths, PICKS: picks}), None, num_paths=3, tts_genselect=4
+    )
+    info = run.ctx.selection_info
+    assert run.outcome.selected.answer == "7" and run.outcome.vote.distribution == {"5": 2, "7": 1}
+    assert info.picks == 4 and info.malformed == 0 and not info.fallback and info.rounds == 1
+    assert info.votes == {"7": 3, "5": 1}
+    assert run.ctx.completion_tokens == sum(map(len, paths)) + sum(map(len, picks))  # the picks count
+
+    unparsable = {"": paths, PICKS: [" none", " 9"]}  # no number, and no solution 9 of two: malformed
+    run = run_strategy("self_consistency", FakeScriptedBackend(unparsable), None, num_paths=3, tts_genselect=2)
     assert run.outcome.selected.answer == "5" and run.ctx.selection_info.fallback  # the vote decided
     assert run.ctx.selection_info.malformed == 2
 
 
 def test_fake_genselect_runs_a_tournament_when_the_answers_do_not_fit_at_once():
-    paths = [f"Solution 1 says {n}: \\boxed{{{n}}}" + "." * 60 for n in (3, 4, 5, 6)]
-    backend = FakeScriptedBackend({"": paths}, max_context_tokens=500)  # two fit in a prompt, not three
+    paths = [f"It is {n}: \\boxed{{{n}}}" + "." * 60 for n in (3, 4, 5, 6)]
+    backend = FakeScriptedBackend({"": paths, PICKS: [" 2"]}, max_context_tokens=CONTEXT)  # two fit, not three
     run = run_strategy("self_consistency", backend, None, num_paths=4, tts_genselect=1)
     info = run.ctx.selection_info
-    assert info.rounds == 2 and info.answers == 4 and not info.fallback
-    assert run.outcome.selected.answer == "3"  # the first of each pair wins each round
+    assert info.rounds == 2 and info.answers == 4 and info.picks == 3 and not info.fallback
+    assert run.outcome.selected.answer == "6"  # the second of each pair wins each round: 4, 6, then 6
 
 
 def test_fake_route_stops_when_confident_and_escalates_when_not():

@@ -2,7 +2,8 @@
 
 Each distinct answer (a group of equivalent candidates) is shown once, by its best-scored
 candidate's text (its reasoning and answer, cut to :data:`SOLUTION_TOKENS` tokens), numbered, under
-the question; the model is asked for the number of the correct one, ``tts_genselect`` times in
+the question; the model is asked for the number of the correct one (its reply pre-filled with
+:data:`PICK_PREFIX`, so that the number comes next), ``tts_genselect`` times in
 ONE backend call (sampled at the run's temperature), and the number picked most often wins (ties:
 the larger group, then the one shown first). When the solutions do not fit the context at once,
 they are judged in a tournament: groups of as many as fit, each group's winner going on to the
@@ -34,6 +35,7 @@ Generate = Callable[[Sequence[Sequence[int]], int, int, Sequence[str]], list[lis
 
 SOLUTION_TOKENS = 384  # each shown solution is cut to this many tokens (its end kept: the answer is there)
 PICK_TOKENS = 12
+PICK_PREFIX = "The correct solution is Solution"
 GENSELECT_SYSTEM = (
     "You compare candidate solutions to a problem and decide which one is correct. "
     "Reply with the number of the correct solution only, as 'Solution K'."
@@ -111,11 +113,12 @@ def _solution_text(backend: Backend, beam: Beam) -> str:
 def _prompt(backend: Backend, question: str, solutions: Sequence[str]) -> list[int]:
     body = "\n\n".join(f"Solution {k}:\n{text}" for k, text in enumerate(solutions, 1))
     user = f"Problem:\n{question}\n\n{body}\n\nWhich solution is correct? Reply as 'Solution K'."
-    return list(
-        backend.render_chat(
-            [ChatMessage(role="system", content=GENSELECT_SYSTEM), ChatMessage(role="user", content=user)]
-        )
-    )
+    messages = [
+        ChatMessage(role="system", content=GENSELECT_SYSTEM),
+        ChatMessage(role="user", content=user),
+        ChatMessage(role="assistant", content=PICK_PREFIX),  # pre-filled: the next tokens are the number
+    ]
+    return list(backend.render_chat(messages))
 
 
 def _brackets(backend: Backend, question: str, alive: Sequence[int], texts: Sequence[str]) -> list[list[int]]:
