@@ -192,7 +192,7 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
     assert selector.calibration.to_json() == data["confidence_calibration"]
-    assert data["confidence_calibration"]["method"] == "isotonic"  # the picked answers' confidence was fitted, and saved
+    assert data["confidence_calibration"]["method"] == "isotonic"  # the picks' confidence was fitted
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):

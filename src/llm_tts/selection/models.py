@@ -31,7 +31,8 @@ class BadModel(ValueError):
 
 
 class AnswerModel(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def logits(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -81,10 +82,12 @@ class LinearModel:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], n_features: int) -> LinearModel:
-        arrays = [finite_numbers(data, name, n_features) for name in ("mean", "scale", "coefficients")]
-        if np.any(arrays[1] <= 0):
+        mean, scale, coefficients = (
+            finite_numbers(data, name, n_features) for name in ("mean", "scale", "coefficients")
+        )
+        if np.any(scale <= 0):
             raise BadModel("'scale' must be positive")
-        return cls(*arrays, finite_number(data, "intercept"))
+        return cls(mean, scale, coefficients, finite_number(data, "intercept"))
 
 
 @dataclass(frozen=True)

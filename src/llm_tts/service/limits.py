@@ -26,7 +26,7 @@ def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
     the field; a default over a limit is lowered to it (the operator chose the limit)."""
     explicit = config.model_fields_set
     spec = get_strategy(config.tts_strategy)
-    updates: dict[str, int] = {}
+    updates: dict[str, int | str] = {}
 
     def cap(field: str, value: int, limit: int, what: str) -> None:
         if value <= limit:

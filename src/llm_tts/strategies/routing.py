@@ -28,6 +28,7 @@ def sample_routed(ctx: StrategyContext, route: Sequence[int]) -> list[Beam]:
         signal="selector" if ctx.selector is not None else "vote_share",
         threshold=DEFAULT_ROUTE_THRESHOLD if ctx.config.tts_route_threshold is None else ctx.config.tts_route_threshold,
         sizes=list(route),
+        stopped="largest",
     )
     ctx.route_info = info
     candidates: list[Beam] = []
