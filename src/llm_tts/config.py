@@ -47,6 +47,9 @@ StrategyField = Literal[
     "tts_window_size",
     "tts_selection",
     "tts_selector",
+    "tts_genselect",
+    "tts_route",
+    "tts_route_threshold",
     "tts_stop_confidence",
     "tts_deepconf_mode",
     "tts_deepconf_warmup",
@@ -58,7 +61,12 @@ STRATEGY_FIELDS: frozenset[str] = frozenset(get_args(StrategyField))
 STEP_FIELDS: tuple[StrategyField, ...] = ("tts_max_steps", "tts_step_max_tokens")
 SCORED_FIELDS: tuple[StrategyField, ...] = ("tts_score_aggregation", "tts_window_size", "tts_selection")
 # Fields of every strategy that chooses one answer among several finished candidates.
-SELECTING_FIELDS: tuple[StrategyField, ...] = ("tts_selector",)
+SELECTING_FIELDS: tuple[StrategyField, ...] = ("tts_selector", "tts_genselect")
+# Fields of the strategies that sample whole candidates and can add more of them (per-question routing).
+ROUTED_FIELDS: tuple[StrategyField, ...] = ("tts_route", "tts_route_threshold")
+MAX_GENSELECT_PICKS = 16
+MAX_ROUTE_STAGES = 8
+DEFAULT_ROUTE_THRESHOLD = 0.75
 
 
 class TTSConfig(BaseModel):
@@ -119,6 +127,27 @@ class TTSConfig(BaseModel):
         "written by `llm-tts fit-selector` (JSON); it picks the answer most probably right from the answers' features "
         "(vote share, scores, length, finished) and its probability becomes tts_metadata.confidence. Overrides "
         "tts_selection and the majority vote",
+    )
+    tts_genselect: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_GENSELECT_PICKS,
+        description="self_consistency, offline_bon, beam_search, dvts, particle_filtering: generative selection, "
+        "the policy is shown the distinct answers (each with its reasoning) and picks the correct one this many "
+        "times; the most picked wins, in a tournament when they do not fit the context at once. Picks that do not "
+        "parse fall back to the vote (tts_metadata.selection says so). Overrides tts_selection and the vote",
+    )
+    tts_route: list[int] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ROUTE_STAGES,
+        description="self_consistency, offline_bon: compute routed per question, increasing sizes such as [4, 16]: "
+        "sample the first size, and add candidates up to the next size only while the confidence (tts_selector's "
+        "calibrated one, else the leading answer's vote share) is below tts_route_threshold, within "
+        "tts_token_budget. Sets the size (num_paths, tts_num_trajectories); tts_metadata.route says what ran",
+    )
+    tts_route_threshold: float | None = Field(
+        None, gt=0.0, le=1.0, description="tts_route: escalate while the confidence is below this (default 0.75)"
     )
     tts_step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a reasoning step")
     tts_step_max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="maximum tokens in one step")

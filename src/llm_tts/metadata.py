@@ -177,6 +177,49 @@ class TTSMetadata(BaseModel):
         description="tts_trace: the run's trace (schema llm_tts.trace, version 1): its tree of nodes and its events; "
         "candidates above are its listed nodes (each node's 'candidate' is its index there). None without tts_trace",
     )
+    # -- selection and routing --
+    selection: SelectionInfo | None = Field(
+        None, description="tts_genselect: how generative selection picked the answer; None when it did not run"
+    )
+    route: RouteInfo | None = Field(None, description="tts_route: the sizes run and why it stopped; None when off")
+
+
+class SelectionInfo(BaseModel):
+    """Generative selection: the model read the distinct answers and picked one."""
+
+    method: Literal["genselect"] = "genselect"
+    answers: int = Field(description="distinct answers shown")
+    rounds: int = Field(default=0, description="tournament rounds (1: all answers fit in one prompt)")
+    picks: int = Field(default=0, description="picks the model made, over all rounds")
+    malformed: int = Field(default=0, description="picks that named no shown solution")
+    fallback: bool = Field(
+        default=False, description="in some group no pick parsed, and the vote (its largest answer group) decided it"
+    )
+    votes: dict[str, int] = Field(default_factory=dict, description="picks per answer in the last round")
+
+
+class RouteStage(BaseModel):
+    """One size a routed run reached."""
+
+    size: int = Field(description="candidates sampled in all by the end of this stage")
+    confidence: float | None = Field(description="the signal after this stage (None: no answer yet)")
+    completion_tokens: int = Field(description="completion tokens of the run by the end of this stage")
+
+
+class RouteInfo(BaseModel):
+    """Compute routed per question: start small, escalate while the signal is below the threshold."""
+
+    signal: Literal["selector", "vote_share"] = Field(
+        description="selector: tts_selector's calibrated confidence; vote_share: the leading answer's share"
+    )
+    threshold: float = Field(description="tts_route_threshold: escalate while the signal is below it")
+    sizes: list[int] = Field(description="tts_route: the sizes it could run")
+    stages: list[RouteStage] = Field(default_factory=list, description="the sizes it ran, in order")
+    stopped: Literal["confident", "largest", "budget"] = Field(
+        "largest",
+        description="confident: the signal reached the threshold; largest: the last size ran; budget: "
+        "tts_token_budget ended it",
+    )
 
 
 # -- code execution: tool-integrated reasoning ----------------------------------------

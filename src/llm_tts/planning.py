@@ -9,6 +9,7 @@ Every refusal of a request lives here, so a bad request fails before any token i
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def resolve_config(config: TTSConfig | Mapping[str, Any]) -> ResolvedConfig:
     spec = get_strategy(config.tts_strategy)
     scorer_name = _resolve_scorer(spec, config.tts_scorer)  # unknown names first: their errors list the valid ones
     _check_fields(spec, config)
+    _check_exclusive(spec, config)
     if config.tts_selector is not None:
         load_selector(config.tts_selector)  # a file that is not a selector is refused before anything runs
     return ResolvedConfig(spec, _apply_budget(spec, config), scorer_name)
@@ -184,8 +186,34 @@ def _check_fields(spec: StrategySpec, config: TTSConfig) -> None:
         )
 
 
+def _check_exclusive(spec: StrategySpec, config: TTSConfig) -> None:
+    """Settings that would each decide the same thing: one of them is refused, never ignored."""
+    given = config.model_fields_set
+    if "tts_genselect" in given and config.tts_selector is not None:
+        raise InvalidParameterError(
+            "tts_genselect", config.tts_genselect, "and tts_selector both choose the answer: set one of them"
+        )
+    if config.tts_route is None:
+        if "tts_route_threshold" in given:
+            raise InvalidParameterError("tts_route_threshold", config.tts_route_threshold, "needs tts_route")
+        return
+    route = config.tts_route
+    if any(b <= a for a, b in itertools.pairwise(route)) or route[0] < 1 or route[-1] > spec.size_cap:
+        raise InvalidParameterError(
+            "tts_route", route, f"must be increasing sizes from 1 to {spec.size_cap} for {spec.name}"
+        )
+    for other in ("tts_stop_confidence", "tts_budget", spec.size_field):
+        if other in given and getattr(config, other) is not None:
+            raise InvalidParameterError(
+                other, getattr(config, other), "does not combine with tts_route, which sets the sizes and when to stop"
+            )
+
+
 def _apply_budget(spec: StrategySpec, config: TTSConfig) -> TTSConfig:
-    """``tts_budget`` overrides the strategy's main size; that size must be within its cap."""
+    """``tts_budget`` overrides the strategy's main size (``tts_route`` sets it to its last size);
+    that size must be within its cap."""
+    if config.tts_route is not None:
+        config = config.model_copy(update={spec.size_field: config.tts_route[-1]})
     if config.tts_budget is not None:
         size = spec.size_for_budget(config, config.tts_budget)
         if size > spec.size_cap:

@@ -58,6 +58,8 @@ def run_metadata(
             else None
         ),
         structured=outcome.info if isinstance(outcome, StructuredOutcome) else None,
+        selection=ctx.selection_info,
+        route=ctx.route_info,
     )
     metadata.usage.completion_tokens_details.reasoning_tokens = sum(c.reasoning_tokens for c in metadata.candidates)
     metadata.trace = run_trace(plan, ctx, outcome, metadata)

@@ -4,6 +4,7 @@ naming the field, auth, size and budget limits, and the server keeps serving aft
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -48,6 +49,9 @@ def assert_error(response: httpx.Response, status: int, param: str | None, code:
         assert param.split("[")[0].split(".")[0] in error["message"], error
     assert UPSTREAM_SECRET not in response.text  # a client's provider key is never echoed
     return error
+
+
+SELECTOR_FILE = Path(__file__).resolve().parents[1] / "data" / "selector.json"
 
 
 def msgs(**extra):
@@ -116,6 +120,22 @@ def test_bad_body_is_a_400_naming_the_field(client, body, param, code):
 @pytest.mark.parametrize("body, param, code", BAD_BODIES[:8])
 def test_bad_body_is_a_400_when_streaming_too(client, body, param, code):
     assert_error(client.post("/v1/chat/completions", json={**body, "stream": True}), 400, param, code)
+
+
+def test_a_selector_path_is_refused_alike_whether_the_file_exists_or_not_and_a_builtin_runs(client):
+    # A client may name only builtins and the files of the server's --selector-dir (none here): a
+    # path gets the same answer whether a selector file is there or not, so it probes nothing.
+    there = str(SELECTOR_FILE)
+    missing = there.replace("selector.json", "no-such-selector.json")
+    errors = [
+        assert_error(client.post("/v1/chat/completions", json=msgs(tts_selector=p)), 400, "tts_selector")
+        for p in (there, missing)
+    ]
+    assert errors[0]["message"].replace(there, "X") == errors[1]["message"].replace(missing, "X")
+    body = {"messages": GOOD["messages"], "tts_strategy": "offline_bon", "tts_scorer": "self_certainty"}
+    body |= {"tts_budget": 2, "max_tokens": 8}
+    r = client.post("/v1/chat/completions", json={**body, "tts_selector": "builtin:smollm2-arith"})
+    assert r.status_code == 200, r.text
 
 
 def test_malformed_json(client):

@@ -26,6 +26,7 @@ GOOD = {
     "max_budget": "5",
     "max_tokens": "9",
     "retry_after_s": "2",
+    "selector_dir": "/srv/selectors",
     "dtype": "float32",
     "max_model_len": "512",
     "gpu_memory_utilization": "0.5",

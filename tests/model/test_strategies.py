@@ -265,6 +265,26 @@ def test_a_fitted_selector_picks_the_answer_and_reports_its_probability(engine):
         assert md.consensus_score == pytest.approx(picked.share)
 
 
+def test_a_routed_run_with_generative_selection_reports_its_route_and_picks(engine):
+    # threshold 1.0: it escalates unless both first paths agree; genselect runs when answers differ
+    config = TTSConfig.create(
+        tts_route=[2, 3], tts_route_threshold=1.0, tts_genselect=1, max_tokens=16, temperature=1.0
+    )
+    md = engine.run(MESSAGES, config).metadata
+    route = md.route
+    assert route is not None and route.signal == "vote_share" and route.sizes == [2, 3]
+    assert [s.size for s in route.stages] == [2, 3][: len(route.stages)] and len(md.candidates) == route.stages[-1].size
+    assert route.stopped == ("confident" if len(route.stages) == 1 else "largest")
+    assert route.stages[-1].completion_tokens == sum(c.num_tokens for c in md.candidates)  # before any picks
+    answers = {c.answer for c in md.candidates if c.answer is not None}
+    if len(answers) < 2:  # nothing to choose between: the vote decided, no picks were asked for
+        assert md.selection is None and md.usage.completion_tokens == route.stages[-1].completion_tokens
+    else:
+        assert md.selection.picks == md.selection.rounds and md.selection.answers == len(answers)
+        assert md.usage.completion_tokens > route.stages[-1].completion_tokens  # the picks' tokens count
+        assert md.selected_answer in answers
+
+
 def test_run_from_a_worker_thread(engine):
     out: dict[str, Any] = {}
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from fakes import FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
+from fakes import ASSISTANT, FakeScriptedBackend, FakeScriptedScorer, Out, run_strategy
 from llm_tts.cli import main
 from llm_tts.errors import DatasetError, InvalidParameterError
 from llm_tts.evaluation import ResultRow, ResultsStore
@@ -25,6 +25,7 @@ from llm_tts.selection import (
     auroc,
     load_selector,
 )
+from llm_tts.strategies.genselect import PICK_PREFIX
 
 
 def test_auroc_is_the_share_of_right_wrong_pairs_ordered_with_ties_counting_half():
@@ -85,7 +86,7 @@ def test_selector_round_trips_through_plain_json_and_picks_by_probability(tmp_pa
     assert picked.confidence == pytest.approx(1 / (1 + math.exp(-(-1.0 + 4.0 * 0.9))))
     assert picked.share == pytest.approx(1 / 3)
     selector.save(tmp_path / "again.json")
-    identity = {"confidence_calibration": {"slope": 1.0, "offset": 0.0}}  # absent: P(right) itself
+    identity = {"version": 2, "confidence_calibration": {"method": "none"}}  # absent: P(right) itself
     assert json.loads((tmp_path / "again.json").read_text()) == {**json.loads(path.read_text()), **identity}
 
 
@@ -190,8 +191,8 @@ def test_fit_selector_learns_from_recorded_runs_and_reports_held_out_numbers(tmp
     assert (tmp_path / "selector.reliability.png").stat().st_size > 1000
     selector = Selector.from_json(data)
     assert selector.info["validation"] == report
-    assert selector.calibration == (data["confidence_calibration"]["slope"], data["confidence_calibration"]["offset"])
-    assert selector.calibration != (1.0, 0.0)  # the picked answers' confidence was fitted, and saved
+    assert selector.calibration.to_json() == data["confidence_calibration"]
+    assert data["confidence_calibration"]["method"] == "isotonic"  # the picks' confidence was fitted
 
 
 def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsys):
@@ -200,3 +201,75 @@ def test_fit_selector_refuses_too_little_data_with_a_typed_error(tmp_path, capsy
         fit_selector_directory(tmp_path / "run", tmp_path / "s.json", plot=False)
     assert main(["fit-selector", str(tmp_path / "empty"), "--out", str(tmp_path / "s.json")]) == 2
     assert "llm-tts fit-selector:" in capsys.readouterr().err
+
+
+def test_fit_selector_gbm_exports_plain_json_trees_and_isotonic_calibration(tmp_path):
+    ResultsStore(tmp_path / "run").rewrite(recorded_rows(60))
+    out = tmp_path / "gbm.json"
+    fitted, report = fit_selector_directory(tmp_path / "run", out, plot=False, model="gbm", calibration="isotonic")
+    data = json.loads(out.read_text())
+    assert data["model"] == "gbm" and data["version"] == 2 and len(data["trees"]) > 1
+    assert data["confidence_calibration"]["method"] == "isotonic"
+    loaded = load_selector(out)  # applied with numpy from the JSON alone: the same probabilities
+    answers = answer_features([CandidateSignals("4", 0.2, 5, True), CandidateSignals("9", 0.9, 5, True)])
+    assert loaded.probabilities(answers) == pytest.approx(fitted.probabilities(answers))
+    assert report["auroc"] > report["vote_share_auroc"]
+    assert 0.0 <= loaded.confidence(0.3) <= loaded.confidence(0.9) <= 1.0  # isotonic: never decreasing
+    bad = {**data, "trees": [{**data["trees"][0], "left": [5] + data["trees"][0]["left"][1:]}]}
+    with pytest.raises(InvalidParameterError, match="children"):
+        Selector.from_json(bad)  # a tree whose node points outside (or back into) itself is refused
+
+
+# -- generative selection and routing on a FAKE scripted backend -----------------------------------
+def test_genselect_parses_a_pick_robustly():
+    from llm_tts.strategies.genselect import parse_pick
+
+    assert parse_pick("Solution 3", 3) == 2 and parse_pick("solution #2 is right", 3) == 1
+    assert parse_pick("#1.", 2) == 0 and parse_pick("I think it is 2.", 2) == 1
+    assert parse_pick("Solution 9", 3) is None and parse_pick("2.5", 3) is None and parse_pick("none", 3) is None
+
+
+# the fake renders the pre-filled reply as a turn of its own: the picks continue after it
+PICKS = PICK_PREFIX + "\n" + ASSISTANT
+CONTEXT = 500  # room for the prompt of two of the tournament test's solutions, not of three
+
+
+def test_fake_genselect_picks_the_models_choice_over_the_majority_and_falls_back_to_the_vote():
+    paths = ["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"]
+    picks = [" 2", " 2.", "Solution 1", "Solution 2"]  # the second answer shown (7), three times of four
+    run = run_strategy(
+        "self_consistency", FakeScriptedBackend({"": paths, PICKS: picks}), None, num_paths=3, tts_genselect=4
+    )
+    info = run.ctx.selection_info
+    assert run.outcome.selected.answer == "7" and run.outcome.vote.distribution == {"5": 2, "7": 1}
+    assert info.picks == 4 and info.malformed == 0 and not info.fallback and info.rounds == 1
+    assert info.votes == {"7": 3, "5": 1}
+    assert run.ctx.completion_tokens == sum(map(len, paths)) + sum(map(len, picks))  # the picks count
+
+    unparsable = {"": paths, PICKS: [" none", " 9"]}  # no number, and no solution 9 of two: malformed
+    run = run_strategy("self_consistency", FakeScriptedBackend(unparsable), None, num_paths=3, tts_genselect=2)
+    assert run.outcome.selected.answer == "5" and run.ctx.selection_info.fallback  # the vote decided
+    assert run.ctx.selection_info.malformed == 2
+
+
+def test_fake_genselect_runs_a_tournament_when_the_answers_do_not_fit_at_once():
+    paths = [f"It is {n}: \\boxed{{{n}}}" + "." * 60 for n in (3, 4, 5, 6)]
+    backend = FakeScriptedBackend({"": paths, PICKS: [" 2"]}, max_context_tokens=CONTEXT)  # two fit, not three
+    run = run_strategy("self_consistency", backend, None, num_paths=4, tts_genselect=1)
+    info = run.ctx.selection_info
+    assert info.rounds == 2 and info.answers == 4 and info.picks == 3 and not info.fallback
+    assert run.outcome.selected.answer == "6"  # the second of each pair wins each round: 4, 6, then 6
+
+
+def test_fake_route_stops_when_confident_and_escalates_when_not():
+    agree = ["\\boxed{5}"] * 4
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": agree}), None, tts_route=[2, 4])
+    route = run.ctx.route_info
+    assert [s.size for s in route.stages] == [2] and route.stopped == "confident" and route.signal == "vote_share"
+    assert len(run.outcome.candidates) == 2 and route.stages[0].confidence == 1.0
+
+    split = ["\\boxed{5}", "\\boxed{7}", "\\boxed{5}", "\\boxed{5}"]
+    run = run_strategy("self_consistency", FakeScriptedBackend({"": split}), None, tts_route=[2, 4])
+    route = run.ctx.route_info
+    assert [s.size for s in route.stages] == [2, 4] and route.stopped == "largest"
+    assert [s.confidence for s in route.stages] == [0.5, 0.5] and run.outcome.selected.answer == "5"

@@ -36,6 +36,9 @@ VALUES = {
     "tts_window_size": 2,
     "tts_selection": "best",
     "tts_selector": str(SELECTOR),
+    "tts_genselect": 2,
+    "tts_route": [2, 4],
+    "tts_route_threshold": 0.5,
     "tts_stop_confidence": 0.9,
     "tts_deepconf_mode": "offline",
     "tts_deepconf_warmup": 2,
@@ -67,8 +70,11 @@ def test_each_strategy_refuses_a_field_it_does_not_take_and_accepts_its_own(stra
         assert e.value.param == field
         assert f"{strategy} does not take it" in str(e.value)
         assert all(taker in str(e.value) for taker in strategies_taking(field))
-    own = {field: VALUES[field] for field in spec.fields if field != "tts_num_subtrees"}
+    # tts_genselect and tts_route exclude tts_selector, tts_stop_confidence and an explicit size
+    exclusive = {"tts_genselect", "tts_route", "tts_route_threshold"}
+    own = {field: VALUES[field] for field in spec.fields - exclusive if field != "tts_num_subtrees"}
     resolve_config({"tts_strategy": strategy, **own})  # all its own fields at once: accepted
+    resolve_config({"tts_strategy": strategy, **{field: VALUES[field] for field in spec.fields & exclusive}})
     resolve_config({"tts_strategy": strategy})  # defaults are never "set": accepted
 
 

@@ -98,6 +98,15 @@ def add_fit_selector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategies", nargs="+", default=None, metavar="LABEL", help="fit on these strategy labels only (default all)"
     )
+    parser.add_argument(
+        "--model", choices=("logistic", "gbm"), default="logistic", help="logistic regression or gradient boosting"
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=("isotonic", "platt", "none"),
+        default="isotonic",
+        help="how the picked answer's confidence is calibrated, on out-of-fold picks (default isotonic)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write the selector without a reliability plot")
 
 
@@ -112,6 +121,8 @@ def run_fit_selector(args: argparse.Namespace) -> int:
             seed=args.seed,
             strategies=args.strategies,
             plot=not args.no_plots,
+            model=args.model,
+            calibration=args.calibration,
         )
     except LLMTTSError as e:
         print(f"llm-tts fit-selector: {e}", file=sys.stderr)

@@ -114,8 +114,10 @@ def plan_jobs(
                 row = done.get(job.key)
                 if row is None:
                     jobs.append(job)
-                elif row.config != config:
-                    changed = sorted(k for k in config if row.config.get(k) != config[k])
+                elif changed := sorted(
+                    k for k in config.keys() | row.config.keys() if row.config.get(k) != config.get(k)
+                ):
+                    # a field absent from an older row is unset there (a field added since, at None)
                     raise InvalidParameterError(
                         "out",
                         str(configuration.name),

@@ -4,14 +4,15 @@ Every recorded run (a row of ``results.jsonl`` with a budget) gives one example 
 answer among its candidates (pruned ones left out, as the strategies choose among the rest): the
 answer's features (:mod:`llm_tts.selection.features`) and whether it is right. Questions (not
 rows) are split into a fitting part and a held-out part (``validation`` share, seeded), so a
-question's runs never sit on both sides. A logistic regression (scikit-learn, the ``selector``
-extra) on standardised features is fitted on the first part and judged on the second:
+question's runs never sit on both sides. A model (scikit-learn, the ``selector`` extra: a
+logistic regression on standardised features by default, or ``--model gbm``, gradient-boosted
+trees exported as plain JSON trees) is fitted on the first part, and the confidence of the answer
+it picks is calibrated (isotonic by default, or Platt) on out-of-fold picks of the first part
+(:func:`fit_selector`). It is judged on the second:
 
 - AUROC of P(right) over held-out answers, beside the AUROC of the vote share alone;
-- ECE of P(right) over held-out answers, and of the confidence of the answer it would select
-  per held-out run (the number ``tts_metadata.confidence`` will carry: P(right) Platt-scaled on
-  the fitting runs' picked answers, since the most probable answer of a run is right more often
-  than its per-answer probability says);
+- ECE of P(right) over held-out answers, and of the calibrated confidence of the answer it
+  would select per held-out run (the number ``tts_metadata.confidence`` carries);
 - accuracy on held-out runs of selecting by it, against the vote (the largest group).
 
 The saved file is plain JSON (:class:`~llm_tts.selection.Selector`); applying it needs numpy only.
@@ -23,7 +24,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,16 +34,26 @@ from llm_tts.evaluation.store import ResultsStore
 from llm_tts.selection import (
     FEATURE_NAMES,
     AnswerFeatures,
+    CalibrationMethod,
+    LinearModel,
     Selector,
+    TreeEnsemble,
     answer_features,
     auroc,
     expected_calibration_error,
+    fit_calibration,
     most_probable,
     signals_of_info,
 )
+from llm_tts.selection.models import AnswerModel, Tree
 
 DEFAULT_VALIDATION = 0.3
 MIN_EXAMPLES = 10
+CALIBRATION_FOLDS = 5
+GBM_TREES = 100
+GBM_LEARNING_RATE = 0.05
+ModelKind = Literal["logistic", "gbm"]
+MODEL_CHOICES: tuple[str, ...] = ("logistic", "gbm")
 
 
 @dataclass(frozen=True)
@@ -80,14 +91,7 @@ def split_questions(question_ids: Sequence[str], validation: float, seed: int) -
     return set(ids[held:]), set(ids[:held])
 
 
-def fit_logistic(runs: Sequence[RunExamples], *, regularization: float = 1.0) -> Selector:
-    """A logistic selector fitted on every answer of ``runs``."""
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise BackendUnavailableError(
-            "fitting a selector needs scikit-learn: pip install 'llm-tts[selector]'"
-        ) from None
+def _training_matrix(runs: Sequence[RunExamples]) -> tuple[np.ndarray, np.ndarray]:
     x = np.array([a.values for r in runs for a in r.answers], dtype=np.float64)
     y = np.array([ok for r in runs for ok in r.right], dtype=np.int64)
     if len(y) < MIN_EXAMPLES or y.min() == y.max():
@@ -96,25 +100,98 @@ def fit_logistic(runs: Sequence[RunExamples], *, regularization: float = 1.0) ->
             "and some wrong; record more runs with llm-tts eval",
             param="directory",
         )
+    return x, y
+
+
+def _sklearn() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise BackendUnavailableError(
+            "fitting a selector needs scikit-learn: pip install 'llm-tts[selector]'"
+        ) from None
+
+
+def fit_model(runs: Sequence[RunExamples], kind: ModelKind = "logistic", *, regularization: float = 1.0) -> AnswerModel:
+    """P(right) of an answer from its features, fitted on every answer of ``runs``: a logistic
+    regression on standardised features, or gradient-boosted trees (shallow, few: the sets are small)."""
+    _sklearn()
+    x, y = _training_matrix(runs)
+    if kind == "gbm":
+        from sklearn.ensemble import GradientBoostingClassifier
+
+        gbm = GradientBoostingClassifier(
+            n_estimators=GBM_TREES,
+            learning_rate=GBM_LEARNING_RATE,
+            max_depth=2,
+            min_samples_leaf=5,
+            subsample=0.8,
+            random_state=0,
+        ).fit(x, y)
+        trees = tuple(
+            Tree(
+                t.tree_.feature.astype(np.int64).clip(-1),
+                t.tree_.threshold.astype(np.float64),
+                t.tree_.children_left.astype(np.int64),
+                t.tree_.children_right.astype(np.int64),
+                t.tree_.value[:, 0, 0].astype(np.float64),
+            )
+            for (t,) in gbm.estimators_
+        )
+        model = TreeEnsemble(trees, GBM_LEARNING_RATE, 0.0)
+        # the prior's log-odds: whatever the trees do not explain of sklearn's own raw score
+        rest = gbm.decision_function(x) - model.logits(x)
+        if np.ptp(rest) > 1e-6:  # the exported trees must be sklearn's model, to the last leaf
+            raise RuntimeError(f"gradient-boosted trees exported wrongly (log-odds off by {np.ptp(rest):.3g})")
+        return TreeEnsemble(trees, GBM_LEARNING_RATE, float(rest.mean()))
+    from sklearn.linear_model import LogisticRegression
+
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-12] = 1.0  # a constant feature: leave it unscaled (its coefficient goes to 0)
-    model = LogisticRegression(C=regularization, max_iter=1000)
-    model.fit((x - mean) / scale, y)
-    selector = Selector(FEATURE_NAMES, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]), {})
-    # Platt scaling of the picked answer's logit, on the fitting runs' picked answers (see Selector)
-    picked = [
-        (ps[j], r.right[j])
-        for r in runs
-        for ps in [selector.probabilities(r.answers)]
-        for j in [most_probable(r.answers, ps)]
-    ]
-    labels = [ok for _, ok in picked]
-    if len(set(labels)) < 2:
+    lr = LogisticRegression(C=regularization, max_iter=1000).fit((x - mean) / scale, y)
+    return LinearModel(mean, scale, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]))
+
+
+def picked(selector: Selector, runs: Sequence[RunExamples]) -> list[tuple[float, bool]]:
+    """(P(right), right) of the answer ``selector`` picks in each run."""
+    out = []
+    for r in runs:
+        ps = selector.probabilities(r.answers)
+        j = most_probable(r.answers, ps)
+        out.append((ps[j], r.right[j]))
+    return out
+
+
+def fit_selector(
+    runs: Sequence[RunExamples],
+    kind: ModelKind = "logistic",
+    calibration: CalibrationMethod = "isotonic",
+    *,
+    folds: int = CALIBRATION_FOLDS,
+    seed: int = 0,
+) -> Selector:
+    """A selector fitted on every answer of ``runs``, its confidence calibrated on picked answers
+    the model did not see: the questions are cut into ``folds``, a model fitted on all folds but
+    one picks the answers of the one left, and the calibration is fitted on those picks (the
+    in-sample picks would teach it the model's own overconfidence)."""
+    model = fit_model(runs, kind)
+    selector = Selector(FEATURE_NAMES, model)
+    if calibration == "none":
         return selector
-    logits = np.array([[np.log(max(p, 1e-12) / max(1 - p, 1e-12))] for p, _ in picked])
-    platt = LogisticRegression(C=regularization, max_iter=1000).fit(logits, np.array(labels, dtype=np.int64))
-    return replace(selector, calibration=(float(platt.coef_[0][0]), float(platt.intercept_[0])))
+    ids = sorted({r.question_id for r in runs})
+    random.Random(seed).shuffle(ids)
+    fold_of = {q: i % folds for i, q in enumerate(ids)}
+    pairs: list[tuple[float, bool]] = []
+    for k in range(min(folds, len(ids))):
+        rest = [r for r in runs if fold_of[r.question_id] != k]
+        left = [r for r in runs if fold_of[r.question_id] == k]
+        try:
+            pairs += picked(Selector(FEATURE_NAMES, fit_model(rest, kind)), left)
+        except DatasetError:
+            continue  # this fold's rest is all right or all wrong: it teaches the calibration nothing
+    fitted = fit_calibration([p for p, _ in pairs], [ok for _, ok in pairs], calibration)
+    return replace(selector, calibration=fitted)
 
 
 def evaluate(selector: Selector, runs: Sequence[RunExamples]) -> dict[str, Any]:
@@ -147,6 +224,8 @@ def fit_selector_directory(
     seed: int = 0,
     strategies: Sequence[str] | None = None,
     plot: bool = True,
+    model: ModelKind = "logistic",
+    calibration: CalibrationMethod = "isotonic",
 ) -> tuple[Selector, dict[str, Any]]:
     """Fit on ``directory``'s results (runs of ``strategies`` labels only, when given), write the
     selector to ``out`` and, with ``plot``, a reliability diagram beside it; returns both and the report."""
@@ -157,7 +236,7 @@ def fit_selector_directory(
     fit_ids, held_ids = split_questions([r.question_id for r in runs], validation, seed)
     fitting = [r for r in runs if r.question_id in fit_ids]
     held = [r for r in runs if r.question_id in held_ids]
-    selector = fit_logistic(fitting)
+    selector = fit_selector(fitting, model, calibration, seed=seed)
     report = evaluate(selector, held)
     md = [r.metadata for r in rows if r.metadata is not None]
     info = {

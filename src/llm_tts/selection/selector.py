@@ -1,20 +1,22 @@
-"""A selector fitted on recorded runs (``llm-tts fit-selector``), applied with numpy alone.
+"""A fitted selector (``llm-tts fit-selector``), applied with numpy alone.
 
 The file is plain JSON, never a pickle (loading it runs no code)::
 
-    {"format": "llm-tts-selector", "version": 1, "model": "logistic",
-     "features": [...FEATURE_NAMES...], "mean": [...], "scale": [...],
-     "coefficients": [...], "intercept": b, "fitted_on": {...}, "validation": {...}}
+    {"format": "llm-tts-selector", "version": 2, "model": "logistic" | "gbm",
+     "features": [...FEATURE_NAMES...], ...the model's numbers (llm_tts.selection.models)...,
+     "confidence_calibration": {...} (llm_tts.selection.calibration),
+     "fitted_on": {...}, "validation": {...}}
 
-``P(right | answer) = sigmoid(intercept + coefficients . (x - mean) / scale)`` where ``x`` is the
-answer's feature vector (:mod:`llm_tts.selection.features`). The selector picks the answer with
-the highest probability (ties: the larger group, then the first seen) and returns its best-scored
-candidate. Its confidence is that probability recalibrated for the answer a selector picks (the
-most probable of a run is right more often than an answer of that probability taken at random):
-``sigmoid(slope * logit(p) + offset)`` with ``"confidence_calibration": {"slope", "offset"}``
-fitted on the selected answers of the fitting runs (absent: ``p`` itself). A file that cannot be read, is not
-JSON, or does not hold such a model raises :class:`~llm_tts.errors.InvalidParameterError` naming
-``tts_selector`` (the service answers 400).
+``P(right | answer) = sigmoid(model(x))`` where ``x`` is the answer's feature vector
+(:mod:`llm_tts.selection.features`). The selector picks the answer with the highest probability
+(ties: the larger group, then the first seen) and returns its best-scored candidate; its
+confidence is that probability through the file's calibration. Version 1 files (logistic, a Platt
+``confidence_calibration`` without ``method``) are read as they were written.
+
+``tts_selector`` names a file, or a selector shipped with the package as ``builtin:NAME``
+(:func:`builtin_selectors`; each says in its ``fitted_on`` what it was fitted to). A name or file
+that cannot be read, is not JSON, or does not hold such a model raises
+:class:`~llm_tts.errors.InvalidParameterError` naming ``tts_selector`` (the service answers 400).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,17 @@ from typing import Any
 import numpy as np
 
 from llm_tts.errors import InvalidParameterError
+from llm_tts.selection.calibration import Calibration
 from llm_tts.selection.features import FEATURE_NAMES, AnswerFeatures, CandidateSignals, answer_features
+from llm_tts.selection.models import MODEL_KINDS, AnswerModel, BadModel
 
 SELECTOR_FORMAT = "llm-tts-selector"
-SELECTOR_VERSION = 1
-MAX_SELECTOR_BYTES = 1_000_000  # a logistic model is a few hundred bytes; refuse anything huge
+SELECTOR_VERSION = 2
+READ_VERSIONS = (1, 2)
+MAX_SELECTOR_BYTES = 4_000_000  # a boosted model of a few hundred small trees; refuse anything huge
 PARAM = "tts_selector"
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DIR = Path(__file__).with_name("builtin")
 
 
 @dataclass(frozen=True)
@@ -59,21 +66,16 @@ class Selection:
 
 @dataclass(frozen=True)
 class Selector:
-    """A fitted logistic model over answer features (see the module doc)."""
+    """A fitted model over answer features and the calibration of its pick (see the module doc)."""
 
     features: tuple[str, ...]
-    mean: np.ndarray
-    scale: np.ndarray
-    coefficients: np.ndarray
-    intercept: float
-    info: Mapping[str, Any]  # what it was fitted on and how it validated (for people, not the math)
-    calibration: tuple[float, float] = (1.0, 0.0)  # (slope, offset) on the picked answer's logit
+    model: AnswerModel
+    calibration: Calibration = field(default_factory=Calibration)
+    info: Mapping[str, Any] = field(default_factory=dict)  # what it was fitted on, how it validated
 
     def confidence(self, probability: float) -> float:
         """The calibrated confidence of a picked answer of P(right) ``probability``."""
-        p = min(max(probability, 1e-12), 1 - 1e-12)
-        slope, offset = self.calibration
-        return float(1.0 / (1.0 + math.exp(-max(-500.0, min(500.0, slope * math.log(p / (1 - p)) + offset)))))
+        return self.calibration(probability)
 
     def probabilities(self, answers: Sequence[AnswerFeatures]) -> list[float]:
         """P(right) of each answer."""
@@ -81,7 +83,7 @@ class Selector:
             return []
         index = [FEATURE_NAMES.index(f) for f in self.features]
         x = np.array([[a.values[i] for i in index] for a in answers], dtype=np.float64)
-        z = self.intercept + ((x - self.mean) / self.scale) @ self.coefficients
+        z = self.model.logits(x)
         return [float(p) for p in 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))]
 
     def select(
@@ -102,18 +104,15 @@ class Selector:
         return {
             "format": SELECTOR_FORMAT,
             "version": SELECTOR_VERSION,
-            "model": "logistic",
+            "model": self.model.kind,
             "features": list(self.features),
-            "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(),
-            "coefficients": self.coefficients.tolist(),
-            "intercept": self.intercept,
-            "confidence_calibration": {"slope": self.calibration[0], "offset": self.calibration[1]},
+            **self.model.to_json(),
+            "confidence_calibration": self.calibration.to_json(),
             **dict(self.info),
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
     def from_json(cls, data: Any, *, where: str = "selector") -> Selector:
@@ -124,35 +123,24 @@ class Selector:
 
         if not isinstance(data, dict) or data.get("format") != SELECTOR_FORMAT:
             raise bad(f'it must be a JSON object with "format": "{SELECTOR_FORMAT}"')
-        if data.get("version") != SELECTOR_VERSION or data.get("model") != "logistic":
-            raise bad(f"only version {SELECTOR_VERSION} logistic models are understood")
+        kind = data.get("model")
+        if (
+            data.get("version") not in READ_VERSIONS
+            or kind not in MODEL_KINDS
+            or (data["version"] == 1 and kind != "logistic")
+        ):
+            raise bad(f"only versions {READ_VERSIONS} of models {', '.join(MODEL_KINDS)} are understood")
         features = data.get("features")
         if not isinstance(features, list) or not features or any(f not in FEATURE_NAMES for f in features):
             raise bad(f"'features' must name features among {', '.join(FEATURE_NAMES)}")
-        arrays = {}
-        for name in ("mean", "scale", "coefficients"):
-            value = data.get(name)
-            if (
-                not isinstance(value, list)
-                or len(value) != len(features)
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            ):
-                raise bad(f"'{name}' must be {len(features)} finite numbers, one per feature")
-            arrays[name] = np.array(value, dtype=np.float64)
-        if np.any(arrays["scale"] <= 0):
-            raise bad("'scale' must be positive")
-        intercept = data.get("intercept")
-        if not isinstance(intercept, int | float) or isinstance(intercept, bool) or not math.isfinite(intercept):
-            raise bad("'intercept' must be a finite number")
-        calibration = data.get("confidence_calibration", {"slope": 1.0, "offset": 0.0})
-        pair = (calibration.get("slope"), calibration.get("offset")) if isinstance(calibration, dict) else (None, None)
-        slope, offset = (v if isinstance(v, int | float) and not isinstance(v, bool) else math.nan for v in pair)
-        if not (math.isfinite(slope) and math.isfinite(offset)):
-            raise bad("'confidence_calibration' must hold a finite 'slope' and 'offset'")
-        known = {"format", "version", "model", "features", "mean", "scale", "coefficients", "intercept"}
-        info = {k: v for k, v in data.items() if k not in known | {"confidence_calibration"}}
-        weights = arrays["mean"], arrays["scale"], arrays["coefficients"]
-        return cls(tuple(features), *weights, float(intercept), info, (float(slope), float(offset)))
+        try:
+            model = MODEL_KINDS[kind].from_json(data, len(features))
+            calibration = Calibration.from_json(data.get("confidence_calibration", {"method": "none"}))
+        except BadModel as e:
+            raise bad(str(e)) from None
+        known = {"format", "version", "model", "features", "confidence_calibration", *model.to_json()}
+        info = {k: v for k, v in data.items() if k not in known}
+        return cls(tuple(features), model, calibration, info)
 
 
 def most_probable(answers: Sequence[AnswerFeatures], probabilities: Sequence[float]) -> int:
@@ -160,8 +148,26 @@ def most_probable(answers: Sequence[AnswerFeatures], probabilities: Sequence[flo
     return max(range(len(answers)), key=lambda j: (probabilities[j], len(answers[j].members), -j))
 
 
+def builtin_selectors() -> list[str]:
+    """The names ``tts_selector`` takes for the selectors shipped with the package."""
+    return sorted(BUILTIN_PREFIX + p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def builtin_path(name: str) -> Path | None:
+    """The shipped file of ``builtin:NAME`` (None: no such builtin)."""
+    if name in builtin_selectors():
+        return BUILTIN_DIR / f"{name[len(BUILTIN_PREFIX) :]}.json"
+    return None
+
+
 def load_selector(path: str | Path) -> Selector:
-    """The selector in the JSON file at ``path`` (cached while the file is unchanged)."""
+    """The selector ``path`` names: ``builtin:NAME`` or a JSON file (cached while it is unchanged)."""
+    if isinstance(path, str) and path.startswith(BUILTIN_PREFIX):
+        shipped = builtin_path(path)
+        if shipped is None:
+            names = ", ".join(builtin_selectors()) or "none"
+            raise InvalidParameterError(PARAM, path, f"no such builtin selector (builtins: {names})")
+        path = shipped
     p = Path(path)
     try:
         stat = p.stat()

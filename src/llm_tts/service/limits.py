@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_tts.config import TTSConfig
 from llm_tts.errors import InvalidParameterError, QueueFullError, QueueTimeoutError
+from llm_tts.selection import builtin_path, builtin_selectors
 from llm_tts.service.errors import RequestTooLargeError, TooManyRequestsError, send_error
 from llm_tts.service.settings import ServiceSettings
 from llm_tts.strategies import get_strategy
@@ -24,7 +26,7 @@ def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
     the field; a default over a limit is lowered to it (the operator chose the limit)."""
     explicit = config.model_fields_set
     spec = get_strategy(config.tts_strategy)
-    updates: dict[str, int] = {}
+    updates: dict[str, int | str] = {}
 
     def cap(field: str, value: int, limit: int, what: str) -> None:
         if value <= limit:
@@ -34,11 +36,33 @@ def apply_limits(config: TTSConfig, settings: ServiceSettings) -> TTSConfig:
         updates[field] = limit
 
     cap("max_tokens", config.max_tokens, settings.max_tokens, "max_tokens")
+    if config.tts_route is not None:
+        cap("tts_route", max(config.tts_route), settings.max_budget, "a budget")
     if config.tts_budget is not None:
         cap("tts_budget", config.tts_budget, settings.max_budget, "a budget")
     else:  # the same quantity tts_budget would set: paths, trajectories, candidates or beams
         cap(spec.size_field, spec.size(config), settings.max_budget, "a budget")
+    if config.tts_selector is not None:
+        updates["tts_selector"] = served_selector(config.tts_selector, settings)
     return config.model_copy(update=updates) if updates else config
+
+
+def served_selector(name: str, settings: ServiceSettings) -> str:
+    """What ``tts_selector`` names on this server: a builtin, or a file name in the operator's
+    selector directory (never a path: a client must not probe the server's files). Missing and
+    refused names get the same error, so the answer says nothing about what exists elsewhere."""
+    if builtin_path(name) is not None:
+        return name
+    folder = settings.selector_dir
+    plain = name not in (".", "..") and not any(sep in name for sep in ("/", "\\", "\0"))
+    if folder is not None and plain and (Path(folder) / name).is_file():
+        return str(Path(folder) / name)
+    builtins = ", ".join(builtin_selectors()) or "none"
+    raise InvalidParameterError(
+        "tts_selector",
+        name,
+        f"this server offers the builtin selectors ({builtins}) and the selector files of its --selector-dir, by file name",
+    )
 
 
 class RunSlots:

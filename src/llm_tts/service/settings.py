@@ -86,6 +86,11 @@ class ServiceSettings(BaseModel):
         le=MAX_TOKENS,
         description="largest max_tokens a request may ask for; a larger default is lowered to it",
     )
+    selector_dir: Annotated[str | None, Source("--selector-dir", "LLM_TTS_SELECTOR_DIR")] = Field(
+        None,
+        description="folder of selector files (llm-tts fit-selector) a request may name in tts_selector by file "
+        "name; unset: only the builtin selectors (builtin:NAME)",
+    )
     retry_after_s: Annotated[int, Source("--retry-after", "LLM_TTS_RETRY_AFTER")] = Field(
         1, ge=1, description="seconds sent as Retry-After with 429"
     )

@@ -34,7 +34,7 @@ from llm_tts.backends.cost import RunCost
 from llm_tts.backends.usage import metered
 from llm_tts.config import TTSConfig
 from llm_tts.events import ProgressCallback, ProgressEvent
-from llm_tts.metadata import CodeExecutionInfo, StoppedBy
+from llm_tts.metadata import CodeExecutionInfo, RouteInfo, SelectionInfo, StoppedBy
 from llm_tts.progress import RunControl
 from llm_tts.reasoning import BudgetForcing, ThinkingReader
 from llm_tts.scorers.aggregation import aggregate
@@ -42,6 +42,7 @@ from llm_tts.scorers.base import Scorer, ScoreRequest
 from llm_tts.selection import load_selector
 from llm_tts.spans import NO_SPAN, Span, open_span, span
 from llm_tts.strategies.candidates import Beam
+from llm_tts.strategies.genselect import genselect
 from llm_tts.strategies.ranking import mean_logprob, select_finished
 from llm_tts.strategies.tracing import NO_TRACE, RunTracer, Tracer
 from llm_tts.types import Segment, Step, Trajectory, split_steps, text_after_injected
@@ -122,6 +123,8 @@ class StrategyContext:
         self.confidence: float | None = None
         # tts_trace: every node and event of the run is recorded (otherwise the hooks do nothing)
         self.trace: Tracer = RunTracer(question, backend.token_texts) if config.tts_trace else NO_TRACE
+        self.selection_info: SelectionInfo | None = None  # tts_genselect: how the model picked
+        self.route_info: RouteInfo | None = None  # tts_route: the sizes that ran
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -426,9 +429,24 @@ class StrategyContext:
         return StrategyOutcome([*pool, *rest], chosen, picked)
 
     def select(self, beams: Sequence[Beam]) -> tuple[Beam, Vote | None]:
-        """The finished candidate to return (marked "selected") and its vote: by ``tts_selector``
-        when set (its P(right) kept as :attr:`confidence`), else by ``tts_selection``."""
+        """The finished candidate to return (marked "selected") and its vote: by ``tts_genselect``
+        (the model picks), by ``tts_selector`` (its P(right) kept as :attr:`confidence`), else by
+        ``tts_selection``."""
+        if (picked := self.genselect(beams)) is not None:
+            return picked
         chosen, result, self.confidence = select_finished(beams, self.config.tts_selection, self.selector)
+        return chosen, result
+
+    def genselect(self, beams: Sequence[Beam]) -> tuple[Beam, Vote] | None:
+        """With ``tts_genselect``: the candidate the model picks (marked "selected") and the vote
+        (:mod:`llm_tts.strategies.genselect`); None when it is off or has nothing to choose between."""
+        picks = self.config.tts_genselect
+        if picks is None:
+            return None
+        picked = genselect(beams, self.question, self.backend, picks, self.generate)
+        if picked is None:
+            return None
+        chosen, result, self.selection_info = picked
         return chosen, result
 
 

@@ -10,14 +10,16 @@ aggregated score (first on a tie), which loses to the vote when the scorer is we
 
 With ``tts_stop_confidence`` the trajectories are sampled in waves and sampling stops once the
 weighted vote is settled (:mod:`llm_tts.strategies.stopping`); aborted ones are "pruned".
+With ``tts_route`` they are sampled in increasing sizes while unsure (:mod:`llm_tts.strategies.routing`).
 """
 
 from __future__ import annotations
 
-from llm_tts.config import MAX_PATHS, SCORED_FIELDS, SELECTING_FIELDS
+from llm_tts.config import MAX_PATHS, ROUTED_FIELDS, SCORED_FIELDS, SELECTING_FIELDS
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
 from llm_tts.strategies.ranking import best_score
 from llm_tts.strategies.registry import register_strategy
+from llm_tts.strategies.routing import sample_routed
 from llm_tts.strategies.stopping import sample_until_settled
 
 
@@ -25,11 +27,13 @@ from llm_tts.strategies.stopping import sample_until_settled
     "offline_bon",
     size_field="tts_num_trajectories",
     size_cap=MAX_PATHS,
-    fields=("tts_stop_confidence", *SCORED_FIELDS, *SELECTING_FIELDS),
+    fields=("tts_stop_confidence", *SCORED_FIELDS, *SELECTING_FIELDS, *ROUTED_FIELDS),
 )
 def offline_bon(ctx: StrategyContext) -> StrategyOutcome:
     c = ctx.config
-    if c.tts_stop_confidence is None:
+    if c.tts_route is not None:
+        trajectories = sample_routed(ctx, c.tts_route)
+    elif c.tts_stop_confidence is None:
         trajectories = ctx.sample_full(c.tts_num_trajectories)
     else:
         trajectories = sample_until_settled(ctx, c.tts_num_trajectories, c.tts_stop_confidence, weighted=True)

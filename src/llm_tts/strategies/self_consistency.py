@@ -9,7 +9,9 @@ used only to break ties and pick the path returned within the winning group (it 
 reported as a score, since no scorer ran).
 
 With ``tts_selector`` a fitted selector picks the answer instead of the vote (its P(right) is the
-run's confidence); the vote's distribution is reported as always.
+run's confidence), with ``tts_genselect`` the model itself (:mod:`llm_tts.strategies.genselect`);
+the vote's distribution is reported as always. ``tts_route`` samples in increasing sizes while
+unsure (:mod:`llm_tts.strategies.routing`).
 
 With ``tts_stop_confidence`` the paths are sampled as a stream and sampling stops once the vote
 is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned" and do not vote.
@@ -18,10 +20,11 @@ is settled (:mod:`llm_tts.strategies.stopping`); paths aborted then are "pruned"
 from __future__ import annotations
 
 from llm_tts.answers import vote
-from llm_tts.config import MAX_PATHS, SCORED_FIELDS, SELECTING_FIELDS
+from llm_tts.config import MAX_PATHS, ROUTED_FIELDS, SCORED_FIELDS, SELECTING_FIELDS
 from llm_tts.strategies.context import StrategyContext, StrategyOutcome
 from llm_tts.strategies.ranking import mean_logprob, select_by
 from llm_tts.strategies.registry import register_strategy
+from llm_tts.strategies.routing import sample_routed
 from llm_tts.strategies.stopping import sample_until_settled
 
 
@@ -29,12 +32,19 @@ from llm_tts.strategies.stopping import sample_until_settled
     "self_consistency",
     size_field="num_paths",
     size_cap=MAX_PATHS,
-    fields=("tts_stop_confidence", *SCORED_FIELDS, *SELECTING_FIELDS),  # a scorer, when given, breaks the vote's ties
+    fields=(
+        "tts_stop_confidence",
+        *SCORED_FIELDS,
+        *SELECTING_FIELDS,
+        *ROUTED_FIELDS,
+    ),  # a scorer breaks the vote's ties
     needs_scorer=False,
 )
 def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
     threshold = ctx.config.tts_stop_confidence
-    if threshold is None:
+    if ctx.config.tts_route is not None:
+        paths = sample_routed(ctx, ctx.config.tts_route)
+    elif threshold is None:
         paths = ctx.sample_full(ctx.config.num_paths)
     else:
         paths = sample_until_settled(ctx, ctx.config.num_paths, threshold, weighted=False)
@@ -44,8 +54,11 @@ def self_consistency(ctx: StrategyContext) -> StrategyOutcome:
         p.status = "pruned"
     paths = voters or aborted  # aborted paths vote only when none finished
     ctx.score(paths)
+    generated = ctx.genselect(paths)
     picked = None if ctx.selector is None else select_by(ctx.selector, paths)
-    if picked is not None:
+    if generated is not None:
+        chosen, result = generated
+    elif picked is not None:
         chosen, result, ctx.confidence = picked
     else:
         tie_break = [p.score if ctx.scorer else mean_logprob(p) for p in paths]
