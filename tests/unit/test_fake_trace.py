@@ -186,3 +186,69 @@ def test_fake_particle_filtering_trace_marks_undrawn_particles_resampled():
     assert (b.status, b.reason) == ("resampled", "not drawn at resampling after step 1")
     children = [n for n in trace.nodes if n.parent == a.id]  # a was drawn twice: two particles go on from it
     assert a.status == "kept" and len(children) == 2 and {n.status for n in children} == {"selected", "finished"}
+
+
+# every strategy on one script: whole candidates end at once, steps stop at the delimiter
+EVERY_SCRIPT = {
+    "": [Out("a" + D + boxed(5), 0.9), Out("b" + D + boxed(7), 0.5)] * 4,
+    "a" + D: [Out(boxed(5), 0.8), Out(boxed(6), 0.4)] * 4,
+    "b" + D: [Out(boxed(7), 0.6), Out(boxed(5), 0.3)] * 4,
+}
+SIZES = {
+    "self_consistency": {"num_paths": 4},
+    "offline_bon": {"tts_num_trajectories": 4},
+    "online_bon": {"tts_candidates_per_step": 2},
+    "beam_search": {"tts_beam_size": 2, "tts_candidates_per_step": 2},
+    "dvts": {"tts_num_subtrees": 2, "tts_candidates_per_step": 2},
+    "particle_filtering": {"tts_num_particles": 4, "seed": 1},
+}
+
+
+def assert_tree(trace: Trace) -> None:
+    ids = [n.id for n in trace.nodes]
+    assert [n.id for n in trace.nodes if n.kind == "prompt"] == ["n0"]
+    assert all(n.parent in ids[: ids.index(n.id)] for n in trace.nodes[1:])
+    (selected,) = [n for n in trace.nodes if n.status == "selected"]
+    assert selected.id == trace.run.selected and all(n.status == "kept" for n in trace.path(selected.id)[1:-1])
+    assert all(n.reason for n in trace.nodes if n.status in ("pruned", "resampled"))
+    assert all(n.status is not None for n in trace.nodes[1:])
+
+
+@pytest.mark.parametrize("strategy", sorted(SIZES))
+def test_fake_every_strategy_writes_a_valid_tree_that_agrees_with_its_metadata(strategy):
+    engine = TTSEngine(FakeScriptedBackend(EVERY_SCRIPT))
+    config = TTSConfig.create(
+        tts_strategy=strategy, tts_scorer="perplexity", tts_trace=True, temperature=1.0, **SIZES[strategy]
+    )
+    meta = engine.run([{"role": "user", "content": QUESTION}], config).metadata.model_dump(mode="json")
+    jsonschema.validate(meta["trace"], published_schema())
+    trace = Trace.model_validate(meta["trace"])
+    assert_tree(trace)
+    listed = {n.candidate: n for n in trace.nodes if n.candidate is not None}
+    assert sorted(listed) == list(range(len(meta["candidates"])))
+    statuses = {
+        "selected": "selected",
+        "finished": "kept",
+        "aborted": "kept",
+        "pruned": "pruned",
+        "resampled": "pruned",
+    }
+    assert [statuses[listed[i].status or ""] for i in range(len(listed))] == [c["status"] for c in meta["candidates"]]
+    assert trace.run.answer == meta["selected_answer"]
+
+
+def test_fake_deepconf_trace_drops_the_traces_below_its_bar():
+    from llm_tts.trace import TraceRun
+
+    script = {"": [Out(boxed(5), 0.9), Out(boxed(5), 0.8), Out(boxed(7), 0.1), Out(boxed(5), 0.7)]}
+    run = run_strategy(
+        "deepconf", FakeScriptedBackend(script), None, num_paths=4, tts_deepconf_mode="offline", tts_trace=True
+    )
+    outcome = run.outcome
+    trace = run.ctx.trace.finish(outcome.candidates, outcome.selected, outcome.vote, TraceRun(strategy="deepconf"))
+    assert trace is not None
+    assert_tree(trace)
+    assert [n.kind for n in trace.nodes[1:]] == ["candidate"] * 4
+    # the fake's only top logprob is the sampled token's, so p = 0.9 is the least confident (0.105)
+    (dropped,) = [n for n in trace.nodes if n.status == "pruned"]
+    assert dropped.id == "n1" and (dropped.reason or "").startswith("confidence below the bar")
