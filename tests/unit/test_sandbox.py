@@ -45,13 +45,20 @@ def pool():
 def healthy(pool):
     """After the test: the pool still runs code, and every sandbox process left is one of the pool's
     idle workers (a descendant of their bwrap): nothing the test's code started survived it.
-    (Sandboxes that were there before, other pools' idle workers, are left out.)"""
+    (Sandboxes that were there before, and other processes' sandboxes, are left out.)"""
     before = _sandbox_pids()
     yield
     assert pool.execute("print('alive')").output == "alive\n"
     idle = set(pool.idle_pids())
-    stray = [pid for pid in _sandbox_pids() - before if not idle & _ancestors(pid)]
+    stray = [pid for pid in _sandbox_pids() - before if _ours_or_orphaned(pid) and not idle & _ancestors(pid)]
     assert not stray
+
+
+def _ours_or_orphaned(pid: int) -> bool:
+    """A sandbox process this test process started, or one that outlived its parent (adopted by
+    init): another process's sandboxes (a second pytest worker's) are not this test's business."""
+    chain = _ancestors(pid)
+    return Path(f"/proc/{pid}").exists() and (os.getpid() in chain or chain <= {pid, 1})
 
 
 def _ancestors(pid: int) -> set[int]:
