@@ -140,8 +140,8 @@ def _value(sentence: str) -> str | None:
     s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()  # \( ... \) and \[ ... \]
     s = _right_hand_side(s).strip().strip("*").strip()
     s = _FILLER.sub("", s.rstrip(".,;:!?").strip().strip("$").strip())
-    if not s:
-        return None
+    if not s or s.count("{") > s.count("}"):
+        return None  # nothing, or cut off inside braces ("The answer is \\boxed{" at max_tokens)
     expr, rest = _leading_expression(s)
     if expr and (not rest or _UNIT.fullmatch(rest) or _REMARK.match(rest)):  # "63", "63 apples", "5, not 6"
         return expr

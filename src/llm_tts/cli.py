@@ -14,7 +14,7 @@ from collections.abc import Sequence
 def _demo(args: argparse.Namespace) -> int:
     from llm_tts.demo import run_demo
 
-    return run_demo(questions=args.questions, seed=args.seed, backend=args.backend, model=args.model)
+    return run_demo(args.question, questions=args.questions, seed=args.seed, backend=args.backend, model=args.model)
 
 
 def _verbose_flag() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-tts", description="Test-time scaling for LLM reasoning")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from llm_tts.demo import DEFAULT_QUESTIONS
+    from llm_tts.demo import DEFAULT_CODE_QUESTIONS, DEFAULT_QUESTIONS
 
     verbose = _verbose_flag()
     demo = sub.add_parser(
@@ -49,10 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="what each test-time scaling method buys over greedy decoding, on seeded arithmetic and word questions",
     )
     demo.add_argument(
+        "question",
+        nargs="?",
+        default=None,
+        help="ask every method this question instead of the two sections, e.g. 'What is 17 * 23?'",
+    )
+    demo.add_argument(
         "--questions",
         type=int,
-        default=DEFAULT_QUESTIONS,
-        help="generated questions in each of the two sections (default %(default)s)",
+        default=None,
+        help=f"generated questions in each of the two sections (default {DEFAULT_QUESTIONS} and {DEFAULT_CODE_QUESTIONS})",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
     demo.add_argument("--backend", default="auto", help="auto, vllm or transformers")

@@ -13,7 +13,7 @@ ITEMS = ("apples", "pens", "stamps", "books", "marbles", "cards")
 @dataclass(frozen=True)
 class Question:
     text: str
-    answer: str
+    answer: str | None  # None for a question the user asked
 
 
 def small_questions(count: int, seed: int = 0) -> list[Question]:

@@ -56,6 +56,9 @@ def test_extract_answer(text, expected):
         # A clause is not a value: no answer, not the last number in it.
         ("The answer is reached by adding 115 to the result of 15 multiplied by 7", None),
         ("The answer is that we need to add them", None),
+        # Cut off by max_tokens inside the box: no answer yet, not the text "\\boxed{".
+        ("The answer is \\boxed{", None),
+        ("The answer is \\boxed{18", None),
         # ... unless the clause ends on the value it computes.
         ("The answer is 15 multiplied by 7, which is 105.", "105"),
         # Values: negatives, decimals, fractions, LaTeX, trailing punctuation, units, remarks.
