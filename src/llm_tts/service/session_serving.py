@@ -3,7 +3,7 @@
 A session-scoped chat request is served by :class:`~llm_tts.service.serving.ServingChat` like
 any other; :meth:`ServingSessions.prepare` only checks the session first (live, room for a
 record), applies its token continuation, and hands back the hook that records the finished run.
-Store calls are blocking (SQLite), so they run in worker threads.
+Store calls are blocking (SQLite, or PostgreSQL through a pool), so they run in worker threads.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class ServingSessions:
     def __init__(self, engine: TTSEngine, settings: ServiceSettings, store: SessionStore | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        self.store = store or open_store(settings.session_store, settings.session_db)
+        self.store = store or open_store(
+            settings.session_store, settings.session_db, pool_size=settings.session_pool_size
+        )
         self.end_of_turn_ids = sorted(getattr(engine.backend, "eos_token_ids", ()) or ())
 
     async def create(self, request: CreateSessionRequest | None) -> SessionObject:
