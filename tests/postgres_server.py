@@ -30,7 +30,9 @@ def find_bin(name: str) -> str:
         return found
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
     if not versions:
-        raise PostgresMissing(f"{name} not found: install PostgreSQL (scripts/setup.sh does: apt-get install postgresql)")
+        raise PostgresMissing(
+            f"{name} not found: install PostgreSQL (scripts/setup.sh does: apt-get install postgresql)"
+        )
     return versions[-1]
 
 
@@ -78,7 +80,9 @@ def start_postgres(timeout_s: int = 60) -> PostgresServer:
         run_as = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--clear-groups", "--"]
     data, log = folder / "data", folder / "server.log"
     quiet = {"capture_output": True, "text": True, "env": {**os.environ, "LC_ALL": "C"}}
-    done = subprocess.run([*run_as, initdb, "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"], **quiet)  # type: ignore[call-overload]
+    done = subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"], **quiet
+    )  # type: ignore[call-overload]
     if done.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {done.stderr.strip()[-2000:]}")

@@ -22,8 +22,8 @@ from llm_tts.sessions import (
     SessionStore,
     build_samples,
 )
-from llm_tts.sessions.records import SegmentRecord
 from llm_tts.sessions.postgres_store import PostgresSessionStore
+from llm_tts.sessions.records import SegmentRecord
 from llm_tts.sessions.sqlite_store import SQLiteSessionStore
 from llm_tts.sessions.turns import align_turn
 

@@ -86,7 +86,7 @@ class PostgresSessionStore(SessionStore):
     def __init__(self, url: str, *, pool_size: int = 10, connect_timeout_s: float = 10.0) -> None:
         try:
             import psycopg
-            from psycopg_pool import ConnectionPool
+            from psycopg_pool import ConnectionPool, PoolTimeout
         except ImportError as e:
             raise BackendUnavailableError(
                 "the PostgreSQL session store needs psycopg: pip install 'llm-tts[postgres]'"
@@ -95,11 +95,10 @@ class PostgresSessionStore(SessionStore):
         self._password = _password_of(url)  # only to scrub it from an error message that quotes it
         self._timeout = connect_timeout_s
         self._errors: tuple[type[Exception], ...] = (psycopg.OperationalError,)
-        with self._unavailable_as_typed():  # a direct connection first: its error says why
-            with psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))) as conn:
-                self._migrate(conn)
-        from psycopg_pool import PoolTimeout
-
+        # A direct connection first, to migrate: its error says why a database is unreachable
+        # (the pool's would only say it timed out).
+        with self._unavailable_as_typed(), psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))) as conn:
+            self._migrate(conn)
         self._errors = (psycopg.OperationalError, PoolTimeout)
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="llm-tts-sessions")
         with self._unavailable_as_typed():
@@ -122,7 +121,7 @@ class PostgresSessionStore(SessionStore):
             version = 0 if row is None else int(row[0])
             for steps in _MIGRATIONS[version:]:
                 for statement in steps:
-                    conn.execute(statement)  # type: ignore[arg-type]  # constant SQL of this module
+                    conn.execute(statement)  # constant SQL of this module
             if row is None:
                 conn.execute("INSERT INTO llm_tts_schema_version VALUES (%s)", (len(_MIGRATIONS),))
             else:
