@@ -4,11 +4,13 @@ and a store URL's password kept out of errors, logs and the settings' repr."""
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from llm_tts.cli import main
 from llm_tts.errors import InvalidParameterError, SessionFullError, SessionLimitError, SessionStoreUnavailableError
 from llm_tts.service import ServiceSettings
 from llm_tts.sessions import SessionInfo, SessionOptions, SessionRecord, open_store
@@ -119,3 +121,15 @@ def test_a_store_urls_password_never_reaches_errors_logs_or_the_settings_repr(po
     settings = ServiceSettings(session_store=url)
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
     assert caplog.records and not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
+def test_sessions_export_reads_a_postgresql_store(postgres_server, tmp_path):
+    url = postgres_server.new_database()
+    store = PostgresSessionStore(url, pool_size=1)
+    store.create(info("s"), max_sessions=5)
+    store.add_record(record("s", 7), max_records=5)
+    store.close()
+    out = tmp_path / "samples.jsonl"
+    assert main(["sessions", "export", "s", "--out", str(out), "--session-store", url]) == 0
+    (line,) = out.read_text().splitlines()
+    assert json.loads(line)["metadata"]["record_ids"] == ["rec-7"]
