@@ -101,7 +101,7 @@ def test_the_store_is_chosen_by_its_spec(tmp_path, postgres_server):
     assert isinstance(shared, PostgresSessionStore) and shared.schema_version == 1
     for store in (by_url, by_path, shared):
         store.close()
-    with pytest.raises(InvalidParameterError, match="session_store") as bad:
+    with pytest.raises(InvalidParameterError, match="flag --session-store or env LLM_TTS_SESSION_STORE") as bad:
         ServiceSettings.build(session_store="mysql://agent:hunter2@db/sessions")
     assert "hunter2" not in str(bad.value) and "agent:***@db" in str(bad.value)
 

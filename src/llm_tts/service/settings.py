@@ -149,7 +149,11 @@ class ServiceSettings(BaseModel):
     @field_validator("session_store")
     @classmethod
     def _a_store_we_know(cls, value: str) -> str:
-        store_kind(value)  # raises, naming the value without its password
+        try:
+            store_kind(value)
+        except InvalidParameterError as e:  # its value is shown without a password: keep that one
+            hint = next(src.hint for name, _, src in settings_fields() if name == "session_store")
+            raise InvalidParameterError("session_store", e.value, f"{e.limit} ({hint})") from None
         return value
 
     def __repr_args__(self) -> Any:  # the store URL may hold a password: never in a repr
