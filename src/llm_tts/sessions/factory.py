@@ -22,7 +22,7 @@ def store_kind(spec: str) -> StoreKind:
         return spec  # type: ignore[return-value]
     if spec.startswith(POSTGRES_SCHEMES):
         return "postgresql"
-    if spec.startswith("sqlite://") or "://" not in spec:
+    if spec.strip() and spec != "sqlite://" and (spec.startswith("sqlite://") or "://" not in spec):
         return "sqlite"
     from llm_tts.sessions.postgres_store import redacted
 

@@ -69,6 +69,8 @@ def redacted(url: str) -> str:
     only form of a store URL that goes into a log or an error message."""
     try:
         parts = urlsplit(url)
+        if parts.password is None and "password" not in dict(parse_qsl(parts.query)):
+            return url
         netloc = parts.netloc
         if parts.password is not None:
             user_info, host = netloc.rsplit("@", 1)
