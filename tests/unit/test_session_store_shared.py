@@ -133,3 +133,16 @@ def test_sessions_export_reads_a_postgresql_store(postgres_server, tmp_path):
     assert main(["sessions", "export", "s", "--out", str(out), "--session-store", url]) == 0
     (line,) = out.read_text().splitlines()
     assert json.loads(line)["metadata"]["record_ids"] == ["rec-7"]
+
+
+def test_a_database_of_a_newer_schema_is_refused_not_downgraded(postgres_server):
+    import psycopg
+
+    url = postgres_server.new_database()
+    PostgresSessionStore(url, pool_size=1).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE llm_tts_schema_version SET version = 99")
+    with pytest.raises(SessionStoreUnavailableError, match="schema version 99 is newer"):
+        PostgresSessionStore(url, pool_size=1)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM llm_tts_schema_version").fetchone() == (99,)

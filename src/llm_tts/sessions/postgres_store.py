@@ -102,7 +102,14 @@ class PostgresSessionStore(SessionStore):
         with self._unavailable_as_typed(), psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))) as conn:
             self._migrate(conn)
         self._errors = (psycopg.OperationalError, PoolTimeout)
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="llm-tts-sessions")
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="llm-tts-sessions",
+            check=ConnectionPool.check_connection,  # a connection the database dropped (a restart) is replaced
+        )
         with self._unavailable_as_typed():
             self._pool.open(wait=True, timeout=connect_timeout_s)
         log.info("session store: PostgreSQL at %s (pool of %d)", self.url, pool_size)
@@ -121,6 +128,11 @@ class PostgresSessionStore(SessionStore):
             conn.execute("CREATE TABLE IF NOT EXISTS llm_tts_schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM llm_tts_schema_version").fetchone()
             version = 0 if row is None else int(row[0])
+            if version > len(_MIGRATIONS):  # written by a newer llm-tts: never downgrade it
+                raise SessionStoreUnavailableError(
+                    f"session store {self.url}: its schema version {version} is newer than this llm-tts "
+                    f"knows ({len(_MIGRATIONS)}): upgrade llm-tts"
+                )
             for steps in _MIGRATIONS[version:]:
                 for statement in steps:
                     conn.execute(statement)  # constant SQL of this module
