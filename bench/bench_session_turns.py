@@ -150,6 +150,7 @@ def main() -> None:
             for key in list(arms)[r % 3 :] + list(arms)[: r % 3]:
                 name, urls, recorded = arms[key]
                 done[key].append(run_agents(name, urls, *shape, recorded=recorded))
+                print(f"  round {r + 1}:{done[key][-1].line()[1:]}", flush=True)
         plain, sqlite, shared = (Arm.pooled(done[key]) for key in arms)
 
     print(
