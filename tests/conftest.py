@@ -209,6 +209,24 @@ def browser():
     chromium.quit()
 
 
+# -- PostgreSQL, for the session store several replicas share -----------------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/postgres_server.py), started once per session and
+    stopped after it; ``postgres_server.new_database()`` gives a test a fresh database's URL.
+    Without PostgreSQL installed the test skips, except under CI=true, where it fails."""
+    from postgres_server import PostgresMissing, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresMissing as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {e}", pytrace=False)
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
 # -- the vLLM backend -------------------------------------------------------------------------
 # float32 on both backends for the contract tests: bf16 rounding differs between the two engines
 # and flips near-tied greedy choices; in float32 they agree token for token.

@@ -260,6 +260,14 @@ class SessionFullError(LLMTTSError):
         )
 
 
+class SessionStoreUnavailableError(LLMTTSError):
+    """The session store's database cannot be reached (down, restarting, or every connection busy)."""
+
+    http_status = 503
+    code = "session_store_unavailable"
+    error_type = "server_error"
+
+
 class QueueFullError(TooManyRequestsError):
     """Every run slot is busy and the wait queue is full (decoded as TooManyRequestsError)."""
 

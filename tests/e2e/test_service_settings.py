@@ -37,6 +37,7 @@ GOOD = {
     "queue_timeout_s": "30",
     "session_store": "memory",
     "session_db": "/tmp/some-sessions.sqlite3",
+    "session_pool_size": "4",
     "session_ttl_s": "60",
     "max_sessions": "11",
     "max_session_records": "13",

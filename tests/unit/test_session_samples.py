@@ -1,6 +1,7 @@
 """Sessions without a model (fast tier): turn alignment and re-render detection, sample building
-from hand-made records (masks, logprobs, injected segments, candidates, rewards), both stores
-(caps, TTL, WAL, reopening) and the ``llm-tts sessions export`` command."""
+from hand-made records (masks, logprobs, injected segments, candidates, rewards), the stores
+(the same tests on memory, SQLite and a real PostgreSQL server: caps, TTL, order, rewards; WAL,
+reopening, migration) and the ``llm-tts sessions export`` command."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from llm_tts.sessions import (
     SessionInfo,
     SessionOptions,
     SessionRecord,
+    SessionStore,
     build_samples,
 )
+from llm_tts.sessions.postgres_store import PostgresSessionStore
 from llm_tts.sessions.records import SegmentRecord
 from llm_tts.sessions.sqlite_store import SQLiteSessionStore
 from llm_tts.sessions.turns import align_turn
@@ -134,9 +137,12 @@ def info(sid="sess-1", now=100.0, ttl=10.0):
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request, tmp_path):
-    s = MemorySessionStore() if request.param == "memory" else SQLiteSessionStore(tmp_path / "s.sqlite3")
+    if request.param == "postgres":  # a fresh database on the session's server
+        s: SessionStore = PostgresSessionStore(request.getfixturevalue("postgres_server").new_database())
+    else:
+        s = MemorySessionStore() if request.param == "memory" else SQLiteSessionStore(tmp_path / "s.sqlite3")
     yield s
     s.close()
 

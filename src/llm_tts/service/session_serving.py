@@ -6,7 +6,7 @@ completion) only check the session first (live, room for a record), apply a chat
 continuation, and hand back the hook that records the finished run. A text completion's record
 has no messages: its prompt ids are the ones given, or its text's tokens, and a later prompt that
 starts with a turn's exact tokens continues it.
-Store calls are blocking (SQLite), so they run in worker threads.
+Store calls are blocking (SQLite, or PostgreSQL through a pool), so they run in worker threads.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ class ServingSessions:
     def __init__(self, engine: TTSEngine, settings: ServiceSettings, store: SessionStore | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        self.store = store or open_store(settings.session_store, settings.session_db)
+        self.store = store or open_store(
+            settings.session_store, settings.session_db, pool_size=settings.session_pool_size
+        )
         self.end_of_turn_ids = sorted(getattr(engine.backend, "eos_token_ids", ()) or ())
 
     async def create(self, request: CreateSessionRequest | None) -> SessionObject:

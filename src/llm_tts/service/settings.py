@@ -14,11 +14,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from llm_tts.config import MAX_PATHS, MAX_TOKENS
 from llm_tts.errors import InvalidParameterError
+from llm_tts.sessions.factory import store_kind
+from llm_tts.sessions.postgres_store import redacted
 from llm_tts.validation_errors import typed_validation
 
 DEFAULT_PORT = 8001
@@ -127,11 +129,17 @@ class ServiceSettings(BaseModel):
     queue_timeout_s: Annotated[float, Source("--queue-timeout", "LLM_TTS_QUEUE_TIMEOUT")] = Field(
         600.0, gt=0, description="seconds a request may wait for a run slot before it gets 503"
     )
-    session_store: Annotated[Literal["sqlite", "memory"], Source("--session-store", "LLM_TTS_SESSION_STORE")] = Field(
-        "sqlite", description="where sessions are kept: sqlite (a file, survives restarts) or memory"
+    session_store: Annotated[str, Source("--session-store", "LLM_TTS_SESSION_STORE")] = Field(
+        "sqlite",
+        description="where sessions are kept: sqlite (the file --session-db names; survives restarts), a file path "
+        "or sqlite:///path, memory, or a postgresql://user@host:port/db URL that several replicas share "
+        "(give its password in the env or ~/.pgpass: flags show in ps)",
     )
     session_db: Annotated[str | None, Source("--session-db", "LLM_TTS_SESSION_DB")] = Field(
         None, description="the sqlite store's file; unset: $XDG_STATE_HOME/llm-tts/sessions.sqlite3"
+    )
+    session_pool_size: Annotated[int, Source("--session-pool-size", "LLM_TTS_SESSION_POOL_SIZE")] = Field(
+        10, ge=1, le=1000, description="a PostgreSQL session store's connections per replica, at most"
     )
     session_ttl_s: Annotated[float, Source("--session-ttl", "LLM_TTS_SESSION_TTL")] = Field(
         3600.0, gt=0, description="seconds a session may sit unused before it expires (404 after)"
@@ -142,6 +150,20 @@ class ServiceSettings(BaseModel):
     max_session_records: Annotated[int, Source("--max-session-records", "LLM_TTS_MAX_SESSION_RECORDS")] = Field(
         10000, ge=1, description="records one session may hold (413 beyond)"
     )
+
+    @field_validator("session_store")
+    @classmethod
+    def _a_store_we_know(cls, value: str) -> str:
+        try:
+            store_kind(value)
+        except InvalidParameterError as e:  # its value is shown without a password: keep that one
+            hint = next(src.hint for name, _, src in settings_fields() if name == "session_store")
+            raise InvalidParameterError("session_store", e.value, f"{e.limit} ({hint})") from None
+        return value
+
+    def __repr_args__(self) -> Any:  # the store URL may hold a password: never in a repr
+        for name, value in super().__repr_args__():
+            yield name, (redacted(value) if name == "session_store" and isinstance(value, str) else value)
 
     @model_validator(mode="after")
     def _options_fit_the_backend(self) -> ServiceSettings:

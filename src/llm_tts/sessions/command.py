@@ -1,5 +1,6 @@
 """``llm-tts sessions export ID --out FILE``: a session's training samples as JSONL, one a line,
-read straight from the SQLite store (no model, no running server needed)."""
+read straight from the store (SQLite by default, or the PostgreSQL one replicas share; no model,
+no running server needed)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llm_tts.errors import LLMTTSError
+from llm_tts.errors import InvalidParameterError, LLMTTSError
+from llm_tts.sessions.factory import open_store, store_kind
 from llm_tts.sessions.records import SessionRecord
 from llm_tts.sessions.samples import SampleOptions, build_samples
-from llm_tts.sessions.sqlite_store import SQLiteSessionStore, default_store_path
+from llm_tts.sessions.sqlite_store import default_store_path
 
-SESSION_DB_ENV = "LLM_TTS_SESSION_DB"  # the same variable `llm-tts serve` reads
+SESSION_DB_ENV = "LLM_TTS_SESSION_DB"  # the same variables `llm-tts serve` reads
+SESSION_STORE_ENV = "LLM_TTS_SESSION_STORE"
 
 
 def add_sessions_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,12 @@ def add_sessions_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help=f"the server's SQLite store (default: ${SESSION_DB_ENV} or {default_store_path()})",
+    )
+    export.add_argument(
+        "--session-store",
+        default=None,
+        help=f"the server's store, as llm-tts serve takes it, e.g. a postgresql:// URL (default: ${SESSION_STORE_ENV} "
+        "or sqlite, the --session-db file)",
     )
     export.add_argument(
         "--candidates",
@@ -48,12 +57,21 @@ def add_sessions_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sessions(args: argparse.Namespace) -> int:
+    spec = args.session_store or os.environ.get(SESSION_STORE_ENV) or "sqlite"
     path = args.session_db or os.environ.get(SESSION_DB_ENV) or default_store_path()
-    if not Path(path).is_file():
-        print(f"llm-tts sessions: no session store at {path} (pass --session-db)", file=sys.stderr)
+    try:
+        kind = store_kind(spec)
+        if kind == "memory":
+            raise InvalidParameterError("session_store", spec, "a memory store is gone with its server")
+        file = Path(path) if spec == "sqlite" else Path(spec.removeprefix("sqlite://"))
+        if kind == "sqlite" and not file.is_file():  # reading must not create an empty store
+            print(f"llm-tts sessions: no session store at {file} (pass --session-db)", file=sys.stderr)
+            return 2
+        store = open_store(spec, path)
+    except LLMTTSError as e:
+        print(f"llm-tts sessions: {e}", file=sys.stderr)
         return 2
     options = SampleOptions(candidates=args.candidates, reward=args.reward, merge_turns=not args.no_merge_turns)
-    store = SQLiteSessionStore(path)
     try:
         info = store.get(args.session_id)
         records = store.records(args.session_id)

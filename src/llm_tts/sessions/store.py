@@ -1,6 +1,6 @@
 """Where sessions and their records live: the :class:`SessionStore` interface and an in-memory
-store. :mod:`llm_tts.sessions.sqlite_store` is the default, durable one; a server fleet can
-share a store by implementing the same interface over a shared database.
+store. :mod:`llm_tts.sessions.sqlite_store` is the default, durable one;
+:mod:`llm_tts.sessions.postgres_store` is the one several service replicas share.
 
 Stores are thread-safe. Caps are checked atomically with the write they guard, so concurrent
 requests cannot overshoot them. Expired sessions are treated as absent and removed by
