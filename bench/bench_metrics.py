@@ -17,20 +17,8 @@ import argparse
 import statistics
 import time
 
+from beam_workload import BEAM, QUESTION
 from prometheus_client import generate_latest
-
-BEAM = {
-    "tts_strategy": "beam_search",
-    "tts_scorer": "entropy",
-    "tts_beam_size": 4,
-    "tts_candidates_per_step": 2,
-    "tts_max_steps": 4,
-    "tts_step_max_tokens": 16,
-    "max_tokens": 64,
-    "temperature": 0.7,
-    "seed": 0,
-}
-QUESTION = [{"role": "user", "content": "What is 17 * 23? Think step by step."}]
 
 
 def main() -> None:

@@ -20,17 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-BEAM = {
-    "tts_strategy": "beam_search",
-    "tts_scorer": "entropy",
-    "tts_beam_size": 4,
-    "tts_candidates_per_step": 2,
-    "tts_max_steps": 4,
-    "tts_step_max_tokens": 16,
-    "max_tokens": 64,
-    "temperature": 0.7,
-}
-QUESTION = [{"role": "user", "content": "What is 17 * 23? Think step by step."}]
+from beam_workload import BEAM, QUESTION
 
 
 def timed(spent: list[float], fn: Callable[..., Any]) -> Callable[..., Any]:
