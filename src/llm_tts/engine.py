@@ -130,7 +130,7 @@ class TTSEngine:
         )
         outcome: StrategyOutcome
         run_attributes = {"llm_tts.strategy": plan.spec.name, "llm_tts.scorer": plan.scorer_name}
-        with metered() as api, span("llm_tts.run", run_attributes) as run_span:
+        with metered(run=True) as api, span("llm_tts.run", run_attributes) as run_span:
             try:
                 if plan.output is not None:
                     outcome = run_structured(ctx, plan.output, plan.spec.size(plan.config))

@@ -23,6 +23,7 @@ class UsageMeter:
     completion_tokens: int = 0
     cached_tokens: int = 0  # of prompt_tokens, those served from a prefix cache
     requests: int = 0
+    run: bool = False  # a run's own meter (see metered)
 
     @property
     def total_tokens(self) -> int:
@@ -41,11 +42,14 @@ _active: ContextVar[Meters] = ContextVar("llm_tts_usage_meters", default=())
 
 
 @contextmanager
-def metered(*, alone: bool = False) -> Iterator[UsageMeter]:
-    """Collect the usage every backend reports in this context. ``alone``: the enclosing meters
-    do not see it (a scorer's forward passes are not the run's prompt)."""
-    meter = UsageMeter()
-    token = _active.set((meter,) if alone else (*_active.get(), meter))
+def metered(*, run: bool = False, outside_run: bool = False) -> Iterator[UsageMeter]:
+    """Collect the usage every backend reports in this context. ``run``: this is a run's own meter
+    (the engine's). ``outside_run``: the enclosing runs' meters do not see this usage (a scorer's
+    forward passes are not the run's prompt), while every other enclosing meter (a caller's
+    bill) still does."""
+    meter = UsageMeter(run=run)
+    enclosing = tuple(m for m in _active.get() if not m.run) if outside_run else _active.get()
+    token = _active.set((*enclosing, meter))
     try:
         yield meter
     finally:

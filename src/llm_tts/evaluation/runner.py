@@ -95,6 +95,11 @@ class Job:
         return (self.question.id, self.configuration.name, self.seed)
 
 
+# Fields that change what a run records about itself, not its result: a row done with or without
+# them is the same result (``llm-tts eval --no-traces`` resumes a folder written with traces).
+OBSERVING_FIELDS = frozenset({"tts_trace"})
+
+
 def plan_jobs(
     questions: Sequence[Question],
     configurations: Sequence[Configuration],
@@ -115,7 +120,9 @@ def plan_jobs(
                 if row is None:
                     jobs.append(job)
                 elif changed := sorted(
-                    k for k in config.keys() | row.config.keys() if row.config.get(k) != config.get(k)
+                    k
+                    for k in (config.keys() | row.config.keys()) - OBSERVING_FIELDS
+                    if row.config.get(k) != config.get(k)
                 ):
                     # a field absent from an older row is unset there (a field added since, at None)
                     raise InvalidParameterError(

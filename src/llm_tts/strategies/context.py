@@ -346,7 +346,7 @@ class StrategyContext:
         start = time.perf_counter()
         self._open_step_span()
         with span("llm_tts.score", {"llm_tts.scorer": self.scorer.name, "llm_tts.requests": len(requests)}) as call:
-            with metered(alone=True) as usage:  # the scorer's tokens are not the run's prompt
+            with metered(outside_run=True) as usage:  # the scorer's tokens are not the run's prompt
                 new = self.scorer.score(requests)
             self.cost.add_scoring(usage)
             call.set({"llm_tts.scorer_tokens": usage.prompt_tokens + usage.completion_tokens})
